@@ -1,0 +1,107 @@
+"""The `callbridge` command line."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from functools import cached_property
+
+import click
+from sqlalchemy import Engine
+
+from bridge import __version__
+from bridge.config import ConfigError, Settings, load_config
+from bridge.logging_setup import setup_logging
+from bridge.store.engine import make_engine
+
+
+@dataclass
+class AppContext:
+    """What every subcommand gets as `ctx.obj`: the settings and (lazily) the store."""
+
+    config_path: str | None
+
+    @cached_property
+    def config(self) -> Settings:
+        try:
+            return load_config(self.config_path)
+        except ConfigError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    @cached_property
+    def engine(self) -> Engine:
+        from bridge.store.migrate import upgrade
+
+        engine = make_engine(self.config.database.url)
+        upgrade(engine)
+        return engine
+
+
+@click.group()
+@click.version_option(__version__, prog_name="callbridge")
+@click.option(
+    "--config",
+    "config_path",
+    envvar="CALLBRIDGE_CONFIG",
+    type=click.Path(dir_okay=False),
+    help="TOML settings file (default: $CALLBRIDGE_CONFIG; environment variables override it).",
+)
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None) -> None:
+    """callbridge: the bridge between your cloud PBX and your CRMs."""
+    ctx.obj = AppContext(config_path)
+
+
+@cli.command()
+@click.pass_obj
+def run(obj: AppContext) -> None:
+    """Run the daemon: the Mango webhook receiver, the read API and the delivery workers."""
+    import os
+
+    from bridge.daemon import serve
+
+    settings = obj.config
+    if obj.config_path:
+        os.environ["CALLBRIDGE_CONFIG"] = os.path.abspath(obj.config_path)
+    setup_logging(settings.log.level)
+    if not settings.mango.api_key:
+        click.echo(
+            "warning: no Mango API key set (CALLBRIDGE_MANGO_API_KEY); webhooks are refused until it is",
+            err=True,
+        )
+    serve(settings)
+
+
+@cli.group()
+def db() -> None:
+    """Database maintenance."""
+
+
+@db.command("upgrade")
+@click.pass_obj
+def db_upgrade(obj: AppContext) -> None:
+    """Apply the database migrations (also done on every start)."""
+    from bridge.store.migrate import current_revision, upgrade
+
+    engine = make_engine(obj.config.database.url)
+    upgrade(engine)
+    click.echo(f"database at revision {current_revision(engine)}")
+
+
+def _add_subcommands() -> None:
+    from bridge.outbox.cli import deliveries
+    from bridge.pbx.mango.simulator.cli import simulate
+
+    cli.add_command(deliveries)
+    cli.add_command(simulate)
+
+
+_add_subcommands()
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except ConfigError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(2)

@@ -1,0 +1,100 @@
+"""The typed settings. Every key maps to an environment variable `CALLBRIDGE_<SECTION>_<KEY>`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+# Mango Office's published notification source addresses (mango.md §1).
+MANGO_SOURCE_IPS: tuple[str, ...] = (
+    "81.88.80.132",
+    "81.88.80.133",
+    "81.88.82.36",
+    "81.88.82.44",
+    "81.88.82.45",
+)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MangoSettings(_Section):
+    """The Mango Office VPBX API connector (cabinet: Integrations -> API connector)."""
+
+    api_key: str = ""
+    api_salt: SecretStr = SecretStr("")
+    api_url: str = "https://app.mango-office.ru/vpbx/"
+    verify_tls: bool = True
+    # Source-IP allow-list for webhooks: empty = open; "mango" = Mango's published addresses; or a list.
+    allowed_ips: list[str] = Field(default_factory=list)
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+
+    @field_validator("api_url")
+    @classmethod
+    def _url_with_slash(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value if value.endswith("/") else value + "/"
+
+    @field_validator("allowed_ips", mode="before")
+    @classmethod
+    def _expand_preset(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list) and "mango" in value:
+            value = [v for v in value if v != "mango"] + list(MANGO_SOURCE_IPS)
+        return value
+
+
+class HttpSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    workers: int = Field(default=2, ge=1, le=64)
+    threads: int = Field(default=4, ge=1, le=256)
+    # Trust X-Forwarded-For from this many proxies (for the IP allow-list behind a reverse proxy).
+    trusted_proxies: int = Field(default=0, ge=0, le=5)
+
+
+class WsSettings(_Section):
+    port: int = Field(default=8081, ge=0, le=65535)
+
+
+class DatabaseSettings(_Section):
+    url: str = "sqlite:///var/callbridge.db"
+
+
+class ApiSettings(_Section):
+    token: SecretStr = SecretStr("")
+
+
+class TrackerSettings(_Section):
+    # Close a call from its legs when every leg is disconnected and no summary came for this long.
+    close_after_seconds: float = Field(default=120.0, gt=0)
+
+
+class DispatcherSettings(_Section):
+    max_attempts: int = Field(default=12, ge=1, le=100)
+    base_delay_seconds: float = Field(default=1.0, gt=0)
+    max_delay_seconds: float = Field(default=900.0, gt=0)
+    enabled: bool = True
+
+
+class LogSettings(_Section):
+    level: str = "INFO"
+
+
+class Settings(_Section):
+    """All of callbridge's settings."""
+
+    mango: MangoSettings = Field(default_factory=MangoSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    ws: WsSettings = Field(default_factory=WsSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    tracker: TrackerSettings = Field(default_factory=TrackerSettings)
+    dispatcher: DispatcherSettings = Field(default_factory=DispatcherSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+    # Per-connector sections, validated by each connector's own config model (see bridge.registry).
+    connectors: dict[str, dict[str, Any]] = Field(default_factory=dict)

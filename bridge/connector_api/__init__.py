@@ -1,0 +1,30 @@
+"""The connector API: everything a connector may import from the core.
+
+A connector sees CallEvents, caller cards, phone helpers, its reference store and the shared HTTP layer,
+never the store's tables, the tracker or the web app.
+"""
+
+from bridge.connector_api.base import (
+    CallerCard,
+    Connector,
+    DeliveryError,
+    Employee,
+    PermanentDeliveryError,
+    RateLimit,
+    RefStore,
+    RetryableDeliveryError,
+)
+from bridge.connector_api.events import CALL_EVENT_TYPES, CallEvent
+
+__all__ = [
+    "CALL_EVENT_TYPES",
+    "CallEvent",
+    "CallerCard",
+    "Connector",
+    "DeliveryError",
+    "Employee",
+    "PermanentDeliveryError",
+    "RateLimit",
+    "RefStore",
+    "RetryableDeliveryError",
+]

@@ -1,0 +1,107 @@
+"""The one interface every connector implements, and the types it exchanges with the core."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+from pydantic import BaseModel
+
+from bridge.connector_api.events import CallEvent
+
+
+class DeliveryError(Exception):
+    """A connector could not deliver an event. Subclasses say whether trying again can help."""
+
+
+class RetryableDeliveryError(DeliveryError):
+    """Try again later (network error, 5xx, rate limit). `retry_after` is the vendor's hint in seconds."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PermanentDeliveryError(DeliveryError):
+    """Trying again cannot help (bad credentials, rejected payload): the delivery is parked as dead."""
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """A token bucket: `rate` requests per second sustained, `burst` at once."""
+
+    rate: float
+    burst: int = 1
+
+
+@dataclass(frozen=True)
+class Employee:
+    """An employee as a CRM knows them, tied to a PBX extension where one is mapped."""
+
+    extension: str | None
+    name: str | None = None
+    crm_user_id: str | None = None
+    email: str | None = None
+
+
+@dataclass(frozen=True)
+class CallerCard:
+    """What a connector knows about a phone number, for popups and routing."""
+
+    source: str
+    name: str | None = None
+    company: str | None = None
+    links: tuple[tuple[str, str], ...] = ()  # (title, url)
+    responsible: Employee | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class RefStore(Protocol):
+    """Vendor ids a connector keeps per call (e.g. Bitrix24's CALL_ID), so `handle` is safe to repeat."""
+
+    def get(self, entry_id: str, key: str) -> str | None: ...
+
+    def put(self, entry_id: str, key: str, value: str) -> None: ...
+
+
+class Connector(ABC):
+    """Base class of every connector.
+
+    Declarative metadata on the class lets the core validate config, throttle and route events without
+    knowing the connector. Subclasses are registered under the entry point group ``callbridge.connectors``.
+    """
+
+    name: ClassVar[str]
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+    config_model: ClassVar[type[BaseModel]]
+    rate_limit: ClassVar[RateLimit | None] = None
+    # Event types this connector wants; None means every CallEvent type.
+    event_types: ClassVar[frozenset[str] | None] = None
+
+    def __init__(self, config: BaseModel) -> None:
+        self.config = config
+
+    def wants(self, event: CallEvent) -> bool:
+        """Whether an outbox row should be created for this event."""
+        return self.event_types is None or event.type in self.event_types
+
+    @abstractmethod
+    def handle(self, event: CallEvent, refs: RefStore) -> None:
+        """Deliver one event. Must be safe to repeat; raise a `DeliveryError` subclass on failure."""
+
+    def lookup(self, phone: str) -> CallerCard | None:
+        """A caller card for an E.164 number, or None. Connectors without the capability keep this."""
+        return None
+
+    def responsible_for(self, phone: str) -> Employee | None:
+        """The employee responsible for this caller, for routing. None when unknown."""
+        return None
+
+    def blueprint(self) -> Any | None:
+        """A Flask blueprint for inbound hooks (click-to-call, install, OAuth), or None."""
+        return None
+
+    def check(self) -> str:
+        """Test the credentials against the vendor; return a plain-words status or raise `DeliveryError`."""
+        return "no check available"

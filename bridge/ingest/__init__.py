@@ -1,0 +1,1 @@
+"""Durable ingest: accepted PBX notifications are committed before they are acknowledged."""

@@ -1,0 +1,1 @@
+"""Mango Office VPBX adapter: signing, parsing, receiver, command client and simulator."""

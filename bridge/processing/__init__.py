@@ -1,0 +1,1 @@
+"""Turning stored raw events into calls, legs and outbox rows."""

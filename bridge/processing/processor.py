@@ -1,0 +1,202 @@
+"""The event processor: folds newly stored raw events into calls and queues CallEvents for connectors.
+
+Runs in one thread of the daemon. Each pass takes the oldest unprocessed raw events and, in ONE
+transaction, updates the call snapshots, inserts the outbox rows and marks the raw events processed, so
+a crash at any point either redoes the whole pass or none of it. On PostgreSQL a transaction-scoped
+advisory lock lets several daemons share the database with one processor active at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import Connection, Engine, select, text, update
+
+from bridge.connector_api import CallEvent, Connector
+from bridge.outbox.enqueue import enqueue
+from bridge.pbx.events import TRACKED_EVENT_TYPES, CommandResultEvent, PbxEvent, SmsEvent
+from bridge.pbx.mango.parse import ParseError, parse
+from bridge.processing.calls_store import load_emitted, save_snapshot
+from bridge.store.schema import calls, commands, raw_events
+from bridge.tracker import track
+
+log = logging.getLogger(__name__)
+
+PROCESSOR_LOCK_ID = 0x63616C6C  # "call": one active processor per database
+
+
+@dataclass
+class _CallWork:
+    """The events of one call within a pass."""
+
+    events: list[PbxEvent] = field(default_factory=list)
+    emitted: frozenset[str] = frozenset()
+    last_event_at: float | None = None
+    new_events: list[CallEvent] = field(default_factory=list)
+    result: object | None = None
+
+
+def _decode(path: str, payload: str) -> PbxEvent | None:
+    try:
+        return parse(path, json.loads(payload))
+    except (ParseError, ValueError) as exc:
+        log.error("stored /%s event no longer parses: %s", path, exc)
+        return None
+
+
+class EventProcessor:
+    """Folds raw events into calls; see the module docstring."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        connectors: Mapping[str, Connector],
+        *,
+        close_after: float = 120.0,
+        batch_size: int = 200,
+        clock: Callable[[], float] = time.time,
+        on_call_events: Callable[[Sequence[CallEvent]], None] | None = None,
+    ) -> None:
+        self._engine = engine
+        self._connectors = list(connectors.values())
+        self._close_after = close_after
+        self._batch_size = batch_size
+        self._clock = clock
+        self._on_call_events = on_call_events
+        self._wake = threading.Event()
+        self._last_sweep = 0.0
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _locked(self, conn: Connection) -> bool:
+        if conn.dialect.name != "postgresql":
+            return True
+        return bool(conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": PROCESSOR_LOCK_ID}).scalar())
+
+    def run_once(self) -> int:
+        """Process one batch of raw events; returns how many were processed."""
+        now = self._clock()
+        emitted_events: list[CallEvent] = []
+        with self._engine.begin() as conn:
+            if not self._locked(conn):
+                return 0
+            rows = conn.execute(
+                select(raw_events.c.id, raw_events.c.path, raw_events.c.entry_id, raw_events.c.payload,
+                       raw_events.c.received_at)
+                .where(raw_events.c.processed_at.is_(None))
+                .order_by(raw_events.c.id)
+                .limit(self._batch_size)
+            ).all()
+            if not rows:
+                return 0
+            work: dict[str, _CallWork] = {}
+            for row in rows:
+                event = _decode(row.path, row.payload)
+                if isinstance(event, TRACKED_EVENT_TYPES):
+                    self._fold(conn, work, event, row.received_at, now)
+                elif isinstance(event, CommandResultEvent | SmsEvent):
+                    self._record_command_result(conn, event, now)
+            for item in work.values():
+                save_snapshot(conn, item.result, last_event_at=item.last_event_at, now=now)
+                if item.new_events:
+                    enqueue(conn, item.new_events, self._connectors, now=now)
+                    emitted_events.extend(item.new_events)
+            conn.execute(
+                update(raw_events)
+                .where(raw_events.c.id.in_([row.id for row in rows]))
+                .values(processed_at=now)
+            )
+        self._publish(emitted_events)
+        return len(rows)
+
+    def _fold(
+        self, conn: Connection, work: dict[str, _CallWork], event: PbxEvent, received_at: float, now: float
+    ) -> None:
+        entry_id: str = event.entry_id  # type: ignore[union-attr]
+        item = work.get(entry_id)
+        if item is None:
+            item = work[entry_id] = self._load_call(conn, entry_id)
+        item.events.append(event)
+        item.last_event_at = max(item.last_event_at or 0.0, received_at)
+        result = track(
+            item.events, item.emitted, now=now, close_after=self._close_after, last_event_at=item.last_event_at
+        )
+        item.emitted = result.emitted
+        item.new_events.extend(result.new_events)
+        item.result = result
+
+    def _load_call(self, conn: Connection, entry_id: str) -> _CallWork:
+        emitted, _exists = load_emitted(conn, entry_id)
+        stored = conn.execute(
+            select(raw_events.c.path, raw_events.c.payload, raw_events.c.received_at)
+            .where(raw_events.c.entry_id == entry_id, raw_events.c.processed_at.is_not(None))
+            .order_by(raw_events.c.id)
+        ).all()
+        events = [e for e in (_decode(r.path, r.payload) for r in stored) if isinstance(e, TRACKED_EVENT_TYPES)]
+        last = max((r.received_at for r in stored), default=None)
+        return _CallWork(events=events, emitted=emitted, last_event_at=last)
+
+    def _record_command_result(self, conn: Connection, event: CommandResultEvent | SmsEvent, now: float) -> None:
+        code = event.result if isinstance(event, CommandResultEvent) else event.reason
+        status = "done" if code == 1000 else "failed"
+        conn.execute(
+            update(commands)
+            .where(commands.c.command_id == event.command_id)
+            .values(async_result=code, status=status, updated_at=now)
+        )
+
+    def sweep_stale_calls(self) -> int:
+        """Re-fold open calls that saw no event for `close_after` seconds, so they close from their legs."""
+        now = self._clock()
+        emitted_events: list[CallEvent] = []
+        with self._engine.begin() as conn:
+            if not self._locked(conn):
+                return 0
+            stale = conn.execute(
+                select(calls.c.entry_id)
+                .where(calls.c.closed.is_(False), calls.c.last_event_at <= now - self._close_after)
+                .limit(500)
+            ).scalars().all()
+            for entry_id in stale:
+                item = self._load_call(conn, entry_id)
+                if not item.events:
+                    continue
+                result = track(
+                    item.events, item.emitted, now=now, close_after=self._close_after,
+                    last_event_at=item.last_event_at,
+                )
+                save_snapshot(conn, result, last_event_at=item.last_event_at, now=now)
+                if result.new_events:
+                    enqueue(conn, result.new_events, self._connectors, now=now)
+                    emitted_events.extend(result.new_events)
+        self._publish(emitted_events)
+        return len(emitted_events)
+
+    def _publish(self, events: Sequence[CallEvent]) -> None:
+        if events and self._on_call_events is not None:
+            try:
+                self._on_call_events(events)
+            except Exception:
+                log.exception("call event listener failed")
+
+    def run_forever(self, stop: threading.Event, *, poll_interval: float = 0.02, sweep_every: float = 5.0) -> None:
+        """Process until `stop` is set; polls the store (other processes insert raw events too)."""
+        while not stop.is_set():
+            try:
+                processed = self.run_once()
+                if self._clock() - self._last_sweep >= sweep_every:
+                    self._last_sweep = self._clock()
+                    self.sweep_stale_calls()
+            except Exception:
+                log.exception("event processing pass failed; retrying")
+                processed = 0
+                stop.wait(1.0)
+            if processed == 0:
+                self._wake.wait(poll_interval)
+                self._wake.clear()

@@ -1,0 +1,1 @@
+"""The durable store: SQLAlchemy Core tables, engine setup and Alembic migrations."""

@@ -1,0 +1,158 @@
+"""Table definitions (SQLAlchemy Core). Migrations under `migrations/versions` must match these."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+# Sqlite autoincrement needs INTEGER PRIMARY KEY; PostgreSQL wants BIGINT identity.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+raw_events = Table(
+    "raw_events",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("path", String(64), nullable=False),  # "events/call", "result/callback", ...
+    Column("dedup_key", String(400), nullable=False, unique=True),
+    Column("entry_id", String(160), nullable=True),
+    Column("payload", Text, nullable=False),  # the raw `json` form field exactly as signed
+    Column("received_at", Float, nullable=False),
+    Column("processed_at", Float, nullable=True),
+)
+Index("ix_raw_events_entry", raw_events.c.entry_id)
+Index("ix_raw_events_unprocessed", raw_events.c.processed_at, raw_events.c.id)
+
+calls = Table(
+    "calls",
+    metadata,
+    Column("entry_id", String(160), primary_key=True),
+    Column("direction", String(16), nullable=False, default="unknown"),
+    Column("status", String(16), nullable=False),  # ringing | answered | ended | missed
+    Column("customer_number", String(128), nullable=True),
+    Column("line_number", String(128), nullable=True),
+    Column("answered_by", String(32), nullable=True),
+    Column("responsible", String(32), nullable=True),
+    Column("extensions", Text, nullable=False, default="[]"),  # JSON list
+    Column("missed", Boolean, nullable=False, default=False),
+    Column("closed", Boolean, nullable=False, default=False),
+    Column("started_at", Float, nullable=True),
+    Column("answered_at", Float, nullable=True),
+    Column("ended_at", Float, nullable=True),
+    Column("duration", Integer, nullable=True),
+    Column("talk_seconds", Integer, nullable=True),
+    Column("wait_seconds", Integer, nullable=True),
+    Column("disconnect_reason", Integer, nullable=True),
+    Column("command_id", String(160), nullable=True),
+    Column("emitted", Text, nullable=False, default="[]"),  # JSON list of CallEvent keys already emitted
+    Column("last_event_at", Float, nullable=True),  # receive time of the newest raw event of the call
+    Column("updated_at", Float, nullable=False),
+)
+Index("ix_calls_started", calls.c.started_at)
+Index("ix_calls_open", calls.c.closed, calls.c.last_event_at)
+Index("ix_calls_customer", calls.c.customer_number)
+
+legs = Table(
+    "legs",
+    metadata,
+    Column("call_id", String(160), primary_key=True),
+    Column("entry_id", String(160), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("location", String(32), nullable=True),
+    Column("from_extension", String(32), nullable=True),
+    Column("from_number", String(128), nullable=True),
+    Column("to_extension", String(32), nullable=True),
+    Column("to_number", String(128), nullable=True),
+    Column("acd_group", String(32), nullable=True),
+    Column("taken_from_call_id", String(160), nullable=True),
+    Column("disconnect_reason", Integer, nullable=True),
+    Column("command_id", String(160), nullable=True),
+    Column("appeared_at", Float, nullable=True),
+    Column("connected_at", Float, nullable=True),
+    Column("ended_at", Float, nullable=True),
+)
+Index("ix_legs_entry", legs.c.entry_id)
+
+recordings = Table(
+    "recordings",
+    metadata,
+    Column("recording_id", String(160), primary_key=True),
+    Column("entry_id", String(160), nullable=False),
+    Column("call_id", String(160), nullable=True),
+    Column("extension", String(32), nullable=True),
+    Column("state", String(16), nullable=True),
+    Column("completion_code", Integer, nullable=True),
+    Column("ready", Boolean, nullable=False, default=False),
+    Column("updated_at", Float, nullable=False),
+)
+Index("ix_recordings_entry", recordings.c.entry_id)
+
+employees = Table(
+    "employees",
+    metadata,
+    Column("extension", String(32), primary_key=True),
+    Column("name", String(255), nullable=True),
+    Column("email", String(255), nullable=True),
+    Column("department", String(255), nullable=True),
+    Column("position", String(255), nullable=True),
+    Column("mango_user_id", String(64), nullable=True),
+    Column("numbers", Text, nullable=False, default="[]"),  # JSON list
+    Column("updated_at", Float, nullable=False),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("connector", String(64), nullable=False),
+    Column("entry_id", String(160), nullable=False),
+    Column("event_type", String(40), nullable=False),
+    Column("idempotency_key", String(400), nullable=False),
+    Column("payload", Text, nullable=False),  # CallEvent.to_dict() as JSON
+    Column("status", String(12), nullable=False, default="pending"),  # pending | done | dead
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("claimed_until", Float, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("delivered_at", Float, nullable=True),
+    UniqueConstraint("idempotency_key", name="uq_outbox_idempotency_key"),
+)
+Index("ix_outbox_due", outbox.c.status, outbox.c.next_attempt_at)
+Index("ix_outbox_call", outbox.c.connector, outbox.c.entry_id, outbox.c.id)
+
+connector_refs = Table(
+    "connector_refs",
+    metadata,
+    Column("connector", String(64), primary_key=True),
+    Column("entry_id", String(160), primary_key=True),
+    Column("key", String(128), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+commands = Table(
+    "commands",
+    metadata,
+    Column("command_id", String(160), primary_key=True),
+    Column("path", String(64), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("status", String(16), nullable=False),  # sent | accepted | failed | done
+    Column("sync_result", Integer, nullable=True),
+    Column("async_result", Integer, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)

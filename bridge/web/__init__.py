@@ -1,0 +1,1 @@
+"""The HTTP side of the daemon: app factory, error handling, health and metrics."""

@@ -1,0 +1,49 @@
+"""The Flask app factory: the Mango receiver, the read API, health and metrics."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, jsonify
+from sqlalchemy import Engine
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from bridge.api.calls import make_calls_api
+from bridge.config import Settings
+from bridge.ingest.writer import GroupCommitWriter
+from bridge.pbx.mango.receiver import MangoCredentials, make_receiver
+from bridge.web.errors import install_error_handlers
+from bridge.web.health import make_health
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, engine: Engine, writer: GroupCommitWriter) -> Flask:
+    """Build the WSGI app. The caller owns the engine and the writer (and stops the writer)."""
+    app = Flask("callbridge")
+    app.config["MAX_CONTENT_LENGTH"] = settings.mango.max_body_bytes
+    app.config["MAX_FORM_MEMORY_SIZE"] = settings.mango.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    if settings.http.trusted_proxies:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.http.trusted_proxies)  # type: ignore[method-assign]
+    install_error_handlers(app)
+
+    credentials = MangoCredentials(
+        lambda: (settings.mango.api_key, settings.mango.api_salt.get_secret_value())
+    )
+    app.register_blueprint(
+        make_receiver(
+            credentials,
+            writer,
+            allowed_ips=settings.mango.allowed_ips,
+            max_body_bytes=settings.mango.max_body_bytes,
+        )
+    )
+    app.register_blueprint(make_calls_api(engine, lambda: settings.api.token.get_secret_value()))
+    app.register_blueprint(make_health(engine))
+
+    @app.get("/")
+    def index() -> Response:
+        return jsonify({"service": "callbridge", "mango_webhook": "/mango", "health": "/healthz"})
+
+    return app

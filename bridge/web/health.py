@@ -1,0 +1,76 @@
+"""`/healthz` (liveness and store reachability) and `/metrics` (Prometheus, read from the store).
+
+Metrics come from the store rather than per-process counters, so every worker process answers with
+the same figures.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+from flask import Blueprint, Response, jsonify
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import Engine, func, select, text
+
+from bridge.store.schema import calls, outbox, raw_events
+
+
+class StoreCollector(Collector):
+    """Gauges computed from the store at scrape time."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        with self._engine.connect() as conn:
+            pending_raw = conn.execute(
+                select(func.count()).select_from(raw_events).where(raw_events.c.processed_at.is_(None))
+            ).scalar_one()
+            total_raw = conn.execute(select(func.max(raw_events.c.id))).scalar() or 0
+            by_status = conn.execute(
+                select(calls.c.status, func.count()).group_by(calls.c.status)
+            ).all()
+            deliveries = conn.execute(
+                select(outbox.c.connector, outbox.c.status, func.count()).group_by(
+                    outbox.c.connector, outbox.c.status
+                )
+            ).all()
+        raw = GaugeMetricFamily("callbridge_raw_events", "Raw PBX events stored", labels=["state"])
+        raw.add_metric(["stored"], float(total_raw))
+        raw.add_metric(["unprocessed"], float(pending_raw))
+        yield raw
+        call_gauge = GaugeMetricFamily("callbridge_calls", "Calls in the store", labels=["status"])
+        for status, count in by_status:
+            call_gauge.add_metric([status], float(count))
+        yield call_gauge
+        delivery = GaugeMetricFamily(
+            "callbridge_deliveries", "Outbox rows", labels=["connector", "status"]
+        )
+        for connector, status, count in deliveries:
+            delivery.add_metric([connector, status], float(count))
+        yield delivery
+
+
+def make_health(engine: Engine) -> Blueprint:
+    bp = Blueprint("health", __name__)
+    registry = CollectorRegistry()
+    registry.register(StoreCollector(engine))
+    started = time.time()
+
+    @bp.get("/healthz")
+    def healthz() -> tuple[Response, int]:
+        try:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception as exc:
+            return jsonify({"status": "error", "store": type(exc).__name__}), 503
+        return jsonify({"status": "ok", "uptime_seconds": round(time.time() - started, 1)}), 200
+
+    @bp.get("/metrics")
+    def metrics() -> Response:
+        return Response(generate_latest(registry), mimetype="text/plain; version=0.0.4")
+
+    return bp

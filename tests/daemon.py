@@ -1,0 +1,104 @@
+"""Start and stop `callbridge run` as a real subprocess, the way a user runs it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+CALLBRIDGE = str(Path(sys.executable).parent / "callbridge")
+API_KEY = "test-vpbx-key"
+API_SALT = "test-vpbx-salt-0123456789"
+API_TOKEN = "test-read-token-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Daemon:
+    """A `callbridge run` process group; `kill()` is `kill -9` of the daemon and its workers."""
+
+    def __init__(self, database_url: str, workdir: Path, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("CALLBRIDGE_")},
+            "CALLBRIDGE_DATABASE_URL": database_url,
+            "CALLBRIDGE_HTTP_PORT": str(self.port),
+            "CALLBRIDGE_WS_PORT": str(free_port()),
+            "CALLBRIDGE_MANGO_API_KEY": API_KEY,
+            "CALLBRIDGE_MANGO_API_SALT": API_SALT,
+            "CALLBRIDGE_API_TOKEN": API_TOKEN,
+            "CALLBRIDGE_DISPATCHER_BASE_DELAY_SECONDS": "0.2",
+            "CALLBRIDGE_DISPATCHER_MAX_DELAY_SECONDS": "2",
+            **(env or {}),
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = workdir / f"daemon-{self.port}.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def mango_url(self) -> str:
+        return f"{self.url}/mango"
+
+    def start(self, timeout: float = 30.0) -> Daemon:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [CALLBRIDGE, "run"],
+            cwd=self.workdir,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"callbridge run exited early:\n{self.log_path.read_text()[-4000:]}")
+            try:
+                if requests.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"callbridge run did not become healthy:\n{self.log_path.read_text()[-4000:]}")
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: no clean shutdown of any kind."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        if self.process:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def api(self, path: str, **params: str) -> requests.Response:
+        return requests.get(
+            f"{self.url}{path}",
+            params=params,
+            headers={"Authorization": f"Bearer {API_TOKEN}"},
+            timeout=10,
+        )
