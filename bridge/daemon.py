@@ -38,8 +38,9 @@ class BackgroundWorkers:
             connectors,
             policy=RetryPolicy(
                 max_attempts=settings.dispatcher.max_attempts,
-                base_delay=settings.dispatcher.base_delay_seconds,
-                max_delay=settings.dispatcher.max_delay_seconds,
+                base=settings.dispatcher.base_delay_seconds,
+                cap=settings.dispatcher.max_delay_seconds,
+                min_delay=min(1.0, settings.dispatcher.base_delay_seconds),
             ),
         )
         self.processor = EventProcessor(

@@ -93,7 +93,10 @@ def _problems(name: str, exc: ValidationError) -> list[str]:
     for err in exc.errors(include_url=False, include_input=False, include_context=False):
         where = ".".join(str(part) for part in err["loc"])
         key = f"connectors.{name}.{where}" if where else f"connectors.{name}"
-        problems.append(f"{key}: {err['msg']}")
+        message = err["msg"]
+        if err["type"] == "value_error":  # our own validators' words, without pydantic's prefix
+            message = message.removeprefix("Value error, ")
+        problems.append(f"{key}: {message}")
     return problems
 
 

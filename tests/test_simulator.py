@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import importlib
 import json
+import os
 import random
+import signal
+import subprocess
 import sys
 import threading
 import time
 import types
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,251 +22,16 @@ from click.testing import CliRunner
 from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
+from bridge.pbx.mango import scenarios
 from bridge.pbx.mango.signing import dump_json, signed_form, verify
+from bridge.pbx.mango.simulator import RATE_LIMIT_BODY, CommandServer, Poster, generate_calls
+from bridge.pbx.mango.simulator.cli import simulate
+from bridge.pbx.mango.simulator.rate_limits import BadRequestLockout, Limit, RateLimiter, limit_class
+from bridge.pbx.mango.simulator.stats import DEFAULT_FIELDS, legs_from_notifications, render_csv
 
 API_KEY = "sim-test-key"
 API_SALT = "sim-test-salt-0123456789"
 
-
-# --------------------------------------------------------------------------- a stand-in for scenarios.py
-# Used only while bridge/pbx/mango/scenarios.py does not exist; it follows the agreed interface.
-
-
-def _install_scenarios_stand_in() -> None:
-    try:
-        importlib.import_module("bridge.pbx.mango.scenarios")
-        return
-    except ImportError:
-        pass
-
-    @dataclass(frozen=True)
-    class Notification:
-        path: str
-        payload: dict
-
-    @dataclass(frozen=True)
-    class Expected:
-        status: str
-        direction: str
-        answered_by: str | None
-        missed: bool
-        responsible: str | None
-        extensions: tuple[str, ...]
-        recording_ids: tuple[str, ...]
-        customer_number: str
-        transferred_to: str | None
-
-    @dataclass(frozen=True)
-    class Scenario:
-        name: str
-        entry_id: str
-        notifications: tuple[Notification, ...]
-        expected: Expected
-
-    names = (
-        "incoming_answered",
-        "incoming_missed",
-        "ring_group_second_answers",
-        "blind_transfer",
-        "click_to_call",
-        "ivr_then_route",
-    )
-
-    def b64(text: str) -> str:
-        return base64.b64encode(text.encode()).decode()
-
-    def ids(tag: str, seed: int) -> tuple[str, random.Random]:
-        digest = int(hashlib.sha256(f"{tag}:{seed}".encode()).hexdigest()[:12], 16)
-        return b64(str(10**10 + digest % 10**10)), random.Random(digest)
-
-    def leg(entry: str, call: str, seq: int, ts: int, state: str, **fields: Any) -> Notification:
-        payload = {"entry_id": entry, "call_id": call, "timestamp": ts, "seq": seq, "call_state": state}
-        payload.update(fields)
-        return Notification("events/call", payload)
-
-    def summary(entry: str, ts: int, end: int, talk: int, **fields: Any) -> Notification:
-        payload = {
-            "entry_id": entry,
-            "create_time": ts,
-            "forward_time": ts,
-            "talk_time": talk,
-            "end_time": end,
-            "entry_result": 1 if talk else 0,
-            "disconnect_reason": 1110,
-            **fields,
-        }
-        return Notification("events/summary", payload)
-
-    def build(
-        name: str,
-        *,
-        seed: int = 0,
-        start: int | None = None,
-        customer: str = "79161234567",
-        line: str = "74951234567",
-        extensions: tuple[str, ...] = ("101", "102", "103"),
-        recording: bool = True,
-    ) -> Scenario:
-        if name not in names:
-            raise ValueError(name)
-        entry, rng = ids(name, seed)
-        ts = 1_767_225_600 + seed if start is None else int(start)
-        ivr = b64(f"1:400000001:500:{rng.randrange(10**9)}")
-        ext_leg = b64(f"1:400000001:501:{rng.randrange(10**9)}")
-        ext = extensions[0]
-        answered = name != "incoming_missed"
-        notes = [
-            leg(entry, ivr, 1, ts, "Appeared", location="ivr", **{"from": {"number": customer}},
-                to={"number": line, "line_number": line}),
-            leg(entry, ivr, 2, ts + 5, "Disconnected", location="ivr", disconnect_reason=1100,
-                **{"from": {"number": customer}}, to={"number": line, "line_number": line}),
-            leg(entry, ext_leg, 1, ts + 5, "Appeared", location="abonent",
-                **{"from": {"number": customer, "taken_from_call_id": ivr}},
-                to={"extension": ext, "number": f"sip:user{ext}@vpbx.mangosip.ru", "line_number": line}),
-        ]  # fmt: skip
-        if answered:
-            notes.append(leg(entry, ext_leg, 2, ts + 8, "Connected", location="abonent",
-                             to={"extension": ext, "line_number": line}))  # fmt: skip
-        notes.append(leg(entry, ext_leg, 3, ts + 60, "Disconnected", location="abonent",
-                         disconnect_reason=1110, to={"extension": ext, "line_number": line}))  # fmt: skip
-        recording_ids: tuple[str, ...] = ()
-        if recording and answered:
-            rec = b64(f"1:400000001:{rng.randrange(10**9)}:1")
-            recording_ids = (rec,)
-            notes.append(Notification("events/recording", {
-                "recording_id": rec, "recording_state": "Completed", "seq": 1, "entry_id": entry,
-                "call_id": ext_leg, "extension": ext, "timestamp": ts + 61, "completion_code": 1000,
-                "recipient": "Cloud"}))  # fmt: skip
-        talk = ts + 8 if answered else 0
-        parties = {"from": {"number": customer}, "to": {"extension": ext}}
-        notes.append(summary(entry, ts, ts + 60, talk, call_direction=1, line_number=line, **parties))
-        expected = Expected(
-            status="answered" if answered else "missed",
-            direction="incoming",
-            answered_by=ext if answered else None,
-            missed=not answered,
-            responsible=ext,
-            extensions=(ext,),
-            recording_ids=recording_ids,
-            customer_number=customer,
-            transferred_to=None,
-        )
-        return Scenario(name, entry, tuple(notes), expected)
-
-    def click_to_call(
-        *,
-        extension: str,
-        number: str,
-        command_id: str,
-        line: str,
-        answered: bool = True,
-        seed: int = 0,
-        start: int | None = None,
-    ) -> Scenario:
-        entry, rng = ids(f"ctc:{command_id}", seed)
-        ts = 1_767_225_600 if start is None else int(start)
-        a = b64(f"1:400000001:502:{rng.randrange(10**9)}")
-        b = b64(f"1:400000001:503:{rng.randrange(10**9)}")
-        common = {"location": "abonent", "command_id": command_id}
-        a_parties = {"from": {"number": number}, "to": {"extension": extension, "line_number": line}}
-        b_parties = {"from": {"extension": extension, "taken_from_call_id": a}, "to": {"number": number}}
-        notes = [
-            leg(entry, a, 1, ts, "Appeared", **common, **a_parties),
-            leg(entry, a, 2, ts + 3, "Connected", **common, **a_parties),
-            leg(entry, b, 1, ts + 4, "Appeared", **common, **b_parties),
-        ]
-        if answered:
-            notes.append(leg(entry, b, 2, ts + 9, "Connected", **common, **b_parties))
-            notes.append(
-                leg(entry, b, 3, ts + 60, "Disconnected", **common, **b_parties, disconnect_reason=1120)
-            )
-        else:
-            notes.append(
-                leg(entry, b, 2, ts + 34, "Disconnected", **common, **b_parties, disconnect_reason=1111)
-            )
-        end = ts + (60 if answered else 34)
-        notes.append(leg(entry, a, 3, end, "Disconnected", **common, **a_parties, disconnect_reason=1100))
-        talk = ts + 9 if answered else 0
-        parties = {"from": {"extension": extension}, "to": {"number": number}}
-        notes.append(summary(entry, ts, end, talk, call_direction=2, line_number=line, **parties))
-        expected = Expected(
-            status="answered" if answered else "missed",
-            direction="outgoing",
-            answered_by=extension if answered else None,
-            missed=False,
-            responsible=extension,
-            extensions=(extension,),
-            recording_ids=(),
-            customer_number=number,
-            transferred_to=None,
-        )
-        return Scenario("click_to_call", entry, tuple(notes), expected)
-
-    def routed_from_ivr(
-        *,
-        ivr_call_id: str,
-        entry_id: str,
-        to_extension: str,
-        command_id: str,
-        customer: str = "79161234567",
-        line: str = "74951234567",
-        start: int | None = None,
-    ) -> list[Notification]:
-        ts = 1_767_225_600 if start is None else int(start)
-        new = b64(f"1:400000001:504:{abs(hash((ivr_call_id, to_extension))) % 10**9}")
-        parties = {
-            "from": {"number": customer, "taken_from_call_id": ivr_call_id},
-            "to": {"extension": to_extension, "line_number": line},
-        }
-        return [
-            leg(entry_id, ivr_call_id, 9, ts, "Disconnected", location="ivr", disconnect_reason=1100,
-                **{"from": {"number": customer}}, to={"number": line, "line_number": line}),
-            leg(entry_id, new, 1, ts, "Appeared", location="abonent", command_id=command_id, **parties),
-            leg(entry_id, new, 2, ts + 3, "Connected", location="abonent", command_id=command_id, **parties),
-            leg(entry_id, new, 3, ts + 40, "Disconnected", location="abonent", command_id=command_id,
-                disconnect_reason=1120, **parties),
-            summary(entry_id, ts - 10, ts + 40, ts + 3, call_direction=1, **{"from": {"number": customer}},
-                    to={"extension": to_extension}, line_number=line),
-        ]  # fmt: skip
-
-    module = types.ModuleType("bridge.pbx.mango.scenarios")
-    module.__dict__.update(
-        Notification=Notification,
-        Expected=Expected,
-        Scenario=Scenario,
-        SCENARIO_NAMES=names,
-        build=build,
-        click_to_call=click_to_call,
-        routed_from_ivr=routed_from_ivr,
-        STAND_IN=True,
-    )
-    sys.modules["bridge.pbx.mango.scenarios"] = module
-    import bridge.pbx.mango as package
-
-    package.scenarios = module  # type: ignore[attr-defined]
-
-
-_install_scenarios_stand_in()
-
-from bridge.pbx.mango import scenarios  # noqa: E402
-from bridge.pbx.mango.simulator import (  # noqa: E402
-    RATE_LIMIT_BODY,
-    CommandServer,
-    Poster,
-    generate_calls,
-)
-from bridge.pbx.mango.simulator.cli import simulate  # noqa: E402
-from bridge.pbx.mango.simulator.rate_limits import (  # noqa: E402
-    BadRequestLockout,
-    Limit,
-    RateLimiter,
-    limit_class,
-)
-from bridge.pbx.mango.simulator.stats import (  # noqa: E402
-    DEFAULT_FIELDS,
-    legs_from_notifications,
-    render_csv,
-)
 
 # --------------------------------------------------------------------------- a loopback "bridge"
 
@@ -309,6 +75,14 @@ class Loopback:
             environ, start_response
         )
 
+    def start(self) -> Loopback:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self._server.server_port}/mango"
@@ -332,11 +106,9 @@ class Loopback:
 
 @pytest.fixture
 def bridge() -> Iterator[Loopback]:
-    loop = Loopback()
-    loop._thread.start()
+    loop = Loopback().start()
     yield loop
-    loop._server.shutdown()
-    loop._server.server_close()
+    loop.stop()
 
 
 @pytest.fixture
@@ -348,7 +120,7 @@ def server(bridge: Loopback) -> Iterator[CommandServer]:
 
 def _post(
     srv: CommandServer, path: str, payload: Any, *, key: str = API_KEY, salt: str = API_SALT, **kw: Any
-):
+) -> requests.Response:
     form = signed_form(key, salt, payload)
     form.update(kw)
     return requests.post(srv.url + path, data=form, timeout=5, allow_redirects=False)
@@ -442,8 +214,7 @@ def test_refused_connection_is_recorded_not_raised() -> None:
 
 
 def test_only_200_counts_as_acked() -> None:
-    loop = Loopback(status_for={"events/summary": 503})
-    loop._thread.start()
+    loop = Loopback(status_for={"events/summary": 503}).start()
     try:
         notes = scenarios.build("incoming_answered", seed=11).notifications
         report = Poster(loop.url, API_KEY, API_SALT).play(notes)
@@ -452,8 +223,7 @@ def test_only_200_counts_as_acked() -> None:
         assert failed[0].status == 503 and failed[0].error == "HTTP 503"
         assert all(s.payload is s.notification.payload for s in report.acked)
     finally:
-        loop._server.shutdown()
-        loop._server.server_close()
+        loop.stop()
 
 
 def test_report_serialises_each_send() -> None:
@@ -581,9 +351,10 @@ def test_callback_answers_1000_then_posts_result_and_click_to_call_events(
     record = server.wait_for("commands/callback")
     assert record.json == body and record.signature_valid and record.form["vpbx_api_key"] == API_KEY
 
-    [result] = bridge.wait(lambda r: r.path == "result/callback")
-    assert result.payload == {"command_id": "cmd-42", "result": 1000}
+    bridge.wait(lambda r: r.path == "result/callback")
     assert server.wait_idle()
+    results = [r.payload for r in bridge.requests if r.path == "result/callback"]
+    assert results == [{"command_id": "cmd-42", "result": 1000}]  # exactly once
     for got in bridge.requests:
         assert verify(API_KEY, got.form["json"], API_SALT, got.form["sign"])
     legs = [r.payload for r in bridge.requests if r.path == "events/call"]
@@ -606,6 +377,25 @@ def test_callback_to_a_number_that_does_not_answer_has_no_connected_target_leg(
     assert server.wait_idle()
     summary = next(r.payload for r in bridge.requests if r.path == "events/summary")
     assert summary["talk_time"] == 0
+
+
+def test_callback_to_a_busy_number_ends_the_dialled_leg_with_1121(
+    server: CommandServer, bridge: Loopback
+) -> None:
+    server.outcomes["79160000008"] = "busy"
+    _post(
+        server,
+        "commands/callback",
+        {"command_id": "c8", "from": {"extension": "101"}, "to_number": "79160000008"},
+    )
+    assert server.wait_idle()
+    dialled = [
+        r.payload
+        for r in bridge.requests
+        if r.path == "events/call" and r.payload["to"].get("number") == "79160000008"
+    ]
+    assert dialled[-1]["call_state"] == "Disconnected" and dialled[-1]["disconnect_reason"] == 1121
+    assert not any(p["call_state"] == "Connected" for p in dialled)
 
 
 def test_callback_from_an_unknown_extension_fails_asynchronously_with_3100(
@@ -655,6 +445,34 @@ def test_callback_group_rings_the_group_then_dials_the_visitor(
         )
 
 
+def test_callback_group_from_a_number_rings_the_visitor_first(
+    server: CommandServer, bridge: Loopback
+) -> None:
+    body = {"command_id": "grp-2", "from": "79162223344", "to": "200", "line_number": "74951234567"}
+    _post(server, "commands/callback_group", body)
+    assert server.wait_idle()
+    legs = [r.payload for r in bridge.requests if r.path == "events/call"]
+    first = legs[0]
+    assert first["to"]["number"] == "79162223344" and first["call_state"] == "Appeared"
+    group_legs = [p for p in legs if p["to"].get("acd_group") == "200"]
+    assert {p["to"]["extension"] for p in group_legs} == {"101", "102", "103"}
+    assert all(p["from"]["taken_from_call_id"] == first["call_id"] for p in group_legs)
+    summary = next(r.payload for r in bridge.requests if r.path == "events/summary")
+    assert summary["entry_result"] == 1 and summary["to"] == {"number": "79162223344"}
+
+
+def test_callback_group_nobody_answers(server: CommandServer, bridge: Loopback) -> None:
+    server.outcomes["200"] = "no_answer"
+    body = {"command_id": "grp-3", "from": "200", "to": "79162223355", "line_number": "74951234567"}
+    _post(server, "commands/callback_group", body)
+    assert server.wait_idle()
+    legs = [r.payload for r in bridge.requests if r.path == "events/call"]
+    assert not any(p["call_state"] == "Connected" for p in legs)
+    assert all(p["to"].get("number") != "79162223355" for p in legs)  # the visitor is never dialled
+    summary = next(r.payload for r in bridge.requests if r.path == "events/summary")
+    assert summary["entry_result"] == 0 and summary["talk_time"] == 0
+
+
 def test_callback_group_without_a_group_fails_with_3100(server: CommandServer, bridge: Loopback) -> None:
     body = {"command_id": "g2", "from": "79160000000", "to": "79161111111", "line_number": "74951234567"}
     _post(server, "commands/callback_group", body)
@@ -688,6 +506,41 @@ def test_route_of_a_known_ivr_leg_posts_the_routed_leg(server: CommandServer, br
     _post(server, "commands/route", {"command_id": "r3", "call_id": "ivr-leg-1", "to_number": "101"})
     assert server.wait_idle()
     assert {"command_id": "r3", "result": 4101} in [r.payload for r in bridge.requests]
+
+
+def test_a_call_waiting_in_the_ivr_is_routed_where_the_bridge_says(
+    server: CommandServer, bridge: Loopback
+) -> None:
+    ivr_call_id = server.ring_ivr(customer="79163334455", wait=30)
+    appeared = bridge.wait(lambda r: r.path == "events/call")[0].payload
+    assert appeared["call_id"] == ivr_call_id and appeared["location"] == "ivr"
+    assert appeared["from"]["number"] == "79163334455"
+    _post(server, "commands/route", {"command_id": "rt-1", "call_id": ivr_call_id, "to_number": "102"})
+    assert server.wait_idle()
+    legs = [r.payload for r in bridge.requests if r.path == "events/call"]
+    ivr_end = [p for p in legs if p["call_id"] == ivr_call_id and p["call_state"] == "Disconnected"]
+    assert ivr_end[0]["disconnect_reason"] == 1100 and ivr_end[0]["seq"] == 2
+    routed = [p for p in legs if p["from"].get("taken_from_call_id") == ivr_call_id]
+    assert routed[0]["to"]["extension"] == "102" and routed[0]["command_id"] == "rt-1"
+    assert routed[0]["from"]["number"] == "79163334455"
+    assert [r.payload for r in bridge.requests if r.path == "result/route"] == [
+        {"command_id": "rt-1", "result": 1000}
+    ]
+    summary = next(r.payload for r in bridge.requests if r.path == "events/summary")
+    assert summary["create_time"] == appeared["timestamp"]
+
+
+def test_a_call_left_in_the_ivr_goes_on_by_the_scheme(server: CommandServer, bridge: Loopback) -> None:
+    ivr_call_id = server.ring_ivr(wait=0.2, fallback_extension="103")
+    bridge.wait(lambda r: r.path == "events/summary", timeout=5)
+    assert server.wait_idle()
+    routed = [
+        r.payload
+        for r in bridge.requests
+        if r.path == "events/call" and r.payload["from"].get("taken_from_call_id") == ivr_call_id
+    ]
+    assert routed[0]["to"]["extension"] == "103" and "command_id" not in routed[0]
+    assert "result/route" not in bridge.paths()
 
 
 def test_server_remembers_calls_it_played(server: CommandServer, bridge: Loopback) -> None:
@@ -948,3 +801,109 @@ def test_cli_without_credentials_or_with_an_unknown_scenario_is_a_usage_error() 
     assert bad.exit_code == 2 and "unknown scenario" in bad.output
     listed = CliRunner().invoke(simulate, ["--list"], env=env)
     assert listed.output.split() == list(scenarios.SCENARIO_NAMES)
+
+
+def test_cli_serve_commands_runs_the_fake_api_until_interrupted(bridge: Loopback) -> None:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLBRIDGE_")}
+    code = "from bridge.pbx.mango.simulator.cli import simulate; simulate()"
+    args = ["--serve-commands", "--port", str(port), "--bridge-url", bridge.url, "--api-key", API_KEY]
+    args += ["--api-salt", API_SALT, "--ivr-wait", "60", "ivr_then_route"]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/vpbx/"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                requests.get(url + "commands/callback", timeout=1)
+                break
+            except requests.ConnectionError:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stdout and proc.stdout.read()
+                time.sleep(0.1)
+        ivr = bridge.wait(lambda r: r.path == "events/call")[0].payload
+        assert ivr["location"] == "ivr"
+        form = signed_form(
+            API_KEY, API_SALT, {"command_id": "x1", "call_id": ivr["call_id"], "to_number": "101"}
+        )
+        assert requests.post(url + "commands/route", data=form, timeout=5).json() == {"result": 1000}
+        bridge.wait(lambda r: r.path == "result/route")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=15)
+    assert f"CALLBRIDGE_MANGO_API_URL=http://127.0.0.1:{port}/vpbx/" in output
+    assert "<- /vpbx/commands/route" in output and "-> 1000" in output
+    assert "stopped" in output
+
+
+# --------------------------------------------------------------------------- the bridge's own client agrees
+
+
+def test_the_bridges_mango_client_works_against_the_fake(server: CommandServer, bridge: Loopback) -> None:
+    from bridge.pbx.mango.client import MangoClient
+    from bridge.pbx.mango.errors import MangoBadSign
+
+    scenario = scenarios.build("incoming_answered", seed=40, start=1_767_400_000)
+    server.play(scenario.notifications)
+    server.rate_limiter = None  # the client paces itself; this test is about shapes
+    with MangoClient(API_KEY, API_SALT, base_url=server.url, max_wait=10) as client:
+        accepted = client.callback("101", "79165550001", command_id="cli-1")
+        assert (accepted.command_id, accepted.result) == ("cli-1", 1000)
+        assert [u.extension for u in client.users()] == ["101", "102", "103"]
+        assert client.incoming_lines()[0].number == server.lines[0]["number"]
+        link = client.recording_link("MToxMDAwNjA4NTo1MDA5NDExMDIyOjE=", "download")
+        assert requests.get(link, timeout=5).content.startswith(b"ID3")
+        assert requests.get(client.recording_get_link("a/b+c=", "play"), timeout=5).status_code == 200
+        key = client.stats_request(1_767_390_000, 1_767_410_000, request_id="cli-stats")
+        assert client.stats_result(key) is None  # 204 first
+        result = client.stats_result(key)
+        assert result is not None and {row.entry_id for row in result.rows} == {scenario.entry_id}
+        assert client.hangup("no-such-leg", command_id="h-x").result == 1000  # the failure comes later
+        [result] = bridge.wait(lambda r: r.path == "result/call/hangup")
+        assert result.payload == {"command_id": "h-x", "result": 4101}
+    with MangoClient(API_KEY, "wrong-salt", base_url=server.url) as bad, pytest.raises(MangoBadSign):
+        bad.incoming_lines()
+
+
+def test_everything_the_fake_posts_is_accepted_by_the_bridges_parser(
+    server: CommandServer, bridge: Loopback
+) -> None:
+    from bridge.pbx.mango.parse import is_known_path, parse
+
+    server.rate_limiter = None
+    server.calls["leg-p"] = "entry-p"
+    commands = [
+        ("commands/callback", {"command_id": "p1", "from": {"extension": "101"}, "to_number": "79160000010"}),
+        (
+            "commands/callback_group",
+            {"command_id": "p2", "from": "200", "to": "791600011", "line_number": "1"},
+        ),
+        (
+            "commands/callback_group",
+            {"command_id": "p3", "from": "791600012", "to": "200", "line_number": "1"},
+        ),
+        ("commands/recording/start", {"command_id": "p4", "call_id": "leg-p", "call_party_number": "101"}),
+        ("commands/sms", {"command_id": "p5", "text": "hi", "from_extension": "101", "to_number": "7916"}),
+        ("commands/route", {"command_id": "p6", "call_id": "leg-p", "to_number": "102"}),
+    ]
+    for path, body in commands:
+        assert _post(server, path, body).json() == {"result": 1000}
+    stats = {"date_from": "0", "date_to": "100", "request_id": "p7"}
+    key = _post(server, "stats/request", stats).json()["key"]
+    _post(server, "stats/result", {"key": key})
+    server.ring_ivr(wait=0.1)
+    bridge.wait(lambda r: r.path == "result/stat")
+    time.sleep(0.3)
+    assert server.wait_idle()
+    assert {"result/callback", "result/callback_group", "result/sms", "result/route", "events/sms"} <= set(
+        bridge.paths()
+    )
+    for got in bridge.requests:
+        assert is_known_path(got.path), got.path
+        parse(got.path, got.payload)  # raises ParseError on a shape the bridge would refuse

@@ -181,7 +181,7 @@ def redact(text: str, limit: int = 300) -> str:
     bearer/basic credentials and long token-like strings become ``***``; the result is at most `limit`
     characters on one line.
     """
-    text = _URL_RE.sub(lambda m: safe_host(m.group(0)) + ("/..." if _has_path(m.group(0)) else ""), text)
+    text = _URL_RE.sub(_redact_url, text)
     text = _BEARER_RE.sub(lambda m: f"{m.group(1)} ***", text)
     text = _KV_SECRET_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}***", text)
     text = _LONG_TOKEN_RE.sub("***", text)
@@ -189,6 +189,12 @@ def redact(text: str, limit: int = 300) -> str:
     if len(text) > limit:
         text = text[: max(0, limit - 3)] + "..."
     return text
+
+
+def _redact_url(match: re.Match[str]) -> str:
+    url = match.group(0)
+    core = url.rstrip(".,;:!?)]}")  # punctuation after a URL belongs to the sentence
+    return safe_host(core) + ("/..." if _has_path(core) else "") + url[len(core) :]
 
 
 def _has_path(url: str) -> bool:

@@ -34,7 +34,7 @@ the successful one included.
 Rate limits. ``getattr(connector, "rate_limit", None)`` is read from the connector *instance* when the
 dispatcher is built, so a connector may set a per-config limit in ``__init__`` (the class attribute is the
 default). One `TokenBucket` per connector; `handle` is never called faster than it allows. A
-``Retry-After`` answer also pauses the whole lane for that long (capped at ``policy.cap``), since a vendor
+``Retry-After`` answer also pauses the whole lane for that long (at most ``policy.max_pause``), since a vendor
 that says "slow down" means every call.
 
 Ordering assumption. Rows of one call must be enqueued by transactions that do not interleave (the
@@ -439,7 +439,8 @@ class Dispatcher:
                 return lane.paused_until <= self._clock()
             if now + wait >= start_before:
                 return False
-            self._sleep(min(wait, 1.0))
+            # At least 1 ms: float dust in the bucket must not turn into a busy loop on a coarse clock.
+            self._sleep(min(max(wait, 0.001), 1.0))
 
     def _failed(self, lane: _Lane, row: _Row, attempts: int, message: str, retry_after: float | None) -> None:
         if self.policy.exhausted(attempts):
@@ -450,7 +451,7 @@ class Dispatcher:
         error = redact(message, _ERROR_LIMIT)
         if retry_after is not None and retry_after > 0:
             with lane.lock:
-                lane.paused_until = max(lane.paused_until, now + min(retry_after, self.policy.cap))
+                lane.paused_until = max(lane.paused_until, now + min(retry_after, self.policy.max_pause))
         self._finish(row.id, attempts=attempts, next_attempt_at=now + delay, last_error=error)
         log.info(
             "delivery failed, retrying connector=%s entry_id=%s id=%d type=%s attempts=%d in=%.1fs error=%s",

@@ -29,11 +29,13 @@ class RetryPolicy:
     cap: float = 1200.0
     max_attempts: int = 12
     min_delay: float = 1.0
+    # The longest a vendor's Retry-After may pause a whole connector (its own row still waits the full time).
+    max_pause: float = 900.0
     random: Callable[[], float] = field(default=_random.random, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.base < 0 or self.cap < 0 or self.min_delay < 0:
-            raise ValueError("base, cap and min_delay must be >= 0")
+        if min(self.base, self.cap, self.min_delay, self.max_pause) < 0:
+            raise ValueError("base, cap, min_delay and max_pause must be >= 0")
         if self.factor < 1:
             raise ValueError("factor must be >= 1")
         if self.max_attempts < 1:

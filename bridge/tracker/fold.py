@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from bridge.pbx.events import (
     CallLegEvent,
@@ -29,6 +30,7 @@ _LEG_STATE_RANK = {
 }
 _RECORDING_STATE_RANK = {"Started": 0, "Continued": 1, "Completed": 2}
 TALKING_STATES = (LegState.CONNECTED, LegState.ON_HOLD)  # OnHold implies the leg was connected
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -117,7 +119,7 @@ def _leg_key(event: CallLegEvent) -> tuple:
     return (event.seq, _LEG_STATE_RANK.get(event.state, 9), event.timestamp, repr(event))
 
 
-def _latest_value(values: Iterable[str | None]) -> str | None:
+def _latest_value(values: Iterable[T | None]) -> T | None:
     """The last non-empty value of a sequence already in seq order."""
     found = None
     for value in values:
@@ -137,7 +139,7 @@ def _fold_leg(call_id: str, events: Iterable[CallLegEvent]) -> LegFold:
         appeared_at=min(appeared) if appeared else min(e.timestamp for e in ordered),
         connected_at=min(talking) if talking else None,
         ended_at=min(e.timestamp for e in ended) if ended else None,
-        disconnect_reason=_latest_value(e.disconnect_reason for e in ended),  # type: ignore[arg-type]
+        disconnect_reason=_latest_value(e.disconnect_reason for e in ended),
         taken_from=_latest_value(e.from_.taken_from_call_id for e in ordered),
         to_extension=_latest_value(e.to.extension for e in ordered),
         to_number=_latest_value(e.to.number for e in ordered),

@@ -36,7 +36,8 @@ def _root_leg(fold: Fold) -> LegFold | None:
     """The leg the call started with: the earliest leg not taken from another known leg."""
     legs = fold.ordered_legs()
     roots = [leg for leg in legs if leg.taken_from is None or leg.taken_from not in fold.legs]
-    return (roots or legs or [None])[0]
+    candidates = roots or legs
+    return candidates[0] if candidates else None
 
 
 def direction_of(fold: Fold) -> str:
@@ -62,14 +63,17 @@ def _customer_number(fold: Fold, direction: str) -> str | None:
     if direction == "internal":
         return None
     if direction == "outgoing":
-        if summary is not None and summary.to.number and not summary.to.extension:
-            return summary.to.number
-        root = _root_leg(fold)
+        # the dialled party: the side without an extension (summary `to`, else a leg's `to`)
+        if summary is not None:
+            for party in (summary.to, summary.from_):
+                if party.number and not party.extension:
+                    return party.number
+        for e in events:
+            if not e.to.extension and e.to.number:
+                return e.to.number
+        root = _root_leg(fold)  # click-to-call before leg B is known: leg A shows the target as `from`
         if root is not None and is_callback_leg(root) and root.first.from_.number:
             return root.first.from_.number
-        for e in events:
-            if e.from_.extension and not e.to.extension and e.to.number:
-                return e.to.number
         return None
     if direction == "incoming" and summary is not None and summary.from_.number:
         return summary.from_.number
@@ -142,8 +146,10 @@ def decide(fold: Fold, *, closed: bool) -> Facts:
     answered_at: float | None = None
     if summary_answered:
         assert summary is not None
-        party = summary.from_ if direction == "outgoing" else summary.to
-        answered_by = party.extension
+        if direction == "outgoing":  # the employee who made the call (or, group callback, who took it)
+            answered_by = summary.from_.extension or summary.to.extension
+        else:
+            answered_by = summary.to.extension
         answered_at = float(summary.talk_time)
     if answers:
         first_leg, first_employee = answers[0]

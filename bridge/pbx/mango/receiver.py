@@ -69,6 +69,8 @@ def make_receiver(
         if not _ip_allowed(request.remote_addr, allowed_ips):
             raise ApiError(403, "source address not allowed")
         length = request.content_length
+        if length is None and request.method == "POST":
+            raise ApiError(411, "a Content-Length header is required (chunked bodies are not accepted)")
         if length is not None and length > max_body_bytes:
             raise ApiError(413, f"request body too large (limit {max_body_bytes} bytes)")
 

@@ -92,6 +92,13 @@ def _defaults(ctx: click.Context) -> tuple[str | None, str, str]:
     type=click.FloatRange(min=0.0),
     help="Command API: real seconds per call second for the events it sends (0 = at once; 1 = real time).",
 )
+@click.option(
+    "--ivr-wait",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(min=0.0),
+    help="Command API: seconds an ivr_then_route call waits in the IVR for commands/route.",
+)
 @click.pass_context
 def simulate(
     ctx: click.Context,
@@ -116,6 +123,7 @@ def simulate(
     host: str,
     port: int,
     pace: float,
+    ivr_wait: float,
 ) -> None:
     """Play Mango Office calls into the bridge, as Mango would send them.
 
@@ -149,7 +157,7 @@ def simulate(
     names = list(scenarios.SCENARIO_NAMES) if play_all else list(scenario_names)
 
     if serve_commands:
-        _serve(bridge_url, api_key, api_salt, host, port, pace, seed, names, count, customer, quiet)
+        _serve(bridge_url, api_key, api_salt, host, port, pace, seed, names, count, customer, quiet, ivr_wait)
         return
     if not bridge_url:
         raise click.UsageError("no bridge URL: pass --bridge-url (e.g. http://127.0.0.1:8080/mango)")
@@ -234,6 +242,7 @@ def _serve(
     count: int,
     customer: str,
     quiet: bool,
+    ivr_wait: float,
 ) -> None:
     from bridge.pbx.mango import scenarios
 
@@ -262,9 +271,12 @@ def _serve(
     click.echo(f"  results and events go to: {bridge_url or '(nowhere: pass --bridge-url)'}")
     for repeat in range(count):
         for i, name in enumerate(names):
-            scenario = scenarios.build(
-                name, seed=seed * 1_000_003 + repeat * len(names) + i, customer=customer
-            )
+            call_seed = seed * 1_000_003 + repeat * len(names) + i
+            if name == "ivr_then_route":  # wait in the IVR: the bridge decides where the call goes
+                call_id = server.ring_ivr(customer=customer, wait=ivr_wait, seed=call_seed)
+                click.echo(f"-> {name}: call {call_id} waits {ivr_wait:g}s in the IVR for commands/route")
+                continue
+            scenario = scenarios.build(name, seed=call_seed, customer=customer)
             server.play(scenario.notifications)
             click.echo(f"-> played {name} entry={scenario.entry_id}")
     click.echo("Ctrl-C to stop")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import inspect
 import json
 import logging
 import random
@@ -33,6 +32,7 @@ from bridge.pbx.mango.signing import dump_json, recording_link_sign, verify
 
 from . import group_callback
 from .audio import silent_mp3
+from .group_callback import ANSWERED
 from .poster import NotificationLike, Poster, SendRecord
 from .rate_limits import LOCKOUT_BODY, RATE_LIMIT_BODY, BadRequestLockout, Limit, RateLimiter
 from .stats import StatsRequestError, legs_from_notifications, parse_fields, render_csv, select_rows
@@ -57,6 +57,7 @@ BAD_JSON = 3400
 UNSUPPORTED = 4001
 CALL_MISSING = 4101
 ALREADY_RECORDING = 4102
+INTERCEPTED = 1182  # what the losing legs of a group call end with (mango.md §2.4: not documented)
 
 # Required parameters per command (PDF §3.2-§3.4; dotted names are nested objects).
 REQUIRED: dict[str, tuple[str, ...]] = {
@@ -132,14 +133,6 @@ def _scenarios() -> Any:
     from bridge.pbx.mango import scenarios
 
     return scenarios
-
-
-def _call_supported(fn: Callable[..., Any], **kwargs: Any) -> Any:
-    """Call `fn` with the keyword arguments it accepts (the optional ones of scenarios helpers vary)."""
-    params = inspect.signature(fn).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return fn(**kwargs)
-    return fn(**{k: v for k, v in kwargs.items() if k in params})
 
 
 def _nested(payload: Mapping[str, Any], dotted: str) -> Any:
@@ -251,7 +244,8 @@ class CommandServer:
         self.outcomes: dict[str, str] = {}
         self.calls: dict[str, str] = {}
         self.results: dict[str, int] = {}
-        self.losing_reason = group_callback.INTERCEPTED
+        self.losing_reason = INTERCEPTED
+        self.record_calls = True  # calls the server creates get recording events
         self.stats_polls_before_ready = 1
         self.stats_ttl = 600.0
 
@@ -262,6 +256,8 @@ class CommandServer:
         self._ended: set[str] = set()
         self._last_leg: dict[str, dict[str, Any]] = {}
         self._recording_calls: set[str] = set()
+        self._entry_started: dict[str, int] = {}
+        self._timers: list[threading.Timer] = []
         self._files: dict[str, tuple[str, str]] = {}
         self._stats: dict[str, _StatsJob] = {}
         self._injections: dict[str, list[_Injection]] = {}
@@ -290,6 +286,10 @@ class CommandServer:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop serving, after waiting up to `timeout` seconds for pending posts to the bridge."""
+        with self._cond:
+            timers, self._timers = self._timers, []
+        for timer in timers:
+            timer.cancel()
         self.wait_idle(timeout)
         if self._server is not None:
             self._server.shutdown()
@@ -510,10 +510,12 @@ class CommandServer:
     def _command(self, command: str, payload: Mapping[str, Any], events: list[NotificationLike]) -> Response:
         """Answer 1000 now; post `/result/<command>` and, if it succeeded, the `events` afterwards."""
         result = self._async_result(command, payload)
-        notes: list[NotificationLike] = [_Notification(f"result/{command}", result)]
-        if result["result"] == OK:
-            notes.extend(events)
-        self._emit(notes)
+        if result["result"] != OK:
+            self._emit([_Notification(f"result/{command}", result)])
+        elif any(n.path == f"result/{command}" for n in events):
+            self._emit(events)  # the scenario places the result among its events itself
+        else:
+            self._emit([_Notification(f"result/{command}", result), *events])
         return _json({"result": OK})
 
     def _fail_async(self, command: str, payload: Mapping[str, Any], code: int) -> Response:
@@ -538,22 +540,18 @@ class CommandServer:
         number = str(payload["to_number"])
         if self.users and extension not in self._known_extensions():
             return self._fail_async("callback", payload, BAD_PARAMS)
-        outcome = self.outcomes.get(number, group_callback.ANSWERED)
-        command_id = str(payload.get("command_id") or "")
-        scenario = _call_supported(
-            _scenarios().click_to_call,
+        outcome = self.outcomes.get(number, ANSWERED)
+        scenario = _scenarios().click_to_call(
             extension=extension,
             number=number,
-            command_id=command_id,
+            command_id=str(payload.get("command_id") or ""),
             line=str(payload.get("line_number") or self.line),
-            answered=outcome == group_callback.ANSWERED,
             outcome=outcome,
             seed=self._next_seed(),
             start=int(time.time()),
+            recording=self.record_calls,
         )
         events = [_strip_empty_command_id(n) for n in scenario.notifications]
-        if outcome == group_callback.BUSY:
-            events = _as_busy(events)
         return self._command("callback", payload, events)
 
     def _do_commands_callback_group(self, payload: dict[str, Any]) -> Response:
@@ -574,8 +572,8 @@ class CommandServer:
             line=str(payload["line_number"]),
             command_id=str(payload.get("command_id") or ""),
             group_first=group_first,
-            operator_outcome=self.outcomes.get(group, group_callback.ANSWERED),
-            visitor_outcome=self.outcomes.get(number, group_callback.ANSWERED),
+            operator_outcome=self.outcomes.get(group, ANSWERED),
+            visitor_outcome=self.outcomes.get(number, ANSWERED),
             losing_reason=self.losing_reason,
             start=int(time.time()),
             rng=random.Random(self._next_seed()),
@@ -598,26 +596,92 @@ class CommandServer:
         call_id = str(payload["call_id"])
         if not self._live(call_id):
             return self._fail_async("route", payload, CALL_MISSING)
-        with self._cond:
-            entry_id = self.calls[call_id]
-            leg = self._last_leg.get(call_id, {})
-            self._ended.add(call_id)  # the IVR leg ends (1100) as the routed leg starts
-        from_ = leg.get("from") or {}
-        to = leg.get("to") or {}
-        notes = _call_supported(
-            _scenarios().routed_from_ivr,
-            ivr_call_id=call_id,
-            entry_id=entry_id,
-            to_extension=str(payload["to_number"]),
-            command_id=str(payload.get("command_id") or ""),
-            customer=from_.get("number"),
-            line=to.get("line_number") or leg.get("line_number") or self.line,
-            ivr_seq=int(leg.get("seq") or 1),
-            start=int(time.time()),
-            seed=self._next_seed(),
+        to_number = str(payload["to_number"])
+        notes = self._route_events(
+            call_id,
+            to_number,
+            str(payload.get("command_id") or ""),
+            answered=self.outcomes.get(to_number, ANSWERED) == ANSWERED,
         )
         events = [_strip_empty_command_id(n) for n in notes]
         return self._command("route", payload, events)
+
+    def _route_events(
+        self, call_id: str, to_number: str, command_id: str, *, answered: bool = True
+    ) -> list[NotificationLike]:
+        """What Mango sends when the leg `call_id` (in the IVR or ringing) is routed to `to_number`."""
+        with self._cond:
+            entry_id = self.calls[call_id]
+            leg = self._last_leg.get(call_id, {})
+            started = self._entry_started.get(entry_id)
+            self._ended.add(call_id)  # the IVR leg ends (1100) as the routed leg starts
+        from_ = leg.get("from") or {}
+        to = leg.get("to") or {}
+        notes = _scenarios().routed_from_ivr(
+            ivr_call_id=call_id,
+            entry_id=entry_id,
+            to_extension=to_number,
+            command_id=command_id,
+            customer=from_.get("number"),
+            line=to.get("line_number") or from_.get("line_number") or leg.get("line_number") or self.line,
+            ivr_seq=_as_int(leg.get("seq")) or 1,
+            start=int(time.time()),
+            ivr_started_at=started,
+            seed=self._next_seed(),
+            answered=answered,
+            recording=self.record_calls,
+        )
+        return [_strip_empty_command_id(n) for n in notes]
+
+    def ring_ivr(
+        self,
+        *,
+        customer: str = "79161234567",
+        line: str | None = None,
+        wait: float = 10.0,
+        fallback_extension: str | None = None,
+        seed: int | None = None,
+    ) -> str:
+        """Play an incoming call that enters the IVR and waits there for `commands/route` (mango.md §5).
+
+        The IVR leg's Appeared (and the caller's DTMF) are posted now. If no route comes within `wait`
+        seconds the IVR scheme goes on, as in Mango: the call is forwarded to `fallback_extension` (default:
+        the first user's) with no `command_id` and no `/result/route`. Returns the IVR leg's call_id.
+        """
+        scenario = _scenarios().build(
+            "ivr_then_route",
+            seed=self._next_seed() if seed is None else seed,
+            customer=customer,
+            line=line or self.line,
+            start=int(time.time()),
+            recording=self.record_calls,
+        )
+        ivr_call_id = str(scenario.notifications[0].payload["call_id"])
+        waiting = []
+        for note in scenario.notifications:
+            if (
+                note.payload.get("call_id") == ivr_call_id
+                and note.payload.get("call_state") == "Disconnected"
+            ):
+                break
+            waiting.append(note)
+        with self._cond:  # known at once, so that a quick route finds it
+            self.calls[ivr_call_id] = scenario.entry_id
+        self._emit(waiting)
+        extension = fallback_extension or next(iter(sorted(self._known_extensions())), "101")
+        timer = threading.Timer(wait, self._ivr_fallback, args=(ivr_call_id, extension))
+        timer.daemon = True
+        with self._cond:
+            self._timers.append(timer)
+        timer.start()
+        return ivr_call_id
+
+    def _ivr_fallback(self, call_id: str, extension: str) -> None:
+        self.wait_idle(5.0)
+        if not self._live(call_id):
+            return  # routed (or hung up) in time
+        notes = self._route_events(call_id, extension, "")
+        self._emit([n for n in notes if not n.path.startswith("result/")])
 
     def _do_commands_transfer(self, payload: dict[str, Any]) -> Response:
         if payload.get("method", "blind") not in ("blind", "hold"):
@@ -833,7 +897,11 @@ class CommandServer:
         if not call_id:
             return
         with self._cond:
-            self.calls[str(call_id)] = str(payload.get("entry_id", ""))
+            entry_id = str(payload.get("entry_id", ""))
+            self.calls[str(call_id)] = entry_id
+            ts = _as_int(payload.get("timestamp"))
+            if ts and (entry_id not in self._entry_started or ts < self._entry_started[entry_id]):
+                self._entry_started[entry_id] = ts
             previous = self._last_leg.get(str(call_id))
             if previous is None or _as_int(payload.get("seq")) >= _as_int(previous.get("seq")):
                 self._last_leg[str(call_id)] = dict(payload)
@@ -872,16 +940,3 @@ def _strip_empty_command_id(note: NotificationLike) -> NotificationLike:
     if note.payload.get("command_id", None) != "":
         return note
     return _rebuild(note, {k: v for k, v in note.payload.items() if k != "command_id"})
-
-
-def _as_busy(notes: list[NotificationLike]) -> list[NotificationLike]:
-    """Turn an unanswered click-to-call into a busy one: the dialled leg and the summary end with 1121."""
-    out = []
-    for note in notes:
-        payload = note.payload
-        reason = payload.get("disconnect_reason")
-        ends = note.path.strip("/") == "events/summary" or payload.get("call_state") == "Disconnected"
-        if ends and _as_int(reason) in (group_callback.NO_ANSWER_TIMEOUT, group_callback.BY_CALLER):
-            note = _rebuild(note, {**payload, "disconnect_reason": group_callback.CALLEE_BUSY})
-        out.append(note)
-    return out

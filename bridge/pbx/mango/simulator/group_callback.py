@@ -1,11 +1,14 @@
 """The events a `commands/callback_group` causes (mango.md §3 table, §5; PDF §3.2.2).
 
-group -> number: the group's operators ring in parallel (one leg each, `to.acd_group` set, the visitor's
-number shown as the caller, as in the click-to-call sequence of §2.5); one answers, the other legs end;
-then a new leg from the answering operator (`taken_from_call_id`) dials the visitor.
-number -> group: the visitor is dialled first; once they answer, the group rings.
-Every leg carries the command's `command_id`; the entry ends with one `/events/summary`.
-Ids follow the shape of §2.1 (base64 of a product-scoped counter) and are opaque to the bridge.
+Built with the conventions of `scenarios.click_to_call` (§2.5 item 2, PDF 246), of which this is the group
+variant:
+- group -> number: the group's operators ring in parallel, one leg each with `to.acd_group`, showing the
+  visitor's number as `from`. One operator answers; the other legs end (`losing_reason`, 1182 by default);
+  the answering leg ends (1000) as a new leg from that operator (`taken_from_call_id`) dials the visitor.
+- number -> group: the visitor's leg comes first; once they answer it ends (1000) as the group's legs ring
+  with `taken_from_call_id` = the visitor's leg.
+Every leg carries the command's `command_id`; `seq` counts per leg; the entry ends with one
+`/events/summary` (outgoing: from = the operator, to = the visitor). No recording events.
 """
 
 from __future__ import annotations
@@ -16,45 +19,68 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-ANSWERED = "answered"
-NO_ANSWER = "no_answer"
-BUSY = "busy"
-OUTCOMES = (ANSWERED, NO_ANSWER, BUSY)
+from bridge.pbx.mango.scenarios import (
+    BUSY,
+    BY_CALLEE,
+    BY_CALLER,
+    INTERCEPTED,
+    NO_ANSWER,
+    NORMAL,
+    PRODUCT_ID,
+    sip_uri,
+)
 
-# Disconnect reasons (mango.md §4)
-NORMAL = 1100
-BY_CALLER = 1110
-NO_ANSWER_TIMEOUT = 1111
-BY_CALLEE = 1120
-CALLEE_BUSY = 1121
-INTERCEPTED = 1182
+ANSWERED, NOT_ANSWERED, CALLEE_BUSY = "answered", "no_answer", "busy"
+OUTCOMES = (ANSWERED, NOT_ANSWERED, CALLEE_BUSY)
+
+
+def _clean(party: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in party.items() if v not in (None, "")}
 
 
 @dataclass
-class _Builder:
-    """Accumulates (path, payload) pairs with per-leg seq counters."""
+class _Entry:
+    """The notifications of one entry, with a `seq` counter per leg."""
 
-    rng: random.Random
+    entry_id: str
+    command_id: str
     product: int
-    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    rng: random.Random
+    notes: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     seqs: dict[str, int] = field(default_factory=dict)
+    legs: int = 0
 
-    def new_call_id(self) -> str:
-        raw = f"1:{self.product}:{self.rng.randint(500, 599)}:{self.rng.randint(10**8, 10**9 - 1)}"
+    def new_leg(self) -> str:
+        self.legs += 1
+        raw = f"1:{self.product}:{self.rng.randint(500, 599)}:{self.rng.randrange(10**9):09d}{self.legs:02d}"
         return base64.b64encode(raw.encode()).decode()
 
-    def leg(self, call_id: str, entry_id: str, ts: int, state: str, **fields: Any) -> None:
+    def leg(
+        self,
+        call_id: str,
+        ts: int,
+        state: str,
+        from_: dict[str, Any],
+        to: dict[str, Any],
+        reason: int | None = None,
+    ) -> None:
         self.seqs[call_id] = self.seqs.get(call_id, 0) + 1
         payload: dict[str, Any] = {
-            "entry_id": entry_id,
+            "entry_id": self.entry_id,
             "call_id": call_id,
             "timestamp": ts,
             "seq": self.seqs[call_id],
             "call_state": state,
+            "location": "abonent",
+            "from": _clean(from_),
+            "to": _clean(to),
         }
-        payload.update({k: v for k, v in fields.items() if v is not None})
-        payload.setdefault("dct", {"type": 0})
-        self.events.append(("events/call", payload))
+        if reason is not None:
+            payload["disconnect_reason"] = reason
+        if self.command_id:
+            payload["command_id"] = self.command_id
+        payload["dct"] = {"type": 0}
+        self.notes.append(("events/call", payload))
 
 
 def new_entry_id(rng: random.Random) -> str:
@@ -62,8 +88,9 @@ def new_entry_id(rng: random.Random) -> str:
     return base64.b64encode(str(rng.randint(10**10, 10**11 - 1)).encode()).decode()
 
 
-def sip_uri(extension: str, product: int) -> str:
-    return f"sip:user{extension}@vpbx{product}.mangosip.ru"
+def _failed(outcome: str) -> tuple[int, int]:
+    """(seconds rung, disconnect reason) of a party that does not answer."""
+    return (2, BUSY) if outcome == CALLEE_BUSY else (30, NO_ANSWER)
 
 
 def callback_group_events(
@@ -80,178 +107,111 @@ def callback_group_events(
     losing_reason: int = INTERCEPTED,
     start: int,
     rng: random.Random,
-    product: int = 400000001,
+    product: int = PRODUCT_ID,
 ) -> list[tuple[str, dict[str, Any]]]:
     """(path, payload) pairs in event order for one group callback.
 
-    `operator_outcome` says whether anyone in the group answers (`answered`) or not (`no_answer`, `busy`);
-    `answering_index` picks the operator who does. `visitor_outcome` is the external number's behaviour.
+    `operator_outcome` says whether someone in the group answers; `answering_index` picks who.
+    `visitor_outcome` is what the external number does. Outcomes: "answered", "no_answer", "busy".
     """
+    operators = [str(o) for o in operators]
     if not operators:
         raise ValueError(f"group {group} has no operators")
     for outcome in (operator_outcome, visitor_outcome):
         if outcome not in OUTCOMES:
-            raise ValueError(f"outcome must be one of {OUTCOMES}, got {outcome!r}")
-    b = _Builder(rng=rng, product=product)
-    entry_id = new_entry_id(rng)
-    t = start
-    visitor_answered_at = 0
-    operator_answered_at = 0
+            raise ValueError(f"outcome must be one of {', '.join(OUTCOMES)}; got {outcome!r}")
+    e = _Entry(new_entry_id(rng), command_id, product, rng)
     winner = operators[answering_index % len(operators)]
-    visitor_leg = None
-    end_reason = NORMAL
+    visitor = {"number": number}
 
-    def ring_visitor(t: int, taken_from: str | None, from_: dict[str, Any]) -> tuple[int, int, str]:
-        call_id = b.new_call_id()
-        to = {"number": number, "line_number": line}
-        common = {"location": "abonent", "from": from_, "to": to, "command_id": command_id}
-        if taken_from:
-            common["from"] = {**from_, "taken_from_call_id": taken_from}
-        b.leg(call_id, entry_id, t, "Appeared", **common)
-        if visitor_outcome == BUSY:
-            b.leg(call_id, entry_id, t + 2, "Disconnected", **common, disconnect_reason=CALLEE_BUSY)
-            return t + 2, 0, call_id
-        if visitor_outcome == NO_ANSWER:
-            b.leg(call_id, entry_id, t + 30, "Disconnected", **common, disconnect_reason=NO_ANSWER_TIMEOUT)
-            return t + 30, 0, call_id
-        b.leg(call_id, entry_id, t + 6, "Connected", **common)
-        return t + 6, t + 6, call_id
+    def operator(ext: str) -> dict[str, Any]:
+        return {"extension": ext, "number": sip_uri(ext, product), "line_number": line, "acd_group": group}
 
-    def ring_group(t: int, caller: dict[str, Any]) -> tuple[int, int, str | None]:
-        legs = []
-        for ext in operators:
-            call_id = b.new_call_id()
-            fields = {
-                "location": "abonent",
-                "from": caller,
-                "to": {
-                    "extension": ext,
-                    "number": sip_uri(ext, product),
-                    "line_number": line,
-                    "acd_group": group,
-                },
-                "command_id": command_id,
-            }
-            b.leg(call_id, entry_id, t, "Appeared", **fields)
-            legs.append((ext, call_id, fields))
+    def ring_group(t: int, caller: dict[str, Any]) -> tuple[int, str | None]:
+        """All operators ring; returns (time, the answering leg or None)."""
+        legs = {ext: e.new_leg() for ext in operators}
+        for ext, call_id in legs.items():
+            e.leg(call_id, t, "Appeared", caller, operator(ext))
         if operator_outcome != ANSWERED:
-            reason = CALLEE_BUSY if operator_outcome == BUSY else NO_ANSWER_TIMEOUT
-            wait = 2 if operator_outcome == BUSY else 30
-            for _, call_id, fields in legs:
-                b.leg(call_id, entry_id, t + wait, "Disconnected", **fields, disconnect_reason=reason)
-            return t + wait, 0, None
-        won = None
-        for ext, call_id, fields in legs:
-            if ext == winner:
-                b.leg(call_id, entry_id, t + 4, "Connected", **fields)
-                won = (call_id, fields)
-        for ext, call_id, fields in legs:
+            wait, reason = _failed(operator_outcome)
+            for ext, call_id in legs.items():
+                e.leg(call_id, t + wait, "Disconnected", caller, operator(ext), reason)
+            return t + wait, None
+        t += rng.randint(3, 8)
+        e.leg(legs[winner], t, "Connected", caller, operator(winner))
+        for ext, call_id in legs.items():
             if ext != winner:
-                b.leg(call_id, entry_id, t + 4, "Disconnected", **fields, disconnect_reason=losing_reason)
-        assert won is not None
-        return t + 4, t + 4, won[0]
+                e.leg(call_id, t, "Disconnected", caller, operator(ext), losing_reason)
+        return t, legs[winner]
 
+    t = start
+    talk = 0
     if group_first:
-        t, operator_answered_at, op_leg = ring_group(t, {"number": number})
-        if op_leg is not None:
-            op_fields = {
-                "location": "abonent",
-                "from": {"number": number},
-                "to": {
-                    "extension": winner,
-                    "number": sip_uri(winner, product),
-                    "line_number": line,
-                    "acd_group": group,
-                },
-                "command_id": command_id,
+        t, won = ring_group(t, visitor)
+        if won is None:
+            reason = _failed(operator_outcome)[1]
+        else:
+            t += rng.randint(1, 2)
+            e.leg(won, t, "Disconnected", visitor, operator(winner), NORMAL)  # taken into the new leg
+            t += 1
+            dialler = {
+                "extension": winner,
+                "number": sip_uri(winner, product),
+                "taken_from_call_id": won,
+                "line_number": line,
             }
-            t, visitor_answered_at, visitor_leg = ring_visitor(
-                t + 1, op_leg, {"extension": winner, "number": sip_uri(winner, product)}
-            )
-            if visitor_answered_at:
-                t += 60
-                visitor_fields = {
-                    "location": "abonent",
-                    "from": {
-                        "extension": winner,
-                        "number": sip_uri(winner, product),
-                        "taken_from_call_id": op_leg,
-                    },
-                    "to": {"number": number, "line_number": line},
-                    "command_id": command_id,
-                }
-                b.leg(visitor_leg, entry_id, t, "Disconnected", **visitor_fields, disconnect_reason=BY_CALLEE)
-                end_reason = BY_CALLEE
+            out = e.new_leg()
+            e.leg(out, t, "Appeared", dialler, visitor)
+            if visitor_outcome == ANSWERED:
+                t += rng.randint(5, 15)
+                talk = t
+                e.leg(out, t, "Connected", dialler, visitor)
+                t += rng.randint(20, 180)
+                reason = BY_CALLEE
             else:
-                end_reason = CALLEE_BUSY if visitor_outcome == BUSY else NO_ANSWER_TIMEOUT
-            b.leg(op_leg, entry_id, t, "Disconnected", **op_fields, disconnect_reason=NORMAL)
-        else:
-            end_reason = CALLEE_BUSY if operator_outcome == BUSY else NO_ANSWER_TIMEOUT
-        talk_time = visitor_answered_at if (operator_answered_at and visitor_answered_at) else 0
-        summary_from: dict[str, Any] = {"extension": winner} if operator_answered_at else {}
-        summary_to: dict[str, Any] = {"number": number}
+                wait, reason = _failed(visitor_outcome)
+                t += wait
+            e.leg(out, t, "Disconnected", dialler, visitor, reason)
     else:
-        t, visitor_answered_at, visitor_leg = ring_visitor(t, None, {"number": line})
-        talk_time = 0
-        if visitor_answered_at:
-            t, operator_answered_at, op_leg = ring_group(
-                t + 1, {"number": number, "taken_from_call_id": visitor_leg}
-            )
-            if op_leg is not None:
-                t += 60
-                b.leg(
-                    op_leg,
-                    entry_id,
-                    t,
-                    "Disconnected",
-                    location="abonent",
-                    **{
-                        "from": {"number": number, "taken_from_call_id": visitor_leg},
-                        "to": {
-                            "extension": winner,
-                            "number": sip_uri(winner, product),
-                            "line_number": line,
-                            "acd_group": group,
-                        },
-                    },
-                    command_id=command_id,
-                    disconnect_reason=BY_CALLER,
-                )
-                talk_time = operator_answered_at
-                end_reason = BY_CALLER
-            else:
-                end_reason = CALLEE_BUSY if operator_outcome == BUSY else NO_ANSWER_TIMEOUT
-            b.leg(
-                visitor_leg,
-                entry_id,
-                t,
-                "Disconnected",
-                location="abonent",
-                **{"from": {"number": line}, "to": {"number": number, "line_number": line}},
-                command_id=command_id,
-                disconnect_reason=BY_CALLER if talk_time else NORMAL,
-            )
+        first = e.new_leg()
+        pbx = {"number": line, "line_number": line}
+        e.leg(first, t, "Appeared", pbx, visitor)
+        if visitor_outcome != ANSWERED:
+            wait, reason = _failed(visitor_outcome)
+            t += wait
+            e.leg(first, t, "Disconnected", pbx, visitor, reason)
         else:
-            end_reason = CALLEE_BUSY if visitor_outcome == BUSY else NO_ANSWER_TIMEOUT
-        summary_from = {"number": number}
-        summary_to = {"extension": winner} if talk_time else {"extension": operators[0]}
+            t += rng.randint(5, 15)
+            e.leg(first, t, "Connected", pbx, visitor)
+            t, won = ring_group(t + 1, {**visitor, "taken_from_call_id": first})
+            if won is None:
+                reason = _failed(operator_outcome)[1]
+                e.leg(first, t, "Disconnected", pbx, visitor, reason)
+            else:
+                talk = t
+                e.leg(first, t, "Disconnected", pbx, visitor, NORMAL)  # taken into the operator's leg
+                t += rng.randint(20, 180)
+                reason = BY_CALLER
+                caller = {**visitor, "taken_from_call_id": first}
+                e.leg(won, t, "Disconnected", caller, operator(winner), reason)
 
-    b.events.append(
+    summary_from = {"extension": winner, "number": sip_uri(winner, product)} if talk else {}
+    e.notes.append(
         (
             "events/summary",
             {
-                "entry_id": entry_id,
+                "entry_id": e.entry_id,
                 "call_direction": 2,
                 "from": summary_from,
-                "to": summary_to,
+                "to": dict(visitor),
                 "line_number": line,
                 "create_time": start,
                 "forward_time": start,
-                "talk_time": talk_time,
+                "talk_time": talk,
                 "end_time": t,
-                "entry_result": 1 if talk_time else 0,
-                "disconnect_reason": end_reason,
+                "entry_result": 1 if talk else 0,
+                "disconnect_reason": reason,
             },
         )
     )
-    return b.events
+    return e.notes
