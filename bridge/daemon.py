@@ -54,7 +54,9 @@ class BackgroundWorkers:
         ]
         if settings.dispatcher.enabled:
             self._threads.append(
-                threading.Thread(target=self.dispatcher.run_forever, args=(self.stop_event,), name="dispatcher")
+                threading.Thread(
+                    target=self.dispatcher.run_forever, args=(self.stop_event,), name="dispatcher"
+                )
             )
         for thread in self._threads:
             thread.daemon = True

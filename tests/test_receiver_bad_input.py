@@ -89,10 +89,21 @@ def test_signed_event_is_accepted_and_stored_once(daemon: Daemon) -> None:
             "call_state",
         ),
     ],
-    ids=["wrong-sign", "wrong-key", "no-sign", "no-json", "broken-json", "not-object", "missing-field",
-         "bad-seq", "bad-state"],
+    ids=[
+        "wrong-sign",
+        "wrong-key",
+        "no-sign",
+        "no-json",
+        "broken-json",
+        "not-object",
+        "missing-field",
+        "bad-seq",
+        "bad-state",
+    ],
 )
-def test_bad_notification_is_refused_and_nothing_stored(daemon: Daemon, mutate, status: int, words: str) -> None:
+def test_bad_notification_is_refused_and_nothing_stored(
+    daemon: Daemon, mutate, status: int, words: str
+) -> None:
     before = stored_count(daemon)
     form = signed_form(API_KEY, API_SALT, {**CALL_EVENT, "call_id": "never-stored"})
     assert_error(post(daemon, "events/call", mutate(form)), status, words)
@@ -142,17 +153,45 @@ def test_ping_answers_200_and_stores_nothing(daemon: Daemon) -> None:
 
 def test_every_documented_notification_path_is_accepted(daemon: Daemon) -> None:
     samples = {
-        "events/summary": {"entry_id": "e1", "call_direction": 1, "from": {"number": "79161234567"},
-                           "to": {"extension": "101"}, "line_number": "74951234567", "create_time": 1,
-                           "forward_time": 1, "talk_time": 2, "end_time": 3, "entry_result": 1,
-                           "disconnect_reason": 1110},
-        "events/recording": {"entry_id": "e1", "call_id": "c1", "recording_id": "r1", "recording_state":
-                             "Completed", "seq": 3, "timestamp": 3, "extension": "101",
-                             "completion_code": 1000, "recipient": "Cloud"},
-        "events/record/added": {"entry_id": "e1", "product_id": 1, "user_id": -1, "timestamp": 4,
-                                "recording_id": "r1"},
-        "events/dtmf": {"entry_id": "e1", "call_id": "c1", "seq": 1, "timestamp": 1, "dtmf": "12",
-                        "location": "ivr.2"},
+        "events/summary": {
+            "entry_id": "e1",
+            "call_direction": 1,
+            "from": {"number": "79161234567"},
+            "to": {"extension": "101"},
+            "line_number": "74951234567",
+            "create_time": 1,
+            "forward_time": 1,
+            "talk_time": 2,
+            "end_time": 3,
+            "entry_result": 1,
+            "disconnect_reason": 1110,
+        },
+        "events/recording": {
+            "entry_id": "e1",
+            "call_id": "c1",
+            "recording_id": "r1",
+            "recording_state": "Completed",
+            "seq": 3,
+            "timestamp": 3,
+            "extension": "101",
+            "completion_code": 1000,
+            "recipient": "Cloud",
+        },
+        "events/record/added": {
+            "entry_id": "e1",
+            "product_id": 1,
+            "user_id": -1,
+            "timestamp": 4,
+            "recording_id": "r1",
+        },
+        "events/dtmf": {
+            "entry_id": "e1",
+            "call_id": "c1",
+            "seq": 1,
+            "timestamp": 1,
+            "dtmf": "12",
+            "location": "ivr.2",
+        },
         "events/sms": {"command_id": "cmd-1", "timestamp": 5, "reason": 1000},
         "result/callback": {"command_id": "cmd-2", "result": 1000},
         "result/callback_group": {"command_id": "cmd-3", "result": 1000},

@@ -26,7 +26,9 @@ def _parse_time(name: str, value: str | None) -> float | None:
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise ApiError(400, f"'{name}' must be Unix seconds or an ISO 8601 time, got '{value[:40]}'") from None
+        raise ApiError(
+            400, f"'{name}' must be Unix seconds or an ISO 8601 time, got '{value[:40]}'"
+        ) from None
     if moment.tzinfo is None:
         raise ApiError(400, f"'{name}' needs a time zone (e.g. 2026-11-25T10:00:00+03:00)")
     return moment.timestamp()

@@ -58,9 +58,7 @@ def list_calls(engine: Engine, flt: CallFilter, *, limit: int, cursor: str | Non
         conditions.append(calls.c.customer_number.like(f"%{flt.number_digits}"))
     if cursor:
         c_started, c_entry = decode_cursor(cursor)
-        conditions.append(
-            or_(started < c_started, and_(started == c_started, calls.c.entry_id < c_entry))
-        )
+        conditions.append(or_(started < c_started, and_(started == c_started, calls.c.entry_id < c_entry)))
     if conditions:
         query = query.where(and_(*conditions))
     query = query.order_by(started.desc(), calls.c.entry_id.desc()).limit(limit + 1)

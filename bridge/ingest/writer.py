@@ -93,7 +93,7 @@ class GroupCommitWriter:
                 for _, future in batch:
                     future.set_exception(exc)
                 continue
-            for (record, future) in batch:
+            for record, future in batch:
                 future.set_result(record.dedup_key in stored)
             if callable(self._on_commit):
                 self._on_commit()

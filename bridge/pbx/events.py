@@ -71,7 +71,10 @@ class SummaryEvent:
 
     @property
     def answered(self) -> bool:
-        """Answered only when Mango says so *and* gives an answer time (the doc's IVR example has 1 with 0)."""
+        """Answered only when Mango says so *and* gives an answer time.
+
+        The doc's IVR example has `entry_result` 1 with `talk_time` 0: that call was not answered.
+        """
         return self.entry_result == 1 and self.talk_time > 0
 
 

@@ -77,7 +77,9 @@ class EventProcessor:
     def _locked(self, conn: Connection) -> bool:
         if conn.dialect.name != "postgresql":
             return True
-        return bool(conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": PROCESSOR_LOCK_ID}).scalar())
+        return bool(
+            conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": PROCESSOR_LOCK_ID}).scalar()
+        )
 
     def run_once(self) -> int:
         """Process one batch of raw events; returns how many were processed."""
@@ -87,8 +89,13 @@ class EventProcessor:
             if not self._locked(conn):
                 return 0
             rows = conn.execute(
-                select(raw_events.c.id, raw_events.c.path, raw_events.c.entry_id, raw_events.c.payload,
-                       raw_events.c.received_at)
+                select(
+                    raw_events.c.id,
+                    raw_events.c.path,
+                    raw_events.c.entry_id,
+                    raw_events.c.payload,
+                    raw_events.c.received_at,
+                )
                 .where(raw_events.c.processed_at.is_(None))
                 .order_by(raw_events.c.id)
                 .limit(self._batch_size)
@@ -125,7 +132,11 @@ class EventProcessor:
         item.events.append(event)
         item.last_event_at = max(item.last_event_at or 0.0, received_at)
         result = track(
-            item.events, item.emitted, now=now, close_after=self._close_after, last_event_at=item.last_event_at
+            item.events,
+            item.emitted,
+            now=now,
+            close_after=self._close_after,
+            last_event_at=item.last_event_at,
         )
         item.emitted = result.emitted
         item.new_events.extend(result.new_events)
@@ -138,11 +149,15 @@ class EventProcessor:
             .where(raw_events.c.entry_id == entry_id, raw_events.c.processed_at.is_not(None))
             .order_by(raw_events.c.id)
         ).all()
-        events = [e for e in (_decode(r.path, r.payload) for r in stored) if isinstance(e, TRACKED_EVENT_TYPES)]
+        events = [
+            e for e in (_decode(r.path, r.payload) for r in stored) if isinstance(e, TRACKED_EVENT_TYPES)
+        ]
         last = max((r.received_at for r in stored), default=None)
         return _CallWork(events=events, emitted=emitted, last_event_at=last)
 
-    def _record_command_result(self, conn: Connection, event: CommandResultEvent | SmsEvent, now: float) -> None:
+    def _record_command_result(
+        self, conn: Connection, event: CommandResultEvent | SmsEvent, now: float
+    ) -> None:
         code = event.result if isinstance(event, CommandResultEvent) else event.reason
         status = "done" if code == 1000 else "failed"
         conn.execute(
@@ -158,17 +173,24 @@ class EventProcessor:
         with self._engine.begin() as conn:
             if not self._locked(conn):
                 return 0
-            stale = conn.execute(
-                select(calls.c.entry_id)
-                .where(calls.c.closed.is_(False), calls.c.last_event_at <= now - self._close_after)
-                .limit(500)
-            ).scalars().all()
+            stale = (
+                conn.execute(
+                    select(calls.c.entry_id)
+                    .where(calls.c.closed.is_(False), calls.c.last_event_at <= now - self._close_after)
+                    .limit(500)
+                )
+                .scalars()
+                .all()
+            )
             for entry_id in stale:
                 item = self._load_call(conn, entry_id)
                 if not item.events:
                     continue
                 result = track(
-                    item.events, item.emitted, now=now, close_after=self._close_after,
+                    item.events,
+                    item.emitted,
+                    now=now,
+                    close_after=self._close_after,
                     last_event_at=item.last_event_at,
                 )
                 save_snapshot(conn, result, last_event_at=item.last_event_at, now=now)
@@ -185,7 +207,9 @@ class EventProcessor:
             except Exception:
                 log.exception("call event listener failed")
 
-    def run_forever(self, stop: threading.Event, *, poll_interval: float = 0.02, sweep_every: float = 5.0) -> None:
+    def run_forever(
+        self, stop: threading.Event, *, poll_interval: float = 0.02, sweep_every: float = 5.0
+    ) -> None:
         """Process until `stop` is set; polls the store (other processes insert raw events too)."""
         while not stop.is_set():
             try:

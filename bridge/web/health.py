@@ -30,9 +30,7 @@ class StoreCollector(Collector):
                 select(func.count()).select_from(raw_events).where(raw_events.c.processed_at.is_(None))
             ).scalar_one()
             total_raw = conn.execute(select(func.max(raw_events.c.id))).scalar() or 0
-            by_status = conn.execute(
-                select(calls.c.status, func.count()).group_by(calls.c.status)
-            ).all()
+            by_status = conn.execute(select(calls.c.status, func.count()).group_by(calls.c.status)).all()
             deliveries = conn.execute(
                 select(outbox.c.connector, outbox.c.status, func.count()).group_by(
                     outbox.c.connector, outbox.c.status
@@ -46,9 +44,7 @@ class StoreCollector(Collector):
         for status, count in by_status:
             call_gauge.add_metric([status], float(count))
         yield call_gauge
-        delivery = GaugeMetricFamily(
-            "callbridge_deliveries", "Outbox rows", labels=["connector", "status"]
-        )
+        delivery = GaugeMetricFamily("callbridge_deliveries", "Outbox rows", labels=["connector", "status"])
         for connector, status, count in deliveries:
             delivery.add_metric([connector, status], float(count))
         yield delivery

@@ -67,9 +67,10 @@ class WebhookReceiver:
     def _answer(self, headers: Any, body: bytes) -> tuple[int, dict[str, str]]:
         stamp = headers.get("X-Callbridge-Timestamp", "")
         given = headers.get("X-Callbridge-Signature", "")
-        expected = "sha256=" + hmac.new(
-            self.secret.encode(), stamp.encode() + b"." + body, hashlib.sha256
-        ).hexdigest()
+        expected = (
+            "sha256="
+            + hmac.new(self.secret.encode(), stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+        )
         key = headers.get("Idempotency-Key", "")
         with self.lock:
             if not hmac.compare_digest(given, expected):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -290,12 +290,3 @@ def delivery_plan(
     if shuffle:
         rng.shuffle(plan)
     return plan
-
-
-def ack_counts(reports: Sequence[PlayReport]) -> tuple[int, int, int]:
-    """(sent, acked, errors) summed over several reports."""
-    return (
-        sum(r.sent for r in reports),
-        sum(len(r.acked) for r in reports),
-        sum(len(r.errors) for r in reports),
-    )
