@@ -273,6 +273,7 @@ def report(result: dict) -> str:
         f"per run; form {result['params']['body_bytes']:.0f} bytes"
     )
     head = f"{'target':<40} {'layout':>8} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'non200':>6} {'cpu ms/req':>10}"
+    lines.append(f"load average before the run: {result.get('loadavg_before')} (other work on the machine skews figures)")
     lines.append(head)
     lines.append("-" * len(head))
     names = {
@@ -429,8 +430,12 @@ def main() -> int:
             f"{label}: {row['ok_per_s']:.0f} req/s, p50 {fmt(row['p50_ms'], 2)} ms, p99 {fmt(row['p99_ms'], 2)} ms, "
             f"non-200 {row['non_200']}, errors {row['errors']}{extra}"
         )
+        row["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
         result["runs"].append(row)
 
+    result["loadavg_before"] = [round(x, 2) for x in os.getloadavg()]
+    if result["loadavg_before"][0] > 0.7:
+        log(f"warning: the machine is busy (load average {result['loadavg_before']}); figures will be noisy")
     try:
         for workers, threads in layouts:
             layout = f"{workers}x{threads}"

@@ -21,7 +21,7 @@ from bridge.connector_api import Connector
 from bridge.outbox.dispatcher import Dispatcher
 from bridge.outbox.retry import RetryPolicy
 from bridge.processing.processor import EventProcessor
-from bridge.registry import build_connectors
+from bridge.connectors_runtime import load_connectors
 from bridge.store.engine import make_engine
 from bridge.store.migrate import upgrade
 
@@ -79,7 +79,7 @@ def serve(settings: Settings) -> None:
 
     engine = make_engine(settings.database.url)
     upgrade(engine)
-    connectors = build_connectors(settings.connectors)
+    connectors = load_connectors(settings, engine)
     log.info(
         "starting http=%s:%s workers=%s connectors=%s store=%s",
         settings.http.host,

@@ -26,7 +26,13 @@ BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
 
 
 def sqlite_engine(path: str) -> sa.Engine:
-    """A file SQLite engine set up like the embedded mode (WAL, a generous busy timeout)."""
+    """A file SQLite engine set up as the daemon sets it up (WAL, BEGIN IMMEDIATE, busy timeout)."""
+    try:
+        from bridge.store.engine import make_engine
+    except ImportError:  # pragma: no cover - the store's engine module is the lead's; be independent of it
+        pass
+    else:
+        return make_engine(f"sqlite:///{path}")
     engine = sa.create_engine(f"sqlite:///{path}", connect_args={"timeout": 30})
 
     @sa.event.listens_for(engine, "connect")

@@ -27,6 +27,8 @@ class MangoSettings(_Section):
     api_salt: SecretStr = SecretStr("")
     api_url: str = "https://app.mango-office.ru/vpbx/"
     verify_tls: bool = True
+    # Caller-ID line for click-to-call (a DID, 7-800 number or SIP line name); empty = the employee's default.
+    line_number: str = ""
     # Source-IP allow-list for webhooks: empty = open; "mango" = Mango's published addresses; or a list.
     allowed_ips: list[str] = Field(default_factory=list)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
@@ -55,6 +57,8 @@ class HttpSettings(_Section):
     threads: int = Field(default=4, ge=1, le=256)
     # Trust X-Forwarded-For from this many proxies (for the IP allow-list behind a reverse proxy).
     trusted_proxies: int = Field(default=0, ge=0, le=5)
+    # The address users and vendors reach callbridge at, e.g. https://calls.example.com (for hook URLs).
+    public_url: str = ""
 
 
 class WsSettings(_Section):
@@ -81,6 +85,11 @@ class DispatcherSettings(_Section):
     enabled: bool = True
 
 
+class PhoneSettings(_Section):
+    # Region assumed for numbers written without a country code (ISO 3166 code, e.g. RU, KZ, BY).
+    default_region: str = Field(default="RU", min_length=2, max_length=2)
+
+
 class LogSettings(_Section):
     level: str = "INFO"
 
@@ -95,6 +104,7 @@ class Settings(_Section):
     api: ApiSettings = Field(default_factory=ApiSettings)
     tracker: TrackerSettings = Field(default_factory=TrackerSettings)
     dispatcher: DispatcherSettings = Field(default_factory=DispatcherSettings)
+    phones: PhoneSettings = Field(default_factory=PhoneSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     # Per-connector sections, validated by each connector's own config model (see bridge.registry).
     connectors: dict[str, dict[str, Any]] = Field(default_factory=dict)

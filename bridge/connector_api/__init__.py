@@ -7,12 +7,15 @@ never the store's tables, the tracker or the web app.
 from bridge.connector_api.base import (
     CallerCard,
     Connector,
+    ConnectorContext,
     DeliveryError,
     Employee,
     PermanentDeliveryError,
     RateLimit,
+    Originate,
     RefStore,
     RetryableDeliveryError,
+    StateStore,
 )
 from bridge.connector_api.events import CALL_EVENT_TYPES, CallEvent
 
@@ -21,10 +24,13 @@ __all__ = [
     "CallEvent",
     "CallerCard",
     "Connector",
+    "ConnectorContext",
     "DeliveryError",
     "Employee",
     "PermanentDeliveryError",
     "RateLimit",
+    "Originate",
     "RefStore",
     "RetryableDeliveryError",
+    "StateStore",
 ]

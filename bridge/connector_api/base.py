@@ -65,6 +65,34 @@ class RefStore(Protocol):
     def put(self, entry_id: str, key: str, value: str) -> None: ...
 
 
+class StateStore(Protocol):
+    """A connector's own durable key/value state (OAuth tokens, cursors), shared by every process.
+
+    `compare_and_set` writes only if the stored version is still `expected_version` (None = absent) and
+    returns the new version, or None when another thread or process changed it first. Rotating
+    single-use refresh tokens relies on this: the loser re-reads instead of overwriting.
+    """
+
+    def get(self, key: str) -> tuple[str, int] | None: ...
+
+    def compare_and_set(self, key: str, value: str, expected_version: int | None) -> int | None: ...
+
+
+class Originate(Protocol):
+    """Place a click-to-call through the PBX: ring `extension`, then dial `number`; returns a command id."""
+
+    def __call__(self, extension: str, number: str) -> str: ...
+
+
+@dataclass
+class ConnectorContext:
+    """What the core hands a connector after building it (see `Connector.bind`)."""
+
+    state: StateStore
+    originate: Originate | None = None
+    public_url: str | None = None  # the daemon's external base URL, for hook addresses shown to users
+
+
 class Connector(ABC):
     """Base class of every connector.
 
@@ -81,6 +109,11 @@ class Connector(ABC):
 
     def __init__(self, config: BaseModel) -> None:
         self.config = config
+        self.context: ConnectorContext | None = None
+
+    def bind(self, context: ConnectorContext) -> None:
+        """Receive the core's services; called once by the daemon and each web worker after building."""
+        self.context = context
 
     def wants(self, event: CallEvent) -> bool:
         """Whether an outbox row should be created for this event."""

@@ -177,9 +177,9 @@ _LONG_TOKEN_RE = re.compile(
 def redact(text: str, limit: int = 300) -> str:
     """Make free text safe for a log line or a stored error: secrets out, length bounded.
 
-    URLs are cut down to scheme and host, ``key=value`` pairs whose key sounds secret lose their value,
-    bearer/basic credentials and long token-like strings become ``***``; the result is at most `limit`
-    characters on one line.
+    URLs are cut down to scheme and host (``/***`` marks a removed path or query), ``key=value`` pairs
+    whose key sounds secret lose their value, bearer/basic credentials and long token-like strings become
+    ``***``; the result is at most `limit` characters on one line. Applying it twice changes nothing.
     """
     text = _URL_RE.sub(_redact_url, text)
     text = _BEARER_RE.sub(lambda m: f"{m.group(1)} ***", text)
@@ -194,7 +194,7 @@ def redact(text: str, limit: int = 300) -> str:
 def _redact_url(match: re.Match[str]) -> str:
     url = match.group(0)
     core = url.rstrip(".,;:!?)]}")  # punctuation after a URL belongs to the sentence
-    return safe_host(core) + ("/..." if _has_path(core) else "") + url[len(core) :]
+    return safe_host(core) + ("/***" if _has_path(core) else "") + url[len(core) :]
 
 
 def _has_path(url: str) -> bool:

@@ -10,6 +10,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from bridge.api.calls import make_calls_api
 from bridge.config import Settings
+from bridge.connectors_runtime import load_connectors
 from bridge.ingest.writer import GroupCommitWriter
 from bridge.pbx.mango.receiver import MangoCredentials, make_receiver
 from bridge.web.errors import install_error_handlers
@@ -41,6 +42,11 @@ def create_app(settings: Settings, engine: Engine, writer: GroupCommitWriter) ->
     )
     app.register_blueprint(make_calls_api(engine, lambda: settings.api.token.get_secret_value()))
     app.register_blueprint(make_health(engine))
+    for name, connector in load_connectors(settings, engine).items():
+        blueprint = connector.blueprint()
+        if blueprint is not None:
+            # Inbound hooks of a connector (OAuth install, click-to-call events) live under its name.
+            app.register_blueprint(blueprint, url_prefix=f"/connectors/{name}")
 
     @app.get("/")
     def index() -> Response:

@@ -1,0 +1,1 @@
+"""Commands the bridge sends to the PBX on someone's behalf (click-to-call, routing, hang-up)."""
