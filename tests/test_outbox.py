@@ -325,7 +325,7 @@ def test_cli_retry_by_id_and_all_dead(mixed_rows):
     assert result.exit_code == 0, result.output
     assert "Requeued 1 dead delivery" in result.output
     result = runner.invoke(_cli(mixed_rows), ["deliveries", "retry", "--all-dead", "--connector", "crm"])
-    assert "Requeued 0 dead deliveries" in result.output
+    assert "No dead deliveries matched; nothing was requeued." in result.output
     result = runner.invoke(_cli(mixed_rows), ["deliveries", "retry", "--all-dead"])
     assert "Requeued 1 dead delivery" in result.output
     assert counts(mixed_rows)["dead"] == 0

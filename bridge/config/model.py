@@ -80,8 +80,8 @@ class TrackerSettings(_Section):
 
 class DispatcherSettings(_Section):
     max_attempts: int = Field(default=12, ge=1, le=100)
-    base_delay_seconds: float = Field(default=1.0, gt=0)
-    max_delay_seconds: float = Field(default=900.0, gt=0)
+    base_delay_seconds: float = Field(default=10.0, gt=0)
+    max_delay_seconds: float = Field(default=1200.0, gt=0)
     enabled: bool = True
 
 

@@ -18,6 +18,7 @@ from bridge.connector_api.base import (
     StateStore,
 )
 from bridge.connector_api.events import CALL_EVENT_TYPES, CallEvent
+from bridge.connector_api.http import idempotency_key
 
 __all__ = [
     "CALL_EVENT_TYPES",
@@ -33,4 +34,5 @@ __all__ = [
     "RefStore",
     "RetryableDeliveryError",
     "StateStore",
+    "idempotency_key",
 ]

@@ -19,7 +19,7 @@ __all__ = ["deliveries"]
 
 def _engine(ctx: click.Context) -> sa.Engine:
     engine = getattr(ctx.obj, "engine", None)
-    if engine is None:
+    if not isinstance(engine, sa.Engine):
         raise click.UsageError("no database configured (the command needs ctx.obj.engine)")
     return engine
 
@@ -109,7 +109,10 @@ def retry_command(ctx: click.Context, ids: tuple[int, ...], all_dead: bool, conn
         raise click.UsageError("use either --id or --all-dead, not both")
     engine = _engine(ctx)
     n = retry_deliveries(engine, ids=list(ids) if ids else None, connector=connector, now=time.time())
-    noun = "delivery" if n == 1 else "deliveries"
-    click.echo(f"Requeued {n} dead {noun}; the dispatcher will send them shortly.")
+    if n == 0:
+        click.echo("No dead deliveries matched; nothing was requeued.")
+    else:
+        noun = "delivery" if n == 1 else "deliveries"
+        click.echo(f"Requeued {n} dead {noun}; the dispatcher will send them shortly.")
     if ids and n < len(set(ids)):
         click.echo("Some ids were not dead (or do not exist) and were left alone.", err=True)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from bridge.connector_api import CallEvent, Connector
@@ -58,20 +59,16 @@ def enqueue(
     if not rows:
         return 0
 
+    # One multi-row INSERT keeps the rows in event order (ids ascending), which the dispatcher relies on.
     dialect = conn.dialect.name
-    if dialect in ("postgresql", "sqlite"):
-        if dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
-        # One multi-row INSERT keeps the rows in event order (ids ascending), which the dispatcher relies on.
-        stmt = (
-            insert(outbox)
-            .values(rows)
-            .on_conflict_do_nothing(index_elements=[outbox.c.idempotency_key])
-            .returning(outbox.c.id)
-        )
-        return len(conn.execute(stmt).all())
+    if dialect == "postgresql":
+        pg_stmt = postgresql.insert(outbox).values(rows)
+        pg_stmt = pg_stmt.on_conflict_do_nothing(index_elements=[outbox.c.idempotency_key])
+        return len(conn.execute(pg_stmt.returning(outbox.c.id)).all())
+    if dialect == "sqlite":
+        lite_stmt = sqlite.insert(outbox).values(rows)
+        lite_stmt = lite_stmt.on_conflict_do_nothing(index_elements=[outbox.c.idempotency_key])
+        return len(conn.execute(lite_stmt.returning(outbox.c.id)).all())
 
     # Any other database: a savepoint per row, so a duplicate does not spoil the caller's transaction.
     inserted = 0

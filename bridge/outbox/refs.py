@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 from bridge.store.schema import connector_refs
 
@@ -46,17 +47,23 @@ class SqlRefStore:
         pk = [connector_refs.c.connector, connector_refs.c.entry_id, connector_refs.c.key]
         with self.engine.begin() as conn:
             dialect = conn.dialect.name
-            if dialect in ("postgresql", "sqlite"):
-                if dialect == "postgresql":
-                    from sqlalchemy.dialects.postgresql import insert
-                else:
-                    from sqlalchemy.dialects.sqlite import insert
-                stmt = insert(connector_refs).values(row)
-                stmt = stmt.on_conflict_do_update(
-                    index_elements=pk,
-                    set_={"value": stmt.excluded.value, "updated_at": stmt.excluded.updated_at},
+            if dialect == "postgresql":
+                pg_stmt = postgresql.insert(connector_refs).values(row)
+                conn.execute(
+                    pg_stmt.on_conflict_do_update(
+                        index_elements=pk,
+                        set_={"value": pg_stmt.excluded.value, "updated_at": pg_stmt.excluded.updated_at},
+                    )
                 )
-                conn.execute(stmt)
+                return
+            if dialect == "sqlite":
+                lite_stmt = sqlite.insert(connector_refs).values(row)
+                conn.execute(
+                    lite_stmt.on_conflict_do_update(
+                        index_elements=pk,
+                        set_={"value": lite_stmt.excluded.value, "updated_at": lite_stmt.excluded.updated_at},
+                    )
+                )
                 return
             updated = conn.execute(
                 sa.update(connector_refs)
