@@ -40,7 +40,8 @@ class TokenBucket:
             if self._tokens >= 1:
                 self._tokens -= 1
                 return 0.0
-            return (1 - self._tokens) / self.rate
+            # Never report a wait so small that a coarse clock would not move past it.
+            return max((1 - self._tokens) / self.rate, 1e-3)
 
     def acquire(self, timeout: float | None = None) -> bool:
         """Block until a token is taken (True) or `timeout` seconds pass (False)."""

@@ -28,6 +28,7 @@ from bridge.tracker import track
 log = logging.getLogger(__name__)
 
 PROCESSOR_LOCK_ID = 0x63616C6C  # "call": one active processor per database
+STALE_CALL_HORIZON = 86400.0
 
 
 @dataclass
@@ -176,7 +177,12 @@ class EventProcessor:
             stale = (
                 conn.execute(
                     select(calls.c.entry_id)
-                    .where(calls.c.closed.is_(False), calls.c.last_event_at <= now - self._close_after)
+                    .where(
+                        calls.c.closed.is_(False),
+                        calls.c.last_event_at <= now - self._close_after,
+                        # A call with a leg that never ended stays open; stop re-checking it after a day.
+                        calls.c.last_event_at > now - STALE_CALL_HORIZON,
+                    )
                     .limit(500)
                 )
                 .scalars()
