@@ -11,7 +11,13 @@ from bridge.connector_api.phones import InvalidPhoneNumber, mango_digits, match_
 
 @pytest.mark.parametrize(
     "raw",
-    ["8 (916) 123-45-67", "+7 916 123-45-67", "79161234567", "9161234567", "sip:79161234567@vpbx1.mangosip.ru"],
+    [
+        "8 (916) 123-45-67",
+        "+7 916 123-45-67",
+        "79161234567",
+        "9161234567",
+        "sip:79161234567@vpbx1.mangosip.ru",
+    ],
 )
 def test_every_common_format_gives_the_same_e164(raw: str) -> None:
     assert to_e164(raw) == "+79161234567"
