@@ -89,9 +89,11 @@ def db_upgrade(obj: AppContext) -> None:
 
 
 def _add_subcommands() -> None:
+    from bridge.checks import check
     from bridge.outbox.cli import deliveries
     from bridge.pbx.mango.simulator.cli import simulate
 
+    cli.add_command(check)
     cli.add_command(deliveries)
     cli.add_command(simulate)
 
