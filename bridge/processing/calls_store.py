@@ -13,13 +13,23 @@ from sqlalchemy.dialects import postgresql, sqlite
 from bridge.store.schema import calls, legs, recordings
 
 
+_UPSERTS: dict[tuple[str, str], Any] = {}
+
+
+def _upsert_statement(dialect_name: str, table: Table, keys: tuple[str, ...]) -> Any:
+    """INSERT ... ON CONFLICT DO UPDATE for `table`, built once per dialect (building it is costly)."""
+    cache_key = (dialect_name, table.name)
+    if cache_key not in _UPSERTS:
+        dialect = sqlite if dialect_name == "sqlite" else postgresql
+        stmt = dialect.insert(table)
+        update = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}
+        _UPSERTS[cache_key] = stmt.on_conflict_do_update(index_elements=list(keys), set_=update)
+    return _UPSERTS[cache_key]
+
+
 def _upsert(conn: Connection, table: Table, rows: list[dict[str, Any]], keys: list[str]) -> None:
-    if not rows:
-        return
-    dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
-    stmt = dialect.insert(table)
-    update = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}
-    conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=update), rows)
+    if rows:
+        conn.execute(_upsert_statement(conn.dialect.name, table, tuple(keys)), rows)
 
 
 def load_emitted(conn: Connection, entry_id: str) -> tuple[frozenset[str], bool]:

@@ -22,6 +22,7 @@ from bridge.outbox.enqueue import enqueue
 from bridge.pbx.events import TRACKED_EVENT_TYPES, CommandResultEvent, PbxEvent, SmsEvent
 from bridge.pbx.mango.parse import ParseError, parse
 from bridge.processing.calls_store import load_emitted, save_snapshot
+from bridge.store.engine import reader
 from bridge.store.schema import calls, commands, raw_events
 from bridge.tracker import track
 
@@ -64,6 +65,7 @@ class EventProcessor:
         on_call_events: Callable[[Sequence[CallEvent]], None] | None = None,
     ) -> None:
         self._engine = engine
+        self._reader = reader(engine)
         self._connectors = list(connectors.values())
         self._close_after = close_after
         self._batch_size = batch_size
@@ -83,12 +85,14 @@ class EventProcessor:
         )
 
     def run_once(self) -> int:
-        """Process one batch of raw events; returns how many were processed."""
+        """Process one batch of raw events; returns how many were processed.
+
+        The tracker runs outside the write lock (a read-only pass), then one short write transaction
+        stores the results. The write first marks the batch processed *only if it still is
+        unprocessed*, so a second processor that raced us (another instance) changes nothing.
+        """
         now = self._clock()
-        emitted_events: list[CallEvent] = []
-        with self._engine.begin() as conn:
-            if not self._locked(conn):
-                return 0
+        with self._reader.connect() as conn:
             rows = conn.execute(
                 select(
                     raw_events.c.id,
@@ -104,22 +108,32 @@ class EventProcessor:
             if not rows:
                 return 0
             work: dict[str, _CallWork] = {}
+            results: list[CommandResultEvent | SmsEvent] = []
             for row in rows:
                 event = _decode(row.path, row.payload)
                 if isinstance(event, TRACKED_EVENT_TYPES):
                     self._fold(conn, work, event, row.received_at, now)
                 elif isinstance(event, CommandResultEvent | SmsEvent):
-                    self._record_command_result(conn, event, now)
+                    results.append(event)
+        emitted_events: list[CallEvent] = []
+        with self._engine.begin() as conn:
+            if not self._locked(conn):
+                return 0
+            claimed = conn.execute(
+                update(raw_events)
+                .where(raw_events.c.id.in_([row.id for row in rows]), raw_events.c.processed_at.is_(None))
+                .values(processed_at=now)
+            ).rowcount
+            if claimed != len(rows):
+                conn.rollback()
+                return 0
+            for result in results:
+                self._record_command_result(conn, result, now)
             for item in work.values():
                 save_snapshot(conn, item.result, last_event_at=item.last_event_at, now=now)
                 if item.new_events:
                     enqueue(conn, item.new_events, self._connectors, now=now)
                     emitted_events.extend(item.new_events)
-            conn.execute(
-                update(raw_events)
-                .where(raw_events.c.id.in_([row.id for row in rows]))
-                .values(processed_at=now)
-            )
         self._publish(emitted_events)
         return len(rows)
 
@@ -170,10 +184,8 @@ class EventProcessor:
     def sweep_stale_calls(self) -> int:
         """Re-fold open calls that saw no event for `close_after` seconds, so they close from their legs."""
         now = self._clock()
-        emitted_events: list[CallEvent] = []
-        with self._engine.begin() as conn:
-            if not self._locked(conn):
-                return 0
+        updates = []
+        with self._reader.connect() as conn:
             stale = (
                 conn.execute(
                     select(calls.c.entry_id)
@@ -199,6 +211,21 @@ class EventProcessor:
                     close_after=self._close_after,
                     last_event_at=item.last_event_at,
                 )
+                if result.new_events or result.call.closed:
+                    updates.append((item, result))
+        if not updates:
+            return 0
+        emitted_events: list[CallEvent] = []
+        with self._engine.begin() as conn:
+            if not self._locked(conn):
+                return 0
+            for item, result in updates:
+                # Skip a call that changed since we read it; the next pass folds it again.
+                seen = conn.execute(
+                    select(calls.c.last_event_at).where(calls.c.entry_id == result.call.entry_id)
+                ).scalar()
+                if seen != item.last_event_at:
+                    continue
                 save_snapshot(conn, result, last_event_at=item.last_event_at, now=now)
                 if result.new_events:
                     enqueue(conn, result.new_events, self._connectors, now=now)

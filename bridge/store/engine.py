@@ -8,6 +8,8 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
+SQLITE_BEGIN_OPTION = "callbridge_sqlite_begin"
+
 
 def _sqlite_file(url: str) -> Path | None:
     parsed = make_url(url)
@@ -33,12 +35,24 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         sqlite_file.parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10}, **kwargs)
         event.listen(engine, "connect", _on_sqlite_connect)
-        # Let SQLAlchemy drive transactions (BEGIN) instead of pysqlite's implicit ones.
-        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+        # Let SQLAlchemy drive transactions instead of pysqlite's implicit ones. Writers take the write
+        # lock up front (IMMEDIATE) so they wait in SQLite's busy handler instead of failing on upgrade;
+        # readers made with `reader(engine)` begin DEFERRED and never block anyone in WAL mode.
+        event.listen(engine, "begin", _begin_sqlite)
         _disable_pysqlite_transactions(engine)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return create_engine(url, **kwargs)
+
+
+def _begin_sqlite(conn: Any) -> None:
+    mode = conn.get_execution_options().get(SQLITE_BEGIN_OPTION, "IMMEDIATE")
+    conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def reader(engine: Engine) -> Engine:
+    """The same engine for read-only work: on SQLite its transactions take no write lock."""
+    return engine.execution_options(**{SQLITE_BEGIN_OPTION: "DEFERRED"})
 
 
 def _disable_pysqlite_transactions(engine: Engine) -> None:
