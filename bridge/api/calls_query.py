@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Engine, and_, or_, select
 
 from bridge.processing.calls_store import legs_of, recordings_of, row_to_dict
+from bridge.store.engine import reader
 from bridge.store.schema import calls
 
 STATUSES = ("ringing", "answered", "ended", "missed")
@@ -62,7 +63,7 @@ def list_calls(engine: Engine, flt: CallFilter, *, limit: int, cursor: str | Non
     if conditions:
         query = query.where(and_(*conditions))
     query = query.order_by(started.desc(), calls.c.entry_id.desc()).limit(limit + 1)
-    with engine.connect() as conn:
+    with reader(engine).connect() as conn:
         rows = conn.execute(query).all()
         page = rows[:limit]
         items = [row_to_dict(row) for row in page]
@@ -74,7 +75,7 @@ def list_calls(engine: Engine, flt: CallFilter, *, limit: int, cursor: str | Non
 
 
 def get_call(engine: Engine, entry_id: str) -> dict[str, Any] | None:
-    with engine.connect() as conn:
+    with reader(engine).connect() as conn:
         row = conn.execute(select(calls).where(calls.c.entry_id == entry_id)).first()
         if row is None:
             return None

@@ -15,6 +15,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine, func, select, text
 
+from bridge.store.engine import reader
 from bridge.store.schema import calls, outbox, raw_events
 
 
@@ -22,7 +23,7 @@ class StoreCollector(Collector):
     """Gauges computed from the store at scrape time."""
 
     def __init__(self, engine: Engine) -> None:
-        self._engine = engine
+        self._engine = reader(engine)
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         with self._engine.connect() as conn:
@@ -52,6 +53,7 @@ class StoreCollector(Collector):
 
 def make_health(engine: Engine) -> Blueprint:
     bp = Blueprint("health", __name__)
+    engine = reader(engine)
     registry = CollectorRegistry()
     registry.register(StoreCollector(engine))
     started = time.time()
