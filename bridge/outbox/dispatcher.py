@@ -66,6 +66,7 @@ from bridge.connector_api.http import redact
 from bridge.outbox.refs import SqlRefStore
 from bridge.outbox.retry import RetryPolicy
 from bridge.ratelimit import TokenBucket
+from bridge.store.engine import reader
 from bridge.store.schema import outbox
 
 __all__ = ["Dispatcher"]
@@ -334,7 +335,23 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ database
 
+    def _anything_due(self, lane: _Lane, now: float) -> bool:
+        """A cheap read before claiming, so an idle dispatcher takes no write lock (SQLite)."""
+        query = (
+            sa.select(outbox.c.id)
+            .where(
+                outbox.c.connector == lane.name,
+                outbox.c.status == "pending",
+                outbox.c.next_attempt_at <= now,
+            )
+            .limit(1)
+        )
+        with reader(self.engine).connect() as conn:
+            return conn.execute(query).first() is not None
+
     def _claim(self, lane: _Lane, now: float, limit: int) -> list[_Row]:
+        if not self._anything_due(lane, now):
+            return []
         cand = outbox.alias("cand")
         older = outbox.alias("older")
         eligible = (
