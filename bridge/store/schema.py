@@ -166,3 +166,5 @@ connector_state = Table(
     Column("version", Integer, nullable=False),
     Column("updated_at", Float, nullable=False),
 )
+
+import widget.tables  # noqa: E402, F401  (the widget's tables share this metadata)
