@@ -168,3 +168,4 @@ connector_state = Table(
 )
 
 import widget.tables  # noqa: E402, F401  (the widget's tables share this metadata)
+import admin_module.tables  # noqa: E402, F401  (the admin panel's tables share this metadata)

@@ -1,0 +1,21 @@
+"""Roles and what each may do. The panel checks permissions, never role names, in its views."""
+
+from __future__ import annotations
+
+ADMIN = "admin"
+MANAGER = "manager"
+ACCOUNTANT = "accountant"
+ROLES: tuple[str, ...] = (ADMIN, MANAGER, ACCOUNTANT)
+
+# view_calls: the call log and missed calls; all_calls: everyone's, not only one's own extension.
+PERMISSIONS: dict[str, frozenset[str]] = {
+    ADMIN: frozenset(
+        {"view_calls", "all_calls", "recordings", "callback", "stats", "settings", "connectors", "employees"}
+    ),
+    MANAGER: frozenset({"view_calls", "recordings", "callback"}),
+    ACCOUNTANT: frozenset({"view_calls", "all_calls", "stats"}),
+}
+
+
+def can(role: str | None, permission: str) -> bool:
+    return permission in PERMISSIONS.get(role or "", frozenset())
