@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import logging
 import queue
+import sqlite3
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
-from bridge.store.raw_events import insert_raw_events
+from bridge.processing.wakeup import sender_from_env
+from bridge.store.raw_events import insert_raw_events, insert_raw_events_sqlite
+from bridge.store.write_lock import sqlite_path, write_lock
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +47,10 @@ class GroupCommitWriter:
         self._queue: queue.SimpleQueue[tuple[RawRecord, Future[bool]] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="ingest-writer", daemon=True)
         self._stopped = threading.Event()
-        self._on_commit = on_commit
+        # By default, tell the parent's processor about each commit (see bridge.processing.wakeup).
+        self._on_commit = on_commit if on_commit is not None else sender_from_env()
+        self._sqlite_path = sqlite_path(engine)
+        self._sqlite: sqlite3.Connection | None = None  # owned by the writer thread
         self._thread.start()
 
     def submit(self, record: RawRecord) -> Future[bool]:
@@ -80,14 +86,25 @@ class GroupCommitWriter:
             batch.append(item)
         return batch
 
+    def _commit(self, records: list[RawRecord]) -> set[str]:
+        """Store a batch in one transaction; returns the dedup keys that were new."""
+        if self._sqlite_path is None:
+            with self._engine.begin() as conn:
+                return insert_raw_events(conn, records)
+        if self._sqlite is None:
+            self._sqlite = sqlite3.connect(self._sqlite_path, isolation_level=None, timeout=10)
+            for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=10000"):
+                self._sqlite.execute(f"PRAGMA {pragma}")
+        with write_lock(self._sqlite_path):
+            return insert_raw_events_sqlite(self._sqlite, records)
+
     def _run(self) -> None:
         while True:
             batch = self._take_batch()
             if batch is None:
                 return
             try:
-                with self._engine.begin() as conn:
-                    stored = insert_raw_events(conn, [record for record, _ in batch])
+                stored = self._commit([record for record, _ in batch])
             except Exception as exc:  # the database is down or locked: every waiter gets the error
                 log.error("ingest commit failed for %d events: %s", len(batch), type(exc).__name__)
                 for _, future in batch:

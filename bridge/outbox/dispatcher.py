@@ -68,6 +68,7 @@ from bridge.outbox.retry import RetryPolicy
 from bridge.ratelimit import TokenBucket
 from bridge.store.engine import reader
 from bridge.store.schema import outbox
+from bridge.store.write_lock import write_transaction
 
 __all__ = ["Dispatcher"]
 
@@ -379,14 +380,14 @@ class Dispatcher:
             .values(claimed_until=now + self.claim_seconds)
             .returning(*_ROW_COLUMNS)
         )
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             result = conn.execute(stmt).all()
         rows = [_Row(*r) for r in result]
         rows.sort(key=lambda r: r.id)
         return rows
 
     def _release(self, ids: list[int]) -> None:
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             conn.execute(
                 sa.update(outbox)
                 .where(outbox.c.id.in_(ids), outbox.c.status == "pending")
@@ -394,7 +395,7 @@ class Dispatcher:
             )
 
     def _finish(self, row_id: int, **values: object) -> None:
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             conn.execute(
                 sa.update(outbox)
                 .where(outbox.c.id == row_id, outbox.c.status == "pending")

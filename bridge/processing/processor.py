@@ -24,6 +24,7 @@ from bridge.pbx.mango.parse import ParseError, parse
 from bridge.processing.calls_store import load_emitted, save_snapshot
 from bridge.store.engine import reader
 from bridge.store.schema import calls, commands, raw_events
+from bridge.store.write_lock import write_transaction
 from bridge.tracker import track
 
 log = logging.getLogger(__name__)
@@ -112,11 +113,13 @@ class EventProcessor:
             for row in rows:
                 event = _decode(row.path, row.payload)
                 if isinstance(event, TRACKED_EVENT_TYPES):
-                    self._fold(conn, work, event, row.received_at, now)
+                    self._add(conn, work, event, row.received_at)
                 elif isinstance(event, CommandResultEvent | SmsEvent):
                     results.append(event)
+            for item in work.values():
+                self._track(item, now)
         emitted_events: list[CallEvent] = []
-        with self._engine.begin() as conn:
+        with write_transaction(self._engine) as conn:
             if not self._locked(conn):
                 return 0
             claimed = conn.execute(
@@ -137,15 +140,21 @@ class EventProcessor:
         self._publish(emitted_events)
         return len(rows)
 
-    def _fold(
-        self, conn: Connection, work: dict[str, _CallWork], event: PbxEvent, received_at: float, now: float
-    ) -> None:
+    def _add(self, conn: Connection, work: dict[str, _CallWork], event: PbxEvent, received_at: float) -> None:
+        """Collect a new event for its call (loading the call's history once per pass)."""
         entry_id: str = event.entry_id  # type: ignore[union-attr]
         item = work.get(entry_id)
         if item is None:
             item = work[entry_id] = self._load_call(conn, entry_id)
         item.events.append(event)
         item.last_event_at = max(item.last_event_at or 0.0, received_at)
+
+    def _track(self, item: _CallWork, now: float) -> None:
+        """Fold the call once with everything known now.
+
+        Events that arrived together are folded together: a ringing whose leg was already answered by
+        the time we process it is outdated and dropped, exactly as when it arrives late.
+        """
         result = track(
             item.events,
             item.emitted,
@@ -216,7 +225,7 @@ class EventProcessor:
         if not updates:
             return 0
         emitted_events: list[CallEvent] = []
-        with self._engine.begin() as conn:
+        with write_transaction(self._engine) as conn:
             if not self._locked(conn):
                 return 0
             for item, result in updates:

@@ -167,5 +167,5 @@ connector_state = Table(
     Column("updated_at", Float, nullable=False),
 )
 
-import widget.tables  # noqa: E402, F401  (the widget's tables share this metadata)
 import admin_module.tables  # noqa: E402, F401  (the admin panel's tables share this metadata)
+import widget.tables  # noqa: E402, F401  (the widget's tables share this metadata)
