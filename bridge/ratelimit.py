@@ -58,4 +58,5 @@ class TokenBucket:
         """Empty the bucket for `seconds` (a vendor said Retry-After or answered 429)."""
         with self._lock:
             self._refill()
-            self._tokens = min(self._tokens, 0.0) - seconds * self.rate
+            # Extend the pause rather than add to it: several threads may report the same 429.
+            self._tokens = min(self._tokens, -seconds * self.rate)
