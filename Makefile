@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean chromium
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "callbridge needs Python 3.11 or newer")'
@@ -18,9 +18,16 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/callbridge run
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(BIN)/ruff check bridge connectors widget admin_module tests bench
 	$(BIN)/python -m pytest -q
+
+# Browser tests drive Debian's Chromium (never a downloaded browser). Installed here when missing and we
+# are root; otherwise those tests skip and say why.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+		echo "could not install chromium; browser tests will skip"
 
 lint: $(STAMP)
 	$(BIN)/ruff check bridge connectors widget admin_module tests bench

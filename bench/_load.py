@@ -16,6 +16,7 @@ scheduled send time (so a stalled server cannot hide its queueing), and it drain
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import multiprocessing
@@ -174,12 +175,10 @@ def ensure_wrk(allow_install: bool) -> tuple[str | None, str]:
         if found:
             return found, "wrk installed with apt-get"
     # After an `apt-get update`, try the install once more.
-    try:
+    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
         subprocess.run(
             ["apt-get", "install", "-y", "-q", "wrk"], env=env, capture_output=True, timeout=180, check=False
         )
-    except (OSError, subprocess.TimeoutExpired):
-        pass
     found = shutil.which("wrk")
     return (found, "wrk installed with apt-get") if found else (None, "apt-get install wrk failed")
 
@@ -565,7 +564,8 @@ class Server:
     def stop(self, timeout: float = 15.0) -> None:
         if self.proc.poll() is None:
             try:
-                os.killpg(self.proc.pid, signal.SIGINT)
+                # The main process only: it stops its own workers (signalling them too races that).
+                self.proc.send_signal(signal.SIGINT)
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
@@ -573,8 +573,6 @@ class Server:
             except ProcessLookupError:
                 pass
         # Workers left behind in the group (if the parent died first).
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
         self._log_file.close()

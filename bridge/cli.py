@@ -88,6 +88,50 @@ def db_upgrade(obj: AppContext) -> None:
     click.echo(f"database at revision {current_revision(engine)}")
 
 
+def _parse_ttl(value: str) -> int:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    text = value.strip().lower()
+    try:
+        if text and text[-1] in units:
+            return int(float(text[:-1]) * units[text[-1]])
+        return int(text)
+    except ValueError:
+        raise click.BadParameter("use seconds or a number with s, m, h or d, e.g. 12h") from None
+
+
+@cli.command()
+@click.option("--extension", help="The employee's PBX extension (short number), e.g. 101.")
+@click.option("--supervisor", is_flag=True, help="A token that sees every call.")
+@click.option("--ttl", default="12h", show_default=True, help="How long the token is valid (s, m, h, d).")
+@click.pass_obj
+def token(obj: AppContext, extension: str | None, supervisor: bool, ttl: str) -> None:
+    """Print a signed token for the live popups and the operator page (the token is the last line).
+
+    Give it to the employee: the operator page (/operator) asks for it once, a WebSocket client connects
+    with ws://HOST:PORT/ws?token=TOKEN.
+    """
+    import time
+
+    from bridge.realtime.auth import signer_for
+
+    if bool(extension) == supervisor:
+        raise click.UsageError("give either --extension NUMBER or --supervisor")
+    seconds = _parse_ttl(ttl)
+    if not 60 <= seconds <= 366 * 86400:
+        raise click.BadParameter("between 1 minute and a year", param_hint="--ttl")
+    signer = signer_for(obj.config, obj.engine)
+    try:
+        value = (
+            signer.issue_supervisor(seconds) if supervisor else signer.issue_employee(str(extension), seconds)
+        )
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--extension") from None
+    who = "supervisor (every call)" if supervisor else f"extension {extension}"
+    until = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(time.time() + seconds))
+    click.echo(f"token for {who}, valid until {until}:")
+    click.echo(value)
+
+
 def _add_subcommands() -> None:
     from bridge.checks import check
     from bridge.outbox.cli import deliveries

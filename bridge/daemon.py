@@ -12,18 +12,23 @@ import multiprocessing
 import os
 import signal
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
 from bridge.config import Settings
-from bridge.connector_api import Connector
+from bridge.connector_api import CallEvent, Connector
+from bridge.connectors_runtime import load_connectors
 from bridge.outbox.dispatcher import Dispatcher
 from bridge.outbox.retry import RetryPolicy
 from bridge.processing.processor import EventProcessor
-from bridge.connectors_runtime import load_connectors
+from bridge.processing.wakeup import EVENTS, WAKE, WakeupListener
 from bridge.store.engine import make_engine
 from bridge.store.migrate import upgrade
+
+if TYPE_CHECKING:
+    from bridge.realtime.hub import RealtimeHub
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +36,15 @@ log = logging.getLogger(__name__)
 class BackgroundWorkers:
     """The event processor and the outbox dispatcher, each in its own thread."""
 
-    def __init__(self, settings: Settings, engine: Engine, connectors: Mapping[str, Connector]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        connectors: Mapping[str, Connector],
+        on_call_events: Callable[[Sequence[CallEvent]], None] | None = None,
+    ) -> None:
         self.stop_event = threading.Event()
+        self._listener = on_call_events
         self.dispatcher = Dispatcher(
             engine,
             connectors,
@@ -47,7 +59,7 @@ class BackgroundWorkers:
             engine,
             connectors,
             close_after=settings.tracker.close_after_seconds,
-            on_call_events=lambda _events: self.dispatcher.wake(),
+            on_call_events=self._on_call_events,
         )
         self._threads = [
             threading.Thread(target=self.processor.run_forever, args=(self.stop_event,), name="processor"),
@@ -61,6 +73,11 @@ class BackgroundWorkers:
         for thread in self._threads:
             thread.daemon = True
 
+    def _on_call_events(self, events: Sequence[CallEvent]) -> None:
+        self.dispatcher.wake()
+        if self._listener is not None:
+            self._listener(events)
+
     def start(self) -> None:
         for thread in self._threads:
             thread.start()
@@ -70,6 +87,37 @@ class BackgroundWorkers:
         self.processor.wake()
         for thread in self._threads:
             thread.join(timeout)
+
+
+def start_hub(settings: Settings, engine: Engine, connectors: Mapping[str, Connector]) -> RealtimeHub | None:
+    """The WebSocket hub with its caller-card lookup, listening; None when `ws.enabled` is false."""
+    if not settings.ws.enabled:
+        return None
+    from bridge.lookup import LookupService
+    from bridge.realtime import set_local_hub
+    from bridge.realtime.auth import signer_for
+    from bridge.realtime.hub import RealtimeHub
+
+    hub = RealtimeHub(
+        signer_for(settings, engine),
+        lookup=LookupService.from_settings(settings, connectors),
+        host=settings.ws.host or settings.http.host,
+        port=settings.ws.port,
+        heartbeat=settings.ws.heartbeat_seconds,
+        resume_seconds=settings.ws.resume_seconds,
+        max_clients=settings.ws.max_clients,
+        region=settings.phones.default_region,
+        redis_url=settings.redis.url,
+        redis_channel=settings.redis.channel,
+    )
+    try:
+        hub.start()
+    except RuntimeError as exc:  # e.g. the port is taken: say so plainly and stop
+        raise SystemExit(
+            f"callbridge: {exc} (set CALLBRIDGE_WS_PORT, or CALLBRIDGE_WS_ENABLED=false)"
+        ) from None
+    set_local_hub(hub)
+    return hub
 
 
 def serve(settings: Settings) -> None:
@@ -88,8 +136,19 @@ def serve(settings: Settings) -> None:
         ",".join(connectors) or "none",
         engine.dialect.name,
     )
-    workers = BackgroundWorkers(settings, engine, connectors)
+    hub = start_hub(settings, engine, connectors)
+    workers = BackgroundWorkers(settings, engine, connectors, hub.publish if hub is not None else None)
     workers.start()
+    # HTTP workers wake the processor after each commit, and relay realtime events, over loopback UDP.
+    wakeup = WakeupListener()
+    wakeup.on(WAKE, lambda _body: workers.processor.wake())
+    if hub is not None:
+        from bridge.realtime import events_from_datagram
+
+        wakeup.on(EVENTS, lambda body: hub.publish(events_from_datagram(body)))
+    wakeup.start()
+    if os.environ.get("_CALLBRIDGE_NO_WAKEUP") != "1":  # the popup benchmark measures with and without
+        wakeup.export()
     # Workers import the app afresh (no fork with live threads and pooled connections).
     multiprocessing.set_start_method("spawn", force=True)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
@@ -108,5 +167,8 @@ def serve(settings: Settings) -> None:
         server.serve()
     finally:
         workers.stop()
+        wakeup.stop()
+        if hub is not None:
+            hub.stop()
         engine.dispose()
         signal.signal(signal.SIGTERM, signal.SIG_DFL)

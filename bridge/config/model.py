@@ -62,7 +62,54 @@ class HttpSettings(_Section):
 
 
 class WsSettings(_Section):
+    """The WebSocket hub for live popups (runs in the `callbridge run` parent process)."""
+
+    enabled: bool = True
+    # Listen address; empty = the same as http.host.
+    host: str = ""
     port: int = Field(default=8081, ge=0, le=65535)
+    # The address browsers connect to, e.g. wss://calls.example.com/ws behind a reverse proxy;
+    # empty = ws://<the operator page's host>:<port>/ws.
+    public_url: str = ""
+    # An application heartbeat frame every this many seconds (browsers cannot see protocol pings).
+    heartbeat_seconds: float = Field(default=25.0, gt=0, le=3600)
+    # A client that reconnects with its last event id gets what it missed within this window.
+    resume_seconds: float = Field(default=300.0, ge=0, le=3600)
+    # Lifetime of the tokens the operator page gets after login.
+    token_ttl_seconds: int = Field(default=12 * 3600, ge=60, le=90 * 86400)
+    max_clients: int = Field(default=10_000, ge=1, le=1_000_000)
+
+
+class SecuritySettings(_Section):
+    # Signs WebSocket/operator tokens. Empty: a random key is generated once and kept in the store,
+    # so every process and instance sharing the database uses the same one.
+    secret_key: SecretStr = SecretStr("")
+
+
+class RedisSettings(_Section):
+    # redis://[:password@]host:6379/0. Set it when several instances share a PostgreSQL database, so
+    # every instance's WebSocket hub gets every call event.
+    url: str = ""
+    channel: str = Field(default="callbridge:realtime", min_length=1, max_length=200)
+
+    @field_validator("url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if value and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+
+class LookupSettings(_Section):
+    """Caller cards: every connector that can look a number up is asked in parallel."""
+
+    # How long a ringing popup waits for the card; a card that comes later follows as `call.card`.
+    deadline_ms: int = Field(default=700, ge=0, le=30_000)
+    # Give up on a connector that has not answered after this long.
+    timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    # How long found cards, and numbers nobody knows, are remembered.
+    cache_seconds: float = Field(default=300.0, ge=0, le=7 * 86400)
+    miss_cache_seconds: float = Field(default=60.0, ge=0, le=7 * 86400)
 
 
 class DatabaseSettings(_Section):
@@ -100,6 +147,9 @@ class Settings(_Section):
     mango: MangoSettings = Field(default_factory=MangoSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     ws: WsSettings = Field(default_factory=WsSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    lookup: LookupSettings = Field(default_factory=LookupSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     tracker: TrackerSettings = Field(default_factory=TrackerSettings)

@@ -12,7 +12,6 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from bridge.store.schema import calls, legs, recordings
 
-
 _UPSERTS: dict[tuple[str, str], Any] = {}
 
 

@@ -1,18 +1,24 @@
-"""The Flask app factory: the Mango receiver, the read API, health and metrics."""
+"""The Flask app factory: the Mango receiver, the read API, click-to-call, the operator page, health and
+metrics."""
 
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable
 
 from flask import Flask, Response, jsonify
 from sqlalchemy import Engine
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from bridge.api.calls import make_calls_api
+from bridge.api.originate import make_originate_api
 from bridge.config import Settings
-from bridge.connectors_runtime import load_connectors
+from bridge.connectors_runtime import load_connectors, originate_service
 from bridge.ingest.writer import GroupCommitWriter
+from bridge.operator import make_operator
 from bridge.pbx.mango.receiver import MangoCredentials, make_receiver
+from bridge.realtime.auth import TokenSigner, signer_for
 from bridge.web.errors import install_error_handlers
 from bridge.web.health import make_health
 
@@ -40,7 +46,20 @@ def create_app(settings: Settings, engine: Engine, writer: GroupCommitWriter) ->
             max_body_bytes=settings.mango.max_body_bytes,
         )
     )
+    # Registered before the read API so that /api/calls/originate/<id> is not taken for a call id.
+    signer = _lazy_signer(settings, engine)
+    app.register_blueprint(
+        make_originate_api(
+            engine,
+            originate_service(settings, engine),
+            api_token=lambda: settings.api.token.get_secret_value(),
+            signer=signer,
+            enabled=lambda: bool(settings.mango.api_key and settings.mango.api_salt.get_secret_value()),
+            region=settings.phones.default_region,
+        )
+    )
     app.register_blueprint(make_calls_api(engine, lambda: settings.api.token.get_secret_value()))
+    app.register_blueprint(make_operator(settings, engine, signer))
     app.register_blueprint(make_health(engine))
     for name, connector in load_connectors(settings, engine).items():
         blueprint = connector.blueprint()
@@ -50,6 +69,28 @@ def create_app(settings: Settings, engine: Engine, writer: GroupCommitWriter) ->
 
     @app.get("/")
     def index() -> Response:
-        return jsonify({"service": "callbridge", "mango_webhook": "/mango", "health": "/healthz"})
+        return jsonify(
+            {
+                "service": "callbridge",
+                "mango_webhook": "/mango",
+                "health": "/healthz",
+                "operator": "/operator",
+            }
+        )
 
     return app
+
+
+def _lazy_signer(settings: Settings, engine: Engine) -> Callable[[], TokenSigner]:
+    """The token signer, built on first use (the generated secret may need a database read)."""
+    lock = threading.Lock()
+    holder: list[TokenSigner] = []
+
+    def get() -> TokenSigner:
+        if not holder:
+            with lock:
+                if not holder:
+                    holder.append(signer_for(settings, engine))
+        return holder[0]
+
+    return get

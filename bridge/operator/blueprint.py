@@ -1,0 +1,143 @@
+"""`/operator`: the page an employee keeps open (or a CRM embeds in an iframe).
+
+Login: the employee pastes the token an administrator printed with `callbridge token --extension 101`
+(or opens `/operator?token=...`, which is how an iframe embeds it). The login token is kept in an
+HttpOnly cookie; the page asks `/operator/api/session` for a short-lived token for the WebSocket hub
+and the click-to-call API, never longer-lived than the login itself. See docs/operator.md.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, make_response, redirect, render_template, request, url_for
+from sqlalchemy import Engine
+
+from bridge.api.calls_query import CallFilter, list_calls
+from bridge.config import Settings
+from bridge.realtime.auth import Identity, TokenError, TokenSigner
+from bridge.web.errors import ApiError
+
+COOKIE = "cb_operator"
+MAX_CALLS = 200
+
+
+def make_operator(settings: Settings, engine: Engine, signer: Callable[[], TokenSigner]) -> Blueprint:
+    bp = Blueprint(
+        "operator",
+        __name__,
+        url_prefix="/operator",
+        template_folder="templates",
+        static_folder="static",
+        static_url_path="/static",
+    )
+
+    def _identity_from_request() -> tuple[Identity, str]:
+        header = request.headers.get("Authorization", "")
+        scheme, _, given = header.partition(" ")
+        token = given.strip() if scheme.lower() == "bearer" else request.cookies.get(COOKIE, "")
+        if not token:
+            raise ApiError(401, "not logged in")
+        try:
+            return signer().verify(token), token
+        except TokenError as exc:
+            raise ApiError(401, str(exc)) from None
+
+    @bp.after_request
+    def _headers(response: Response) -> Response:
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")  # the page's URL may carry a token
+        response.headers.setdefault("Cache-Control", "no-store")
+        if response.mimetype == "text/html":
+            response.headers.setdefault(
+                "Content-Security-Policy",
+                "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; "
+                "style-src 'self'; script-src 'self'; base-uri 'none'; form-action 'self'",
+            )
+        return response
+
+    @bp.get("")
+    @bp.get("/")
+    def page() -> Response:
+        return make_response(render_template("operator/index.html", heartbeat=settings.ws.heartbeat_seconds))
+
+    @bp.post("/login")
+    def login() -> Response:
+        token = (request.form.get("token") or "").strip()
+        try:
+            identity = signer().verify(token)
+        except TokenError as exc:
+            response = make_response(render_template("operator/index.html", error=str(exc)), 401)
+            return response
+        response = redirect(url_for("operator.page"), code=303)
+        response.set_cookie(
+            COOKIE,
+            token,
+            max_age=max(1, int(identity.expires_at - time.time())),
+            httponly=True,
+            samesite="Lax",
+            secure=request.is_secure,
+            path="/operator",
+        )
+        return response
+
+    @bp.post("/logout")
+    def logout() -> Response:
+        response = redirect(url_for("operator.page"), code=303)
+        response.delete_cookie(COOKIE, path="/operator")
+        return response
+
+    @bp.get("/api/session")
+    def session() -> Response:
+        identity, _login = _identity_from_request()
+        ttl = min(settings.ws.token_ttl_seconds, identity.expires_at - time.time())
+        token = signer().issue(identity, max(1.0, ttl))
+        return jsonify(
+            {
+                "identity": identity.to_dict(),
+                "token": token,
+                "expires_at": time.time() + ttl,
+                "ws_url": settings.ws.public_url or None,
+                "ws_port": settings.ws.port,
+                "heartbeat_seconds": settings.ws.heartbeat_seconds,
+            }
+        )
+
+    @bp.get("/api/calls")
+    def today() -> Response:
+        identity, _ = _identity_from_request()
+        try:
+            since = float(request.args.get("since", ""))
+        except ValueError:
+            raise ApiError(
+                400, "'since' must be Unix seconds (the start of the day in your time zone)"
+            ) from None
+        if not 0 <= time.time() - since <= 8 * 86400:
+            raise ApiError(400, "'since' must be within the last week")
+        flt = CallFilter(since=since, extension=None if identity.is_supervisor else identity.extension)
+        page = list_calls(engine, flt, limit=MAX_CALLS, cursor=None)
+        items: list[dict[str, Any]] = [
+            {
+                k: call.get(k)
+                for k in (
+                    "entry_id",
+                    "direction",
+                    "status",
+                    "customer_number",
+                    "answered_by",
+                    "responsible",
+                    "extensions",
+                    "missed",
+                    "started_at",
+                    "duration",
+                    "talk_seconds",
+                    "command_id",
+                )
+            }
+            for call in page["items"]
+        ]
+        return jsonify({"items": items, "more": page["next_cursor"] is not None})
+
+    return bp
