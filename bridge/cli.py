@@ -133,11 +133,15 @@ def token(obj: AppContext, extension: str | None, supervisor: bool, ttl: str) ->
 
 
 def _add_subcommands() -> None:
+    from admin_module.cli import admin
     from bridge.checks import check
     from bridge.outbox.cli import deliveries
     from bridge.pbx.mango.simulator.cli import simulate
+    from widget.cli import widget
 
+    cli.add_command(admin)
     cli.add_command(check)
+    cli.add_command(widget)
     cli.add_command(deliveries)
     cli.add_command(simulate)
 

@@ -19,13 +19,14 @@ from sqlalchemy import Engine
 
 from bridge.config import Settings
 from bridge.connector_api import CallEvent, Connector
-from bridge.connectors_runtime import load_connectors
+from bridge.connectors_runtime import load_connectors, mango_client
 from bridge.outbox.dispatcher import Dispatcher
 from bridge.outbox.retry import RetryPolicy
 from bridge.processing.processor import EventProcessor
 from bridge.processing.wakeup import EVENTS, WAKE, WakeupListener
 from bridge.store.engine import make_engine
 from bridge.store.migrate import upgrade
+from widget.scheduler import make_widget_scheduler
 
 if TYPE_CHECKING:
     from bridge.realtime.hub import RealtimeHub
@@ -70,6 +71,14 @@ class BackgroundWorkers:
                     target=self.dispatcher.run_forever, args=(self.stop_event,), name="dispatcher"
                 )
             )
+        self.widget_scheduler = make_widget_scheduler(
+            settings, engine, connectors, lambda: mango_client(settings)
+        )
+        self._threads.append(
+            threading.Thread(
+                target=self.widget_scheduler.run_forever, args=(self.stop_event,), name="widget-scheduler"
+            )
+        )
         for thread in self._threads:
             thread.daemon = True
 

@@ -5,24 +5,30 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
+from typing import TypeVar
 
 from flask import Flask, Response, jsonify
 from sqlalchemy import Engine
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from admin_module.blueprint import make_admin_blueprint
+from admin_module.settings_store import SettingsStore
 from bridge.api.calls import make_calls_api
 from bridge.api.originate import make_originate_api
 from bridge.config import Settings
-from bridge.connectors_runtime import load_connectors, originate_service
+from bridge.connectors_runtime import load_connectors, mango_client, originate_service
 from bridge.ingest.writer import GroupCommitWriter
 from bridge.operator import make_operator
 from bridge.pbx.mango.receiver import MangoCredentials, make_receiver
 from bridge.realtime.auth import TokenSigner, signer_for
 from bridge.web.errors import install_error_handlers
 from bridge.web.health import make_health
+from widget.blueprint import make_widget_blueprint
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def create_app(settings: Settings, engine: Engine, writer: GroupCommitWriter) -> Flask:
@@ -35,8 +41,11 @@ def create_app(settings: Settings, engine: Engine, writer: GroupCommitWriter) ->
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.http.trusted_proxies)  # type: ignore[method-assign]
     install_error_handlers(app)
 
+    admin_settings = SettingsStore(engine, settings)
+    # Settings saved in the admin panel apply without a restart; re-read them at most every 2 s.
+    effective = _cached(admin_settings.effective, seconds=2.0)
     credentials = MangoCredentials(
-        lambda: (settings.mango.api_key, settings.mango.api_salt.get_secret_value())
+        lambda: (effective().mango.api_key, effective().mango.api_salt.get_secret_value())
     )
     app.register_blueprint(
         make_receiver(
@@ -61,7 +70,14 @@ def create_app(settings: Settings, engine: Engine, writer: GroupCommitWriter) ->
     app.register_blueprint(make_calls_api(engine, lambda: settings.api.token.get_secret_value()))
     app.register_blueprint(make_operator(settings, engine, signer))
     app.register_blueprint(make_health(engine))
-    for name, connector in load_connectors(settings, engine).items():
+    app.register_blueprint(
+        make_admin_blueprint(settings, engine, mango_client_factory=mango_client, store=admin_settings)
+    )
+    connectors = load_connectors(settings, engine)
+    app.register_blueprint(
+        make_widget_blueprint(settings, engine, connectors, lambda: mango_client(settings))
+    )
+    for name, connector in connectors.items():
         blueprint = connector.blueprint()
         if blueprint is not None:
             # Inbound hooks of a connector (OAuth install, click-to-call events) live under its name.
@@ -92,5 +108,18 @@ def _lazy_signer(settings: Settings, engine: Engine) -> Callable[[], TokenSigner
                 if not holder:
                     holder.append(signer_for(settings, engine))
         return holder[0]
+
+    return get
+
+
+def _cached(source: Callable[[], T], *, seconds: float) -> Callable[[], T]:
+    """`source()` remembered for `seconds` (thread-safe enough: a race only reads twice)."""
+    holder: list[tuple[float, T]] = []
+
+    def get() -> T:
+        now = time.monotonic()
+        if not holder or now - holder[0][0] > seconds:
+            holder[:] = [(now, source())]
+        return holder[0][1]
 
     return get
