@@ -113,11 +113,11 @@ class EventProcessor:
             for row in rows:
                 event = _decode(row.path, row.payload)
                 if isinstance(event, TRACKED_EVENT_TYPES):
-                    self._add(conn, work, event, row.received_at)
+                    # Fold after every event, in arrival order, so a ringing that was current when it
+                    # arrived still pops up even if its answer came in the same pass.
+                    self._track(self._add(conn, work, event, row.received_at), now)
                 elif isinstance(event, CommandResultEvent | SmsEvent):
                     results.append(event)
-            for item in work.values():
-                self._track(item, now)
         emitted_events: list[CallEvent] = []
         with write_transaction(self._engine) as conn:
             if not self._locked(conn):
@@ -140,7 +140,9 @@ class EventProcessor:
         self._publish(emitted_events)
         return len(rows)
 
-    def _add(self, conn: Connection, work: dict[str, _CallWork], event: PbxEvent, received_at: float) -> None:
+    def _add(
+        self, conn: Connection, work: dict[str, _CallWork], event: PbxEvent, received_at: float
+    ) -> _CallWork:
         """Collect a new event for its call (loading the call's history once per pass)."""
         entry_id: str = event.entry_id  # type: ignore[union-attr]
         item = work.get(entry_id)
@@ -148,13 +150,10 @@ class EventProcessor:
             item = work[entry_id] = self._load_call(conn, entry_id)
         item.events.append(event)
         item.last_event_at = max(item.last_event_at or 0.0, received_at)
+        return item
 
     def _track(self, item: _CallWork, now: float) -> None:
-        """Fold the call once with everything known now.
-
-        Events that arrived together are folded together: a ringing whose leg was already answered by
-        the time we process it is outdated and dropped, exactly as when it arrives late.
-        """
+        """Fold the call with everything known so far and collect the CallEvents that are new."""
         result = track(
             item.events,
             item.emitted,
