@@ -1,0 +1,451 @@
+"""Delivery under vendor limits (performance.md item 3): a busy hour through the real daemon into fake CRMs.
+
+One section per CRM; each runs `callbridge run` (tests/daemon.py, SQLite) with that connector pointed at its
+contract fake, which enforces the vendor's real limit and counts every request that breaks it. Sections:
+
+* ``bitrix24`` (here): tests/fakes/bitrix24.py with Bitrix24's leaky bucket (2 requests/s, burst 50; a
+  request above it is a 503 QUERY_LIMIT_EXCEEDED and a *violation*), 100 ms per answer.
+* ``amocrm``: bench/crm_delivery_amocrm.py (its own engineer's), imported when present; its `run(duration)`
+  returns the same headline keys.
+
+The Bitrix24 section
+--------------------
+Floor: 100 agents (extensions 101..200, Bitrix24 users with UF_PHONE_INNER, imported by the connector),
+the busy hour of performance.md: about 1,200 calls, 55 % incoming answered by the agent who rang, 15 %
+incoming that a ring group of three missed, 10 % ring groups where the second agent answered, 20 % outgoing;
+60 % recorded; 70 % of callers known to the CRM. That makes about 4-5 Bitrix24 commands a call (register,
+show, hide, finish, attachRecord, task, and the caller lookup of the popup), so the hour is ~5,000 commands:
+one request each would take 40 minutes at 2/s. Two phases:
+
+1. *Saturated*: `--calls` calls of that mix (default 240, a fifth of the hour; ``--calls 1200`` for all of
+   it) posted at once: the phones-ringing part of every call first, the rest a second later. The backlog is
+   far above the limit, so the connector's rate limiter and its batching decide the drain time.
+2. *Paced*: the same mix at the busy hour's own rate times `--speedup` (default 1.5: 0.5 calls/s), for
+   `--paced-seconds`, to show the lag when the limit is not the bottleneck.
+
+Figures: delivery lag (outbox row committed -> delivered) p50/p99; violations of the leaky bucket the bridge
+provoked (the aim is zero) and the highest the portal's counter got; requests, commands and commands per
+request; and the drain time against two baselines from the same run:
+  - the theoretical minimum for sending those *commands* one request each at the limit,
+    ``max(0, commands - burst) / rate`` (ratio < 1: batching beat the unbatched limit);
+  - the theoretical minimum for the *requests actually sent*, ``max(0, requests - burst) / rate``
+    (ratio near 1: the bridge kept the portal's bucket busy, no time wasted).
+
+    .venv/bin/python bench/crm_delivery.py [--only bitrix24,amocrm] [--calls 240] [--duration 60]
+
+Results: a table on stdout and JSON in bench/results/crm-delivery-<timestamp>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib
+import json
+import os
+import platform
+import random
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+for path in (str(ROOT), str(BENCH)):
+    if path not in sys.path:
+        sys.path.insert(0, path)
+
+import sqlalchemy as sa  # noqa: E402
+
+from bridge.pbx.mango import scenarios  # noqa: E402
+from bridge.pbx.mango.simulator.poster import Poster  # noqa: E402
+from bridge.store.engine import make_engine  # noqa: E402
+from bridge.store.schema import outbox  # noqa: E402
+from tests.daemon import API_KEY, API_SALT, Daemon  # noqa: E402
+from tests.fakes.bitrix24 import FakeBitrix24, connector_toml  # noqa: E402
+
+BUSY_HOUR_CALLS = 1200
+AGENTS = [str(ext) for ext in range(101, 201)]
+MIX = (
+    ("incoming_answered", 55),
+    ("incoming_missed", 15),
+    ("ring_group_second_answers", 10),
+    ("outgoing_answered", 20),
+)
+KNOWN_SHARE = 0.7
+RECORDED_SHARE = 0.6
+B24_RATE, B24_BURST = 2.0, 50
+B24_LATENCY = 0.1  # seconds per answer; real portals answer in 100-300 ms
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def quantile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def ms(value: float | None) -> float | None:
+    return None if value is None else round(value * 1000, 1)
+
+
+def split_at_ringing(notes: tuple[Any, ...]) -> tuple[list[Any], list[Any]]:
+    """The notifications up to the moment the phones ring, and the rest."""
+    for i, note in enumerate(notes):
+        p = note.payload
+        if (
+            note.path == "events/call"
+            and p.get("location") == "abonent"
+            and p.get("call_state") != "Appeared"
+        ):
+            return list(notes[:i]), list(notes[i:])
+    return list(notes), []
+
+
+def outbox_rows(engine: sa.Engine, connector: str, since_id: int = 0) -> list[Any]:
+    with engine.connect() as conn:
+        return conn.execute(
+            sa.select(
+                outbox.c.id, outbox.c.event_type, outbox.c.status, outbox.c.created_at, outbox.c.delivered_at
+            )
+            .where(outbox.c.connector == connector, outbox.c.id > since_id)
+            .order_by(outbox.c.id)
+        ).all()
+
+
+def wait_drained(
+    engine: sa.Engine, connector: str, since_id: int, at_least: int, timeout: float
+) -> list[Any]:
+    deadline = time.monotonic() + timeout
+    rows: list[Any] = []
+    while time.monotonic() < deadline:
+        rows = outbox_rows(engine, connector, since_id)
+        if len(rows) >= at_least and all(r.status != "pending" for r in rows):
+            time.sleep(1.0)  # recordings and late rows of calls still being folded
+            again = outbox_rows(engine, connector, since_id)
+            if len(again) == len(rows) and all(r.status != "pending" for r in again):
+                return again
+        time.sleep(0.25)
+    pending = sum(r.status == "pending" for r in rows)
+    raise RuntimeError(f"{connector}: the outbox did not drain in {timeout:.0f} s ({pending} pending)")
+
+
+def lags(rows: list[Any], event_type: str | None = None) -> list[float]:
+    return [
+        r.delivered_at - r.created_at
+        for r in rows
+        if r.status == "done"
+        and r.delivered_at is not None
+        and (event_type is None or r.event_type == event_type)
+    ]
+
+
+class Floor:
+    """The 100-agent floor's callers and call mix, reproducible from a seed."""
+
+    def __init__(self, fake: FakeBitrix24, seed: int = 11) -> None:
+        self.rng = random.Random(seed)
+        self.known: list[str] = []
+        for i in range(400):
+            number = f"7916{i:07d}"
+            typed = self.rng.choice(
+                [f"+{number}", f"8{number[1:]}", f"+7 ({number[1:4]}) {number[4:7]}-{number[7:]}"]
+            )
+            kind = "CONTACT" if i % 4 else "COMPANY"
+            fake.add_crm(kind, f"Client {i}", typed, assigned_by=1001 + i % 100)
+            self.known.append(number)
+        self.seed = seed * 100_000
+        self.unknown = 0
+
+    def caller(self) -> str:
+        if self.rng.random() < KNOWN_SHARE:
+            return self.rng.choice(self.known)
+        self.unknown += 1
+        return f"79035{self.unknown:06d}"
+
+    def calls(self, n: int) -> list[scenarios.Scenario]:
+        names = [name for name, _ in MIX]
+        weights = [weight for _, weight in MIX]
+        out = []
+        for _ in range(n):
+            name = self.rng.choices(names, weights)[0]
+            self.seed += 1
+            if name == "outgoing_answered":
+                exts: tuple[str, ...] = (self.rng.choice(AGENTS),)
+                customer = self.rng.choice(self.known)
+            else:
+                size = {"incoming_answered": 1, "incoming_missed": 3, "ring_group_second_answers": 3}[name]
+                exts = tuple(self.rng.sample(AGENTS, size))
+                customer = self.caller()
+            out.append(
+                scenarios.build(
+                    name,
+                    seed=self.seed,
+                    customer=customer,
+                    extensions=exts,
+                    recording=self.rng.random() < RECORDED_SHARE,
+                )
+            )
+        return out
+
+
+def bitrix24_section(calls: int, paced_seconds: float, speedup: float) -> dict[str, Any]:
+    """Run the Bitrix24 replay; see the module docstring."""
+    workdir = Path(tempfile.mkdtemp(prefix="bench-bitrix24-"))
+    database_url = f"sqlite:///{workdir / 'callbridge.db'}"
+    users = [
+        {"ID": 1001 + i, "NAME": f"Agent {ext}", "LAST_NAME": "", "ACTIVE": True, "UF_PHONE_INNER": ext}
+        for i, ext in enumerate(AGENTS)
+    ]
+    fake = FakeBitrix24(rate=B24_RATE, burst=B24_BURST, users=users, latency=B24_LATENCY).start()
+    floor = Floor(fake)
+    config = workdir / "callbridge.toml"
+    config.write_text(connector_toml(fake, auto_import=True), encoding="utf-8")
+    daemon = Daemon(
+        database_url, workdir, env={"CALLBRIDGE_CONFIG": str(config), "CALLBRIDGE_LOG_LEVEL": "WARNING"}
+    )
+    daemon.env["CALLBRIDGE_HTTP_PUBLIC_URL"] = daemon.url
+    log(f"bitrix24: starting the daemon; {calls} calls saturated, then {paced_seconds:.0f} s paced")
+    daemon.start()
+    answer = fake.install(f"{daemon.url}/connectors/bitrix24/install")
+    if answer.status_code != 200:
+        raise RuntimeError(f"install failed: {answer.status_code} {answer.text[:200]}")
+    engine = make_engine(database_url)
+    poster = Poster(daemon.mango_url, API_KEY, API_SALT)
+    try:
+        # ------------------------------------------------------------ saturated
+        batch = floor.calls(calls)
+        heads = [n for s in batch for n in split_at_ringing(s.notifications)[0]]
+        tails = [n for s in batch for n in split_at_ringing(s.notifications)[1]]
+        with fake.lock:
+            first_request = len(fake.requests)
+            first_call = len(fake.calls)
+        started = time.monotonic()
+        errors = len(poster.play(heads, concurrency=8).errors)
+        time.sleep(1.0)  # the phones ring for a second
+        errors += len(poster.play(tails, concurrency=8).errors)
+        rows = wait_drained(engine, "bitrix24", 0, calls, timeout=max(300.0, calls * 3.0))
+        with fake.lock:
+            sent = [r for r in fake.requests[first_request:] if r.path != "/oauth/token/"]
+            executed = fake.calls[first_call:]
+        counted = [r for r in sent if r.counted]
+        drain = counted[-1].at - counted[0].at if len(counted) > 1 else 0.0
+        commands = len(executed)
+        min_unbatched = max(0.0, commands - B24_BURST) / B24_RATE
+        min_actual = max(0.0, len(counted) - B24_BURST) / B24_RATE
+        by_method: dict[str, int] = {}
+        for call in executed:
+            by_method[call.method] = by_method.get(call.method, 0) + 1
+        registered = {c.external_call_id for c in fake.external.values() if c.external_call_id}
+        finished = sum(1 for c in fake.external.values() if c.external_call_id and c.finishes)
+        twice = sum(1 for c in fake.external.values() if len(c.finishes) > 1)
+        saturated = {
+            "calls": calls,
+            "notifications_posted": len(heads) + len(tails),
+            "post_errors": errors,
+            "outbox_rows": len(rows),
+            "outbox_dead": sum(r.status == "dead" for r in rows),
+            "requests": len(counted),
+            "refused_503": len(sent) - len(counted),
+            "commands": commands,
+            "commands_per_request": round(commands / max(1, len(counted)), 2),
+            "commands_per_call": round(commands / calls, 2),
+            "by_method": dict(sorted(by_method.items())),
+            "calls_registered": len(registered),
+            "calls_finished": finished,
+            "calls_finished_twice": twice,
+            "drain_seconds": round(drain, 1),
+            "from_first_post_to_drained_seconds": round(time.monotonic() - started, 1),
+            "min_seconds_unbatched": round(min_unbatched, 1),
+            "min_seconds_for_requests_sent": round(min_actual, 1),
+            "ratio_vs_unbatched_min": round(drain / min_unbatched, 3) if min_unbatched else None,
+            "ratio_vs_requests_min": round(drain / min_actual, 3) if min_actual else None,
+            "lag_p50_ms": ms(quantile(lags(rows), 0.5)),
+            "lag_p99_ms": ms(quantile(lags(rows), 0.99)),
+            "ringing_lag_p50_ms": ms(quantile(lags(rows, "call.ringing"), 0.5)),
+            "ringing_lag_p99_ms": ms(quantile(lags(rows, "call.ringing"), 0.99)),
+        }
+        log(
+            f"bitrix24: saturated: {commands} commands in {len(counted)} requests, drained in {drain:.0f} s "
+            f"(unbatched minimum {min_unbatched:.0f} s); violations {fake.violations}"
+        )
+
+        # ------------------------------------------------------------ paced
+        last_id = rows[-1].id if rows else 0
+        rate = BUSY_HOUR_CALLS / 3600.0 * speedup  # calls per second
+        paced_calls = max(5, int(paced_seconds * rate))
+        paced = floor.calls(paced_calls)
+        with fake.lock:
+            first_request = len(fake.requests)
+            first_call = len(fake.calls)
+        schedule: list[tuple[float, int, list[Any]]] = []
+        for i, scenario in enumerate(paced):
+            head, tail = split_at_ringing(scenario.notifications)
+            schedule.append((i / rate, 2 * i, head))
+            schedule.append((i / rate + 1.5, 2 * i + 1, tail))
+        schedule.sort(key=lambda item: (item[0], item[1]))
+        t0 = time.monotonic()
+        for offset, _, notes in schedule:
+            delay = t0 + offset - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            if notes:
+                poster.play(notes)
+        paced_rows = wait_drained(
+            engine, "bitrix24", last_id, paced_calls, timeout=max(120.0, paced_seconds * 3)
+        )
+        elapsed = time.monotonic() - t0
+        with fake.lock:
+            paced_requests = [r for r in fake.requests[first_request:] if r.counted]
+            paced_commands = len(fake.calls) - first_call
+        paced_result = {
+            "calls": paced_calls,
+            "calls_per_second": round(rate, 3),
+            "requests": len(paced_requests),
+            "commands": paced_commands,
+            "requests_per_second": round(len(paced_requests) / elapsed, 2),
+            "lag_p50_ms": ms(quantile(lags(paced_rows), 0.5)),
+            "lag_p99_ms": ms(quantile(lags(paced_rows), 0.99)),
+            "ringing_lag_p99_ms": ms(quantile(lags(paced_rows, "call.ringing"), 0.99)),
+        }
+        log(f"bitrix24: paced: lag p99 {paced_result['lag_p99_ms']} ms")
+    finally:
+        poster.close()
+        daemon.stop()
+        engine.dispose()
+        fake.stop()
+    return {
+        "connector": "bitrix24",
+        "vendor_limit": f"leaky bucket {B24_RATE:g}/s, burst {B24_BURST}",
+        "fake_latency_ms": B24_LATENCY * 1000,
+        "scaled": {
+            "busy_hour_calls": BUSY_HOUR_CALLS,
+            "replayed_calls": calls,
+            "fraction": round(calls / BUSY_HOUR_CALLS, 3),
+        },
+        "saturated": saturated,
+        "paced": paced_result,
+        "provoked_violations": fake.violations,
+        "max_bucket_level": round(fake.max_level, 1),
+        "token_refreshes": fake.refreshes,
+        # the headline figures of every section
+        "lag_p50_ms": saturated["lag_p50_ms"],
+        "lag_p99_ms": saturated["lag_p99_ms"],
+        "ratio_vs_theoretical_min": saturated["ratio_vs_unbatched_min"],
+    }
+
+
+def amocrm_section(duration: float) -> dict[str, Any] | None:
+    """bench/crm_delivery_amocrm.py's `run`, when that file is there."""
+    try:
+        module = importlib.import_module("crm_delivery_amocrm")
+    except ModuleNotFoundError:
+        return None
+    result: dict[str, Any] = module.run(duration)
+    result.setdefault("provoked_violations", result.get("provoked_429"))
+    return result
+
+
+def machine() -> dict[str, Any]:
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"nproc": os.cpu_count(), "cpu_model": model, "python": platform.python_version()}
+
+
+def report(result: dict[str, Any]) -> str:
+    lines = [
+        f"delivery under vendor limits - {result['machine']['nproc']} cores, {result['machine']['cpu_model']}"
+    ]
+    head = (
+        f"{'crm':<10} {'calls':>6} {'requests':>8} {'lag p50 ms':>11} {'lag p99 ms':>11} "
+        f"{'violations':>10} {'x min':>6}"
+    )
+    lines += [head, "-" * len(head)]
+    for name, section in result["sections"].items():
+        if "error" in section:
+            lines.append(f"{name:<10} FAILED: {section['error'][:80]}")
+            continue
+        sat = section.get("saturated", {})
+        lines.append(
+            f"{name:<10} {sat.get('calls', '-'):>6} {sat.get('requests', '-'):>8} "
+            f"{section.get('lag_p50_ms')!s:>11} {section.get('lag_p99_ms')!s:>11} "
+            f"{section.get('provoked_violations')!s:>10} "
+            f"{section.get('ratio_vs_theoretical_min')!s:>6}"
+        )
+    b24 = result["sections"].get("bitrix24")
+    if b24 and "error" not in b24:
+        s, p = b24["saturated"], b24["paced"]
+        lines += [
+            "",
+            f"bitrix24 saturated: {s['commands']} commands in {s['requests']} requests "
+            f"({s['commands_per_request']} per request, {s['commands_per_call']} per call); drained in "
+            f"{s['drain_seconds']} s; minimum at 2/s: {s['min_seconds_unbatched']} s one command a request "
+            f"(ratio {s['ratio_vs_unbatched_min']}), {s['min_seconds_for_requests_sent']} s for the requests "
+            f"sent (ratio {s['ratio_vs_requests_min']}); ringing lag p99 {s['ringing_lag_p99_ms']} ms; "
+            f"finished twice: {s['calls_finished_twice']}; dead rows: {s['outbox_dead']}",
+            f"bitrix24 paced at {p['calls_per_second']} calls/s: lag p50 {p['lag_p50_ms']} ms, "
+            f"p99 {p['lag_p99_ms']} ms ({p['requests_per_second']} requests/s)",
+            f"bitrix24: violations {b24['provoked_violations']}, "
+            f"highest bucket level {b24['max_bucket_level']} of 50",
+        ]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Delivery under vendor limits (docs/performance.md item 3).")
+    parser.add_argument("--only", default="", help="comma list of sections: bitrix24,amocrm (default: all)")
+    parser.add_argument("--calls", type=int, default=240, help="bitrix24: calls in the saturated phase")
+    parser.add_argument(
+        "--paced-seconds", type=float, default=60.0, help="bitrix24: length of the paced phase"
+    )
+    parser.add_argument("--speedup", type=float, default=1.5, help="bitrix24: paced rate / busy-hour rate")
+    parser.add_argument("--duration", type=float, default=60.0, help="amocrm: its run(duration_hint)")
+    parser.add_argument("--out", type=Path, default=BENCH / "results", help="folder for the JSON result")
+    args = parser.parse_args()
+    only = {s.strip() for s in args.only.split(",") if s.strip()}
+    sections: dict[str, Callable[[], dict[str, Any] | None]] = {
+        "bitrix24": lambda: bitrix24_section(args.calls, args.paced_seconds, args.speedup),
+        "amocrm": lambda: amocrm_section(args.duration),
+    }
+    result: dict[str, Any] = {
+        "benchmark": "crm_delivery",
+        "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "params": vars(args) | {"out": str(args.out)},
+        "sections": {},
+    }
+    for name, run in sections.items():
+        if only and name not in only:
+            continue
+        try:
+            section = run()
+        except Exception as exc:  # one failing section must not hide the others' figures
+            log(f"{name}: failed: {exc}")
+            section = {"error": f"{type(exc).__name__}: {exc}"}
+        if section is not None:
+            result["sections"][name] = section
+    print(report(result))
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"crm-delivery-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    log(f"result: {path}")
+    failed = any("error" in s for s in result["sections"].values())
+    violated = any((s.get("provoked_violations") or 0) > 0 for s in result["sections"].values())
+    return 1 if failed or violated else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
