@@ -59,7 +59,7 @@ MIX = (
     ("outgoing_answered", 20),
 )
 KNOWN_SHARE = 0.7
-REQUESTS_PER_CALL = 4.0  # measured average of this mix (see docs/benchmarks-amocrm.md)
+REQUESTS_PER_CALL = 4.0  # measured average of this mix (see docs/benchmarks.md (section 4))
 LLT = "bench-llt-" + "9a8b7c6d" * 6
 PUBLIC = "https://calls.example.com"
 
