@@ -7,7 +7,6 @@ Set CALLBRIDGE_ADMIN_SCREENSHOTS=docs/img to refresh the documentation's screens
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, requires_chromium
 from tests.test_admin_stats import CALLS
 from tests.test_admin_support import (
     API_KEY,
@@ -31,21 +31,9 @@ from tests.test_admin_support import (
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 SCREENSHOTS = os.environ.get("CALLBRIDGE_ADMIN_SCREENSHOTS")
 
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(), reason="Chromium is not installed (apt-get install chromium)"
-)
+pytestmark = requires_chromium
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,6 @@ click-to-call reaching the Mango simulator as a signed `commands/callback`."""
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,26 +12,14 @@ import pytest
 from bridge.pbx.mango import scenarios
 from bridge.pbx.mango.simulator import CommandServer
 from bridge.pbx.mango.simulator.poster import Poster
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, requires_chromium
 from tests.daemon import API_KEY, API_SALT, Daemon
 from tests.fakes.realtime_client import DEMO_NAME, demo_env
 from tests.test_realtime_e2e import answer_index, cli_token, split_at_ringing
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
 
-CHROMIUM = os.environ.get("CALLBRIDGE_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-pytestmark = pytest.mark.skipif(
-    not os.path.exists(CHROMIUM),
-    reason="no Chromium found (install Debian's: apt-get install chromium; `make test` does it as root)",
-)
+pytestmark = requires_chromium
 # Browser notifications: a stand-in records what the page shows, with permission already granted.
 NOTIFICATION_STUB = """
 window.__notes = [];

@@ -7,7 +7,6 @@ Set CALLBRIDGE_WIDGET_SCREENSHOTS=docs/img to refresh the documentation's screen
 from __future__ import annotations
 
 import os
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -20,27 +19,16 @@ import pytest
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, requires_chromium
 from tests.conftest import BACKENDS
 from tests.daemon import free_port
 from tests.test_widget_e2e import GROUP, LINE, Bridge, bridge_on_each_backend
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 SCREENSHOTS = os.environ.get("CALLBRIDGE_WIDGET_SCREENSHOTS")
 
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(), reason="Chromium is not installed (apt-get install chromium)"
-)
+pytestmark = requires_chromium
 
 SHOP_PAGE = """<!doctype html>
 <html lang="{lang}"><head><meta charset="utf-8">

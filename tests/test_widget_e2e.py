@@ -104,8 +104,7 @@ def start_bridge(database_url: str, workdir: Path) -> Iterator[Bridge]:
     ).start()
     mango.bridge_url = daemon.mango_url
     try:
-        if not widget_wired(daemon.url):
-            pytest.skip("the widget is not wired into `callbridge run` yet (docs/widget.md, Wiring)")
+        assert widget_wired(daemon.url), "callbridge run does not serve /widget/callback.js"
         yield Bridge(daemon, mango, receiver, workdir)
     finally:
         daemon.stop()

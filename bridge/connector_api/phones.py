@@ -47,7 +47,8 @@ def to_e164(raw: str, region: str = DEFAULT_REGION) -> str:
     if len(text) > 40:
         raise InvalidPhoneNumber("the number is too long")
     digits = _digits(text)
-    # Mango and many CRMs write international numbers without "+": 7XXXXXXXXXX, 380..., 1...
+    # Mango and many CRMs write international numbers without the "+" (e.g. 79161234567, 380441234567);
+    # 11+ digits not starting with the Russian trunk prefix 8 are taken as already international.
     if not text.lstrip().startswith("+") and len(digits) >= 11 and not digits.startswith("8"):
         text = "+" + digits
     try:
