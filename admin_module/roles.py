@@ -7,12 +7,23 @@ MANAGER = "manager"
 ACCOUNTANT = "accountant"
 ROLES: tuple[str, ...] = (ADMIN, MANAGER, ACCOUNTANT)
 
-# view_calls: the call log and missed calls; all_calls: everyone's, not only one's own extension.
+# view_calls: the call log and missed calls; all_calls: everyone's, not only one's own extension;
+# popups: live call popups on every page.
 PERMISSIONS: dict[str, frozenset[str]] = {
     ADMIN: frozenset(
-        {"view_calls", "all_calls", "recordings", "callback", "stats", "settings", "connectors", "employees"}
+        {
+            "view_calls",
+            "all_calls",
+            "recordings",
+            "callback",
+            "popups",
+            "stats",
+            "settings",
+            "connectors",
+            "employees",
+        }
     ),
-    MANAGER: frozenset({"view_calls", "recordings", "callback"}),
+    MANAGER: frozenset({"view_calls", "recordings", "callback", "popups"}),
     ACCOUNTANT: frozenset({"view_calls", "all_calls", "stats"}),
 }
 

@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 from bridge.api.calls_query import CallFilter, list_calls
 from bridge.config import Settings
 from bridge.realtime.auth import Identity, TokenError, TokenSigner
+from bridge.realtime.session import browser_session
 from bridge.web.errors import ApiError
 
 COOKIE = "cb_operator"
@@ -92,18 +93,7 @@ def make_operator(settings: Settings, engine: Engine, signer: Callable[[], Token
     @bp.get("/api/session")
     def session() -> Response:
         identity, _login = _identity_from_request()
-        ttl = min(settings.ws.token_ttl_seconds, identity.expires_at - time.time())
-        token = signer().issue(identity, max(1.0, ttl))
-        return jsonify(
-            {
-                "identity": identity.to_dict(),
-                "token": token,
-                "expires_at": time.time() + ttl,
-                "ws_url": settings.ws.public_url or None,
-                "ws_port": settings.ws.port,
-                "heartbeat_seconds": settings.ws.heartbeat_seconds,
-            }
-        )
+        return jsonify(browser_session(settings, signer(), identity, not_after=identity.expires_at))
 
     @bp.get("/api/calls")
     def today() -> Response:
