@@ -14,7 +14,16 @@ from admin_module.users import create_user
 from bridge.pbx.mango.client import MangoClient
 from bridge.pbx.mango.simulator.command_server import CommandServer
 from tests.test_admin_panel import save_settings
-from tests.test_admin_support import API_KEY, API_SALT, PASSWORD, csrf_of, login, make_app, seed_users
+from tests.test_admin_support import (
+    API_KEY,
+    API_SALT,
+    PASSWORD,
+    add_call,
+    csrf_of,
+    login,
+    make_app,
+    seed_users,
+)
 from widget.service import CallbackForm, WidgetService
 from widget.settings import SiteConfig
 from widget.sites import load_site, save_site
@@ -150,3 +159,22 @@ def test_popup_call_button_places_the_call_and_answers_json(
         "/admin/callback", data={"number": "+79161234567"}, headers={"Accept": "application/json"}
     )
     assert refused.status_code == 400  # no CSRF token
+
+
+def test_call_page_checks_access_and_lists_other_calls_with_the_number(
+    engine: Engine, app_client: Clients
+) -> None:
+    admin, manager, accountant = app_client
+    now = time.time()
+    add_call(engine, "E-1", answered_by="101", extensions=["101"], started_at=now - 600, talk_seconds=30)
+    add_call(engine, "E-2", direction="outgoing", answered_by="101", started_at=now - 300)
+    add_call(engine, "E-3", customer_number="79990001122", answered_by="102", extensions=["102"])
+    page = accountant.get("/admin/calls/E-1")
+    assert page.status_code == 200
+    assert 'data-entry="E-2"' in page.text and 'data-entry="E-3"' not in page.text  # same number only
+    assert manager.get("/admin/calls/E-1").status_code == 403  # rang at 101, not at the manager's 102
+    assert manager.get("/admin/calls/E-3").status_code == 200
+    assert admin.get("/admin/calls/nope").status_code == 404
+    # No lookup connector runs in this app: the card says the caller is unknown.
+    assert "Unknown caller" in admin.get("/admin/calls/E-1").text
+    assert 'href="/admin/calls/E-1"' in admin.get("/admin/calls").text

@@ -139,6 +139,22 @@ def test_incoming_call_pops_up_in_the_panel_with_the_shop_customers_last_orders(
     assert not poster.play(rest).errors
     expect(popup.locator(".popup-state")).to_have_text("Call ended", timeout=15_000)
 
+    # The call's page in the log: the caller's card with the orders, the legs, the recording.
+    anna.goto(f"{daemon.url}/admin/calls")
+    anna.locator(f'tr[data-entry="{call.entry_id}"] a.call-link').click()
+    anna.wait_for_load_state()
+    expect(anna.locator("#call-card .card-name")).to_have_text("Иван Петров")
+    expect(anna.locator("#card-orders tbody tr")).to_have_count(4)
+    expect(anna.locator("#card-orders tbody tr").first).to_contain_text("processing")
+    expect(anna.locator("#call-legs tbody tr")).not_to_have_count(0)
+    assert anna.locator("#call-summary audio").count() == len(call.expected.recording_ids)
+    if SCREENSHOTS:
+        anna.screenshot(path=str(Path(SCREENSHOTS) / "admin-call.png"), full_page=True, animations="disabled")
+    # Oleg (102) may not open a call that never reached him.
+    assert oleg.goto(f"{daemon.url}/admin/calls/{call.entry_id}").status == 403
+    oleg.goto(f"{daemon.url}/admin/missed")
+    expect(oleg.locator("body")).to_have_attribute("data-live", "yes", timeout=15_000)
+
     # A second call at 102: the popup's Call button places a click-to-call (a signed commands/callback).
     second = scenarios.build(
         "incoming_missed", seed=22, customer=shop.XSS_PHONE.lstrip("+"), extensions=("102",)

@@ -45,6 +45,10 @@ class EmployeeResolver:
         stored = self._state.get(IMPORTED_MAP_KEY)
         return json.loads(stored[0]) if stored else {}
 
+    def mapped(self) -> dict[str, str]:
+        """Every mapped extension -> CRM user id in force: the imported map, overridden by the config's."""
+        return {**self.imported(), **self._mapping.users}
+
     def user_for(self, extension: str | None) -> str | None:
         """The CRM user for an extension, or None when the policy says skip."""
         if extension and extension in self._mapping.users:

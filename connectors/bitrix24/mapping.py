@@ -104,6 +104,10 @@ class Employees:
             return Who(user_id=str(self.settings.default_user))
         return None
 
+    def mapped(self) -> dict[str, str]:
+        """Extension -> user ID from the config and the imported map (no request, no import)."""
+        return {ext: str(uid) for ext, uid in self._resolver().mapped().items()}
+
     def user_id(self, extension: str | None) -> str | None:
         """A user ID for show/hide/tasks (USER_PHONE_INNER is not accepted there)."""
         who = self.resolve(extension)
