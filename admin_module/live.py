@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 
 from admin_module.roles import ADMIN, can
 from bridge.config import Settings
+from bridge.operator.blueprint import LoginRefused
 from bridge.realtime.auth import EMPLOYEE, SUPERVISOR, Identity, TokenSigner, signer_for, valid_extension
 from bridge.realtime.session import browser_session
 
@@ -115,3 +116,34 @@ def register_live_routes(
         }
 
     return live_config
+
+
+def password_login(engine: Engine) -> Callable[[str, str, str | None], Identity]:
+    """Log panel users in to the operator page with their panel password (same rate limit as the panel).
+
+    Returns `login(username, password, address) -> Identity` (their extension, or every call for an
+    administrator without one); raises `LoginRefused` with the reason.
+    """
+    from admin_module.auth import LoginLimiter
+    from admin_module.users import authenticate
+
+    limiter = LoginLimiter(engine)
+
+    def login(username: str, password: str, address: str | None) -> Identity:
+        username = username.strip()
+        wait = limiter.retry_after(username, address)
+        if wait > 0:
+            raise LoginRefused(f"Too many failed attempts. Try again in {max(1, round(wait / 60))} min.")
+        user = authenticate(engine, username, password)
+        if user is None:
+            limiter.failed(username, address)
+            raise LoginRefused("Wrong user name or password.")
+        limiter.succeeded(username)
+        identity = identity_for(user.role, user.extension)
+        if identity is None:
+            raise LoginRefused(
+                "This user has no extension: ask the administrator to map one under Employees."
+            )
+        return identity
+
+    return login

@@ -25,7 +25,25 @@ COOKIE = "cb_operator"
 MAX_CALLS = 200
 
 
-def make_operator(settings: Settings, engine: Engine, signer: Callable[[], TokenSigner]) -> Blueprint:
+PasswordLogin = Callable[[str, str, str | None], Identity]
+
+
+class LoginRefused(Exception):
+    """A password login refused; the message is for the person logging in."""
+
+
+LOGIN_SECONDS = 12 * 3600  # a password login lasts a working day, like the admin panel's
+
+
+def make_operator(
+    settings: Settings,
+    engine: Engine,
+    signer: Callable[[], TokenSigner],
+    *,
+    password_login: PasswordLogin | None = None,
+) -> Blueprint:
+    """`password_login(username, password, address) -> Identity` lets employees log in with a panel
+    password (raising `LoginRefused` with the reason); without it only access codes work."""
     bp = Blueprint(
         "operator",
         __name__,
@@ -62,16 +80,32 @@ def make_operator(settings: Settings, engine: Engine, signer: Callable[[], Token
     @bp.get("")
     @bp.get("/")
     def page() -> Response:
-        return make_response(render_template("operator/index.html", heartbeat=settings.ws.heartbeat_seconds))
+        return make_response(_page())
+
+    def _page(**values: Any) -> str:
+        return render_template(
+            "operator/index.html",
+            heartbeat=settings.ws.heartbeat_seconds,
+            passwords=password_login is not None,
+            **values,
+        )
+
+    def _login_identity() -> tuple[Identity, str]:
+        """The identity and the cookie token of a login form: a password, or a pasted access code."""
+        username = (request.form.get("username") or "").strip()
+        if username and password_login is not None:
+            identity = password_login(username, request.form.get("password") or "", request.remote_addr)
+            token = signer().issue(identity, LOGIN_SECONDS)
+            return signer().verify(token), token
+        token = (request.form.get("token") or "").strip()
+        return signer().verify(token), token
 
     @bp.post("/login")
     def login() -> Response:
-        token = (request.form.get("token") or "").strip()
         try:
-            identity = signer().verify(token)
-        except TokenError as exc:
-            response = make_response(render_template("operator/index.html", error=str(exc)), 401)
-            return response
+            identity, token = _login_identity()
+        except (TokenError, LoginRefused) as exc:
+            return make_response(_page(error=str(exc)), 401)
         response = redirect(url_for("operator.page"), code=303)
         response.set_cookie(
             COOKIE,
