@@ -24,6 +24,7 @@ from widget.sites import (
     block,
     config_json,
     delete_site,
+    embed_snippet,
     list_blocked,
     list_sites,
     load_site,
@@ -162,7 +163,7 @@ def _validated(data: dict[str, Any]) -> SiteConfig:
 
 
 def _snippet(ctx: click.Context, key: str) -> str:
-    return f'<script src="{_public_url(ctx)}/widget/callback.js" data-site="{key}" async></script>'
+    return embed_snippet(_public_url(ctx), key)
 
 
 @click.group()

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from markupsafe import escape
 from sqlalchemy import Connection, Engine, delete, insert, select, update
 
 from widget.settings import SiteConfig, check_key
@@ -236,3 +237,9 @@ def blocked(conn: Connection, phone: str, ip: str | None) -> bool:
 
 def config_json(site: Site) -> str:
     return json.dumps(site.config.model_dump(mode="json"), ensure_ascii=False, indent=2)
+
+
+def embed_snippet(public_url: str, key: str) -> str:
+    """The tag a site owner puts on every page (docs/widget.md, "Quick start")."""
+    src = f"{public_url.rstrip('/')}/widget/callback.js"
+    return f'<script src="{escape(src)}" data-site="{escape(key)}" async></script>'
