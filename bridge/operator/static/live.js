@@ -4,7 +4,7 @@
 //
 //   const live = CallbridgeLive.create({
 //     fetchSession: async () => session | null,  // {identity, token, ws_url, ws_port, heartbeat_seconds}
-//     popups: element, template: <template> element,
+//     popups: element,                            // where the popups go
 //     labels: {...},                              // optional: translated texts (see LABELS)
 //     dial: (number) => void,                     // optional: a "Call" button in the popup's .popup-actions
 //     onLink(online, text), onLoggedOut(), onCallsChanged(), onGap()   // optional hooks
@@ -154,10 +154,36 @@
 
     // ---------------------------------------------------------------- popups
 
+    function part(tag, className, parent) {
+      const el = document.createElement(tag);
+      el.className = className;
+      if (parent) parent.appendChild(el);
+      return el;
+    }
+
+    function buildPopup() {
+      const el = part("article", "popup");
+      const head = part("div", "popup-head", el);
+      part("span", "popup-state", head);
+      const close = part("button", "popup-close", head);
+      close.type = "button";
+      close.textContent = "×";
+      part("div", "popup-name", el);
+      part("div", "popup-company", el);
+      const number = part("div", "", el);
+      part("span", "popup-number", number);
+      part("span", "popup-actions", number);
+      part("div", "popup-responsible", el);
+      part("ul", "popup-links", el);
+      part("div", "popup-deals", el);
+      part("div", "popup-orders", el);
+      return el;
+    }
+
     function popupFor(msg, create) {
       let el = state.popups.get(msg.entry_id);
       if (!el && create) {
-        el = options.template.content.firstElementChild.cloneNode(true);
+        el = buildPopup();
         el.dataset.entryId = msg.entry_id;
         const close = el.querySelector(".popup-close");
         close.title = labels.close;

@@ -46,7 +46,6 @@
   const live = window.CallbridgeLive.create({
     fetchSession: fetchSession,
     popups: $("popups"),
-    template: $("popup-template"),
     dial: (number) => { $("dial-number").value = number; $("dial-form").requestSubmit(); },
     onLink: setLink,
     onLoggedOut: showLogin,
