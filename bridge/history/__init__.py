@@ -1,0 +1,7 @@
+"""Call history imported from Mango's `stats/request` for a chosen period.
+
+`periods` checks the dates and splits the period into requests Mango accepts, `calls` turns a report's
+legs into call rows shaped like the live tracker's, `jobs` keeps the import jobs and their progress,
+`importer` runs one job, `runner` runs queued jobs in the daemon, `cli` is `callbridge import-history`.
+This package imports nothing at module level, so the store's schema can import `tables` from it.
+"""

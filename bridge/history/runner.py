@@ -1,0 +1,56 @@
+"""The daemon's history-import thread: runs queued jobs, one at a time, with the settings in force."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from sqlalchemy import Engine
+
+from bridge.config import Settings
+from bridge.history import jobs
+from bridge.history.importer import HistoryImporter
+from bridge.pbx.mango.client import MangoClient
+
+log = logging.getLogger("callbridge.history")
+
+
+class HistoryRunner:
+    """Claims the oldest queued job when none runs, and imports it; checks every `interval` seconds."""
+
+    def __init__(self, importer: HistoryImporter, *, interval: float = 2.0) -> None:
+        self.importer = importer
+        self.interval = interval
+
+    def run_once(self, stop: threading.Event | None = None) -> jobs.Job | None:
+        """Run one queued job if it may start now; returns it finished, or None."""
+        job = jobs.claim_next(self.importer.engine)
+        if job is None:
+            return None
+        log.info("history import #%s started: %s..%s", job.id, job.date_from, job.date_to)
+        return self.importer.run(job, stop)
+
+    def run_forever(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                ran = self.run_once(stop)
+            except Exception:
+                log.exception("history import runner pass failed; retrying")
+                ran = None
+            if ran is None:
+                stop.wait(self.interval)
+
+
+def effective_client_factory(settings: Settings, engine: Engine) -> Callable[[], MangoClient]:
+    """Builds a Mango client from the effective settings (values saved in the panel apply at once)."""
+    from admin_module.settings_store import SettingsStore
+    from bridge.connectors_runtime import mango_client
+
+    store = SettingsStore(engine, settings)
+    return lambda: mango_client(store.effective())
+
+
+def make_history_runner(settings: Settings, engine: Engine) -> HistoryRunner:
+    """The daemon's runner over `engine`, with the effective Mango settings."""
+    return HistoryRunner(HistoryImporter(engine, effective_client_factory(settings, engine)))
