@@ -10,6 +10,8 @@ is its heartbeat; one silent for `STALE_SECONDS` (its process died) is failed so
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -133,6 +135,16 @@ def _insert(
     return int(conn.execute(insert(history_imports).values(**values)).inserted_primary_key[0])
 
 
+@contextmanager
+def _jobs_transaction(engine: Engine, now: float, stale_after: float) -> Iterator[Connection]:
+    """A write transaction over the job table, serialised, with stale running jobs failed first."""
+    with write_transaction(engine) as conn:
+        assert isinstance(conn, Connection)
+        _serialise(conn)
+        _fail_stale(conn, now, stale_after)
+        yield conn
+
+
 def queue(
     engine: Engine,
     first: date,
@@ -145,10 +157,7 @@ def queue(
 ) -> Job:
     """Queue an import of `first`..`last`; JobConflict if the same period is already queued or running."""
     now = time.time() if now is None else now
-    with write_transaction(engine) as conn:
-        assert isinstance(conn, Connection)
-        _serialise(conn)
-        _fail_stale(conn, now, stale_after)
+    with _jobs_transaction(engine, now, stale_after) as conn:
         same = conn.execute(
             select(history_imports).where(
                 history_imports.c.state.in_((QUEUED, *RUNNING)),
@@ -177,10 +186,7 @@ def start_now(
 ) -> Job:
     """Create a job already running (the CLI runs it itself); JobConflict while another one runs."""
     now = time.time() if now is None else now
-    with write_transaction(engine) as conn:
-        assert isinstance(conn, Connection)
-        _serialise(conn)
-        _fail_stale(conn, now, stale_after)
+    with _jobs_transaction(engine, now, stale_after) as conn:
         other = _running(conn)
         if other is not None:
             raise JobConflict(
@@ -195,10 +201,7 @@ def start_now(
 def claim_next(engine: Engine, *, now: float | None = None, stale_after: float = STALE_SECONDS) -> Job | None:
     """Start the oldest queued job, unless one is running; None when there is nothing to start."""
     now = time.time() if now is None else now
-    with write_transaction(engine) as conn:
-        assert isinstance(conn, Connection)
-        _serialise(conn)
-        _fail_stale(conn, now, stale_after)
+    with _jobs_transaction(engine, now, stale_after) as conn:
         if _running(conn) is not None:
             return None
         row = conn.execute(
