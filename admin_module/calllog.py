@@ -17,7 +17,6 @@ from bridge.api.calls_query import STATUSES, CallFilter, list_calls
 
 DIRECTIONS = ("incoming", "outgoing", "internal")
 PAGE_SIZE = 25
-_HAS_DIRECTION = "direction" in {f.name for f in dataclasses.fields(CallFilter)}
 
 
 @dataclass(frozen=True)
@@ -64,14 +63,13 @@ class LogFilter:
             if self.date_to
             else None
         )
-        extra: dict[str, Any] = {"direction": self.direction} if _HAS_DIRECTION else {}
         return CallFilter(
             since=since,
             until=until,
             status=self.status,
             extension=self.employee,
             number_digits=self.number,
-            **extra,
+            direction=self.direction,
         )
 
 
@@ -86,21 +84,7 @@ def page(
     engine: Engine, flt: LogFilter, tz: ZoneInfo, *, cursor: str | None, limit: int = PAGE_SIZE
 ) -> dict[str, Any]:
     """One page of calls, newest first: {"items": [...], "next_cursor": str | None}."""
-    call_filter = flt.call_filter(tz)
-    if not flt.direction or _HAS_DIRECTION:
-        return list_calls(engine, call_filter, limit=limit, cursor=cursor)
-    # CallFilter has no direction yet: read on until the page is full (bounded), filtering here.
-    items: list[dict[str, Any]] = []
-    next_cursor = cursor
-    for _ in range(40):
-        batch = list_calls(engine, call_filter, limit=limit, cursor=next_cursor)
-        for item in batch["items"]:
-            if item.get("direction") == flt.direction:
-                items.append(item)
-        next_cursor = batch["next_cursor"]
-        if len(items) >= limit or next_cursor is None:
-            break
-    return {"items": items[:limit], "next_cursor": next_cursor}
+    return list_calls(engine, flt.call_filter(tz), limit=limit, cursor=cursor)
 
 
 def iterate(engine: Engine, flt: LogFilter, tz: ZoneInfo, *, batch: int = 500) -> Iterator[dict[str, Any]]:
@@ -109,9 +93,7 @@ def iterate(engine: Engine, flt: LogFilter, tz: ZoneInfo, *, batch: int = 500) -
     call_filter = flt.call_filter(tz)
     while True:
         result = list_calls(engine, call_filter, limit=batch, cursor=cursor)
-        for item in result["items"]:
-            if not flt.direction or item.get("direction") == flt.direction:
-                yield item
+        yield from result["items"]
         cursor = result["next_cursor"]
         if cursor is None:
             return

@@ -1,34 +1,13 @@
-"""Import employees from Mango's `config/users/request` into the core's `employees` table."""
+"""The panel's "Import from Mango" button: the core import (`bridge.employees`), counted for the flash."""
 
 from __future__ import annotations
 
-import json
-import time
+from sqlalchemy import Engine
 
-from sqlalchemy import Engine, insert, update
-
+from bridge.employees import import_employees as import_from_mango
 from bridge.pbx.mango.client import MangoClient
-from bridge.store.schema import employees
 
 
 def import_employees(engine: Engine, client: MangoClient) -> int:
-    """Upsert every employee that has an extension; returns how many."""
-    users = [u for u in client.users() if u.extension]
-    now = time.time()
-    with engine.begin() as conn:
-        for user in users:
-            values = {
-                "name": user.name,
-                "email": user.email,
-                "department": user.department,
-                "position": user.position,
-                "mango_user_id": user.user_id,
-                "numbers": json.dumps([n.number for n in user.numbers]),
-                "updated_at": now,
-            }
-            done = conn.execute(
-                update(employees).where(employees.c.extension == user.extension).values(**values)
-            ).rowcount
-            if not done:
-                conn.execute(insert(employees).values(extension=user.extension, **values))
-    return len(users)
+    """Import Mango's employees into the core's `employees` table; returns how many were written."""
+    return import_from_mango(engine, client).total

@@ -44,7 +44,6 @@ import importlib
 import json
 import os
 import platform
-import random
 import sys
 import tempfile
 import time
@@ -52,148 +51,37 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
-for path in (str(ROOT), str(BENCH)):
-    if path not in sys.path:
-        sys.path.insert(0, path)
-
-import sqlalchemy as sa  # noqa: E402
-
-from bridge.pbx.mango import scenarios  # noqa: E402
-from bridge.pbx.mango.simulator.poster import Poster  # noqa: E402
-from bridge.store.engine import make_engine  # noqa: E402
-from bridge.store.schema import outbox  # noqa: E402
-from tests.daemon import API_KEY, API_SALT, Daemon  # noqa: E402
-from tests.fakes.bitrix24 import FakeBitrix24, connector_toml  # noqa: E402
-
-BUSY_HOUR_CALLS = 1200
-AGENTS = [str(ext) for ext in range(101, 201)]
-MIX = (
-    ("incoming_answered", 55),
-    ("incoming_missed", 15),
-    ("ring_group_second_answers", 10),
-    ("outgoing_answered", 20),
+from _replay import (  # first: it puts the repository on sys.path
+    AGENTS,
+    BUSY_HOUR_CALLS,
+    Floor,
+    lag_ms,
+    log,
+    post_at_once,
+    post_paced,
+    wait_drained,
 )
-KNOWN_SHARE = 0.7
-RECORDED_SHARE = 0.6
+
+from bridge.pbx.mango.simulator.poster import Poster
+from bridge.store.engine import make_engine
+from tests.daemon import API_KEY, API_SALT, Daemon
+from tests.fakes.bitrix24 import FakeBitrix24, connector_toml
+
+BENCH = Path(__file__).resolve().parent
 B24_RATE, B24_BURST = 2.0, 50
 B24_LATENCY = 0.1  # seconds per answer; real portals answer in 100-300 ms
 
 
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+def bitrix24_floor(fake: FakeBitrix24, seed: int = 11) -> Floor:
+    """The floor's callers as Bitrix24 contacts and companies, each with a responsible agent."""
 
+    def formats(number: str) -> list[str]:
+        return [f"+{number}", f"8{number[1:]}", f"+7 ({number[1:4]}) {number[4:7]}-{number[7:]}"]
 
-def quantile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    def add(i: int, typed: str) -> None:
+        fake.add_crm("CONTACT" if i % 4 else "COMPANY", f"Client {i}", typed, assigned_by=1001 + i % 100)
 
-
-def ms(value: float | None) -> float | None:
-    return None if value is None else round(value * 1000, 1)
-
-
-def split_at_ringing(notes: tuple[Any, ...]) -> tuple[list[Any], list[Any]]:
-    """The notifications up to the moment the phones ring, and the rest."""
-    for i, note in enumerate(notes):
-        p = note.payload
-        if (
-            note.path == "events/call"
-            and p.get("location") == "abonent"
-            and p.get("call_state") != "Appeared"
-        ):
-            return list(notes[:i]), list(notes[i:])
-    return list(notes), []
-
-
-def outbox_rows(engine: sa.Engine, connector: str, since_id: int = 0) -> list[Any]:
-    with engine.connect() as conn:
-        return conn.execute(
-            sa.select(
-                outbox.c.id, outbox.c.event_type, outbox.c.status, outbox.c.created_at, outbox.c.delivered_at
-            )
-            .where(outbox.c.connector == connector, outbox.c.id > since_id)
-            .order_by(outbox.c.id)
-        ).all()
-
-
-def wait_drained(
-    engine: sa.Engine, connector: str, since_id: int, at_least: int, timeout: float
-) -> list[Any]:
-    deadline = time.monotonic() + timeout
-    rows: list[Any] = []
-    while time.monotonic() < deadline:
-        rows = outbox_rows(engine, connector, since_id)
-        if len(rows) >= at_least and all(r.status != "pending" for r in rows):
-            time.sleep(1.0)  # recordings and late rows of calls still being folded
-            again = outbox_rows(engine, connector, since_id)
-            if len(again) == len(rows) and all(r.status != "pending" for r in again):
-                return again
-        time.sleep(0.25)
-    pending = sum(r.status == "pending" for r in rows)
-    raise RuntimeError(f"{connector}: the outbox did not drain in {timeout:.0f} s ({pending} pending)")
-
-
-def lags(rows: list[Any], event_type: str | None = None) -> list[float]:
-    return [
-        r.delivered_at - r.created_at
-        for r in rows
-        if r.status == "done"
-        and r.delivered_at is not None
-        and (event_type is None or r.event_type == event_type)
-    ]
-
-
-class Floor:
-    """The 100-agent floor's callers and call mix, reproducible from a seed."""
-
-    def __init__(self, fake: FakeBitrix24, seed: int = 11) -> None:
-        self.rng = random.Random(seed)
-        self.known: list[str] = []
-        for i in range(400):
-            number = f"7916{i:07d}"
-            typed = self.rng.choice(
-                [f"+{number}", f"8{number[1:]}", f"+7 ({number[1:4]}) {number[4:7]}-{number[7:]}"]
-            )
-            kind = "CONTACT" if i % 4 else "COMPANY"
-            fake.add_crm(kind, f"Client {i}", typed, assigned_by=1001 + i % 100)
-            self.known.append(number)
-        self.seed = seed * 100_000
-        self.unknown = 0
-
-    def caller(self) -> str:
-        if self.rng.random() < KNOWN_SHARE:
-            return self.rng.choice(self.known)
-        self.unknown += 1
-        return f"79035{self.unknown:06d}"
-
-    def calls(self, n: int) -> list[scenarios.Scenario]:
-        names = [name for name, _ in MIX]
-        weights = [weight for _, weight in MIX]
-        out = []
-        for _ in range(n):
-            name = self.rng.choices(names, weights)[0]
-            self.seed += 1
-            if name == "outgoing_answered":
-                exts: tuple[str, ...] = (self.rng.choice(AGENTS),)
-                customer = self.rng.choice(self.known)
-            else:
-                size = {"incoming_answered": 1, "incoming_missed": 3, "ring_group_second_answers": 3}[name]
-                exts = tuple(self.rng.sample(AGENTS, size))
-                customer = self.caller()
-            out.append(
-                scenarios.build(
-                    name,
-                    seed=self.seed,
-                    customer=customer,
-                    extensions=exts,
-                    recording=self.rng.random() < RECORDED_SHARE,
-                )
-            )
-        return out
+    return Floor(seed, formats, add)
 
 
 def bitrix24_section(calls: int, paced_seconds: float, speedup: float) -> dict[str, Any]:
@@ -205,7 +93,7 @@ def bitrix24_section(calls: int, paced_seconds: float, speedup: float) -> dict[s
         for i, ext in enumerate(AGENTS)
     ]
     fake = FakeBitrix24(rate=B24_RATE, burst=B24_BURST, users=users, latency=B24_LATENCY).start()
-    floor = Floor(fake)
+    floor = bitrix24_floor(fake)
     config = workdir / "callbridge.toml"
     config.write_text(connector_toml(fake, auto_import=True), encoding="utf-8")
     daemon = Daemon(
@@ -222,15 +110,11 @@ def bitrix24_section(calls: int, paced_seconds: float, speedup: float) -> dict[s
     try:
         # ------------------------------------------------------------ saturated
         batch = floor.calls(calls)
-        heads = [n for s in batch for n in split_at_ringing(s.notifications)[0]]
-        tails = [n for s in batch for n in split_at_ringing(s.notifications)[1]]
         with fake.lock:
             first_request = len(fake.requests)
             first_call = len(fake.calls)
         started = time.monotonic()
-        errors = len(poster.play(heads, concurrency=8).errors)
-        time.sleep(1.0)  # the phones ring for a second
-        errors += len(poster.play(tails, concurrency=8).errors)
+        posted, errors = post_at_once(poster, batch)
         rows = wait_drained(engine, "bitrix24", 0, calls, timeout=max(300.0, calls * 3.0))
         with fake.lock:
             sent = [r for r in fake.requests[first_request:] if r.path != "/oauth/token/"]
@@ -248,7 +132,7 @@ def bitrix24_section(calls: int, paced_seconds: float, speedup: float) -> dict[s
         twice = sum(1 for c in fake.external.values() if len(c.finishes) > 1)
         saturated = {
             "calls": calls,
-            "notifications_posted": len(heads) + len(tails),
+            "notifications_posted": posted,
             "post_errors": errors,
             "outbox_rows": len(rows),
             "outbox_dead": sum(r.status == "dead" for r in rows),
@@ -267,10 +151,10 @@ def bitrix24_section(calls: int, paced_seconds: float, speedup: float) -> dict[s
             "min_seconds_for_requests_sent": round(min_actual, 1),
             "ratio_vs_unbatched_min": round(drain / min_unbatched, 3) if min_unbatched else None,
             "ratio_vs_requests_min": round(drain / min_actual, 3) if min_actual else None,
-            "lag_p50_ms": ms(quantile(lags(rows), 0.5)),
-            "lag_p99_ms": ms(quantile(lags(rows), 0.99)),
-            "ringing_lag_p50_ms": ms(quantile(lags(rows, "call.ringing"), 0.5)),
-            "ringing_lag_p99_ms": ms(quantile(lags(rows, "call.ringing"), 0.99)),
+            "lag_p50_ms": lag_ms(rows, 0.5),
+            "lag_p99_ms": lag_ms(rows, 0.99),
+            "ringing_lag_p50_ms": lag_ms(rows, 0.5, "call.ringing"),
+            "ringing_lag_p99_ms": lag_ms(rows, 0.99, "call.ringing"),
         }
         log(
             f"bitrix24: saturated: {commands} commands in {len(counted)} requests, drained in {drain:.0f} s "
@@ -285,19 +169,7 @@ def bitrix24_section(calls: int, paced_seconds: float, speedup: float) -> dict[s
         with fake.lock:
             first_request = len(fake.requests)
             first_call = len(fake.calls)
-        schedule: list[tuple[float, int, list[Any]]] = []
-        for i, scenario in enumerate(paced):
-            head, tail = split_at_ringing(scenario.notifications)
-            schedule.append((i / rate, 2 * i, head))
-            schedule.append((i / rate + 1.5, 2 * i + 1, tail))
-        schedule.sort(key=lambda item: (item[0], item[1]))
-        t0 = time.monotonic()
-        for offset, _, notes in schedule:
-            delay = t0 + offset - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            if notes:
-                poster.play(notes)
+        t0 = post_paced(poster, paced, rate)
         paced_rows = wait_drained(
             engine, "bitrix24", last_id, paced_calls, timeout=max(120.0, paced_seconds * 3)
         )
@@ -311,9 +183,9 @@ def bitrix24_section(calls: int, paced_seconds: float, speedup: float) -> dict[s
             "requests": len(paced_requests),
             "commands": paced_commands,
             "requests_per_second": round(len(paced_requests) / elapsed, 2),
-            "lag_p50_ms": ms(quantile(lags(paced_rows), 0.5)),
-            "lag_p99_ms": ms(quantile(lags(paced_rows), 0.99)),
-            "ringing_lag_p99_ms": ms(quantile(lags(paced_rows, "call.ringing"), 0.99)),
+            "lag_p50_ms": lag_ms(paced_rows, 0.5),
+            "lag_p99_ms": lag_ms(paced_rows, 0.99),
+            "ringing_lag_p99_ms": lag_ms(paced_rows, 0.99, "call.ringing"),
         }
         log(f"bitrix24: paced: lag p99 {paced_result['lag_p99_ms']} ms")
     finally:

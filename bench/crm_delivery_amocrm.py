@@ -28,156 +28,39 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import _replay as replay  # first: it puts the repository on sys.path
 
-import sqlalchemy as sa  # noqa: E402
-
-from bridge.pbx.mango import scenarios  # noqa: E402
-from bridge.pbx.mango.simulator.poster import Poster  # noqa: E402
-from bridge.store.engine import make_engine  # noqa: E402
-from bridge.store.schema import outbox  # noqa: E402
-from connectors.amocrm.config import DEFAULT_RATE  # noqa: E402
-from tests.daemon import API_KEY, API_SALT, Daemon  # noqa: E402
-from tests.fakes.amocrm import FakeAmoCrm  # noqa: E402
+from bridge.pbx.mango.simulator.poster import Poster
+from bridge.store.engine import make_engine
+from connectors.amocrm.config import DEFAULT_RATE
+from tests.daemon import API_KEY, API_SALT, Daemon
+from tests.fakes.amocrm import FakeAmoCrm
 
 VENDOR_LIMIT = 7.0
-BUSY_HOUR_CALLS = 1200
-AGENTS = [str(ext) for ext in range(101, 201)]  # a 100-agent floor
-MIX = (
-    ("incoming_answered", 55),
-    ("incoming_missed", 15),
-    ("ring_group_second_answers", 10),
-    ("outgoing_answered", 20),
-)
-KNOWN_SHARE = 0.7
 REQUESTS_PER_CALL = 4.0  # measured average of this mix (see docs/benchmarks.md (section 4))
 LLT = "bench-llt-" + "9a8b7c6d" * 6
 PUBLIC = "https://calls.example.com"
 
 
-def _log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+def amocrm_floor(fake: FakeAmoCrm, seed: int = 7) -> replay.Floor:
+    """The floor's callers as amoCRM contacts, each with a responsible agent."""
 
+    def formats(number: str) -> list[str]:
+        return [
+            f"+{number}",
+            f"8{number[1:]}",
+            f"+7 ({number[1:4]}) {number[4:7]}-{number[7:9]}-{number[9:]}",
+        ]
 
-def _quantile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    def add(i: int, typed: str) -> None:
+        fake.add_contact(f"Клиент {i}", [typed], responsible_user_id=2001 + i % 100)
 
-
-def _split(notes: tuple[Any, ...]) -> tuple[list[Any], list[Any]]:
-    for i, note in enumerate(notes):
-        p = note.payload
-        if (
-            note.path == "events/call"
-            and p.get("location") == "abonent"
-            and p.get("call_state") != "Appeared"
-        ):
-            return list(notes[:i]), list(notes[i:])
-    return list(notes), []
-
-
-class Floor:
-    """The caller base and the call mix of the 100-agent floor, reproducible from a seed."""
-
-    def __init__(self, fake: FakeAmoCrm, seed: int = 7) -> None:
-        self.rng = random.Random(seed)
-        self.known: list[str] = []
-        for i in range(400):
-            number = f"7916{i:07d}"
-            typed = self.rng.choice(
-                [
-                    f"+{number}",
-                    f"8{number[1:]}",
-                    f"+7 ({number[1:4]}) {number[4:7]}-{number[7:9]}-{number[9:]}",
-                ]
-            )
-            fake.add_contact(f"Клиент {i}", [typed], responsible_user_id=2001 + i % 100)
-            self.known.append(number)
-        self.seed = seed * 100_000
-        self.unknown = 0
-
-    def caller(self) -> str:
-        if self.rng.random() < KNOWN_SHARE:
-            return self.rng.choice(self.known)
-        self.unknown += 1
-        return f"79035{self.unknown:06d}"
-
-    def calls(self, n: int) -> list[scenarios.Scenario]:
-        names = [name for name, _ in MIX]
-        weights = [weight for _, weight in MIX]
-        out = []
-        for _ in range(n):
-            name = self.rng.choices(names, weights)[0]
-            self.seed += 1
-            if name == "outgoing_answered":
-                exts: tuple[str, ...] = (self.rng.choice(AGENTS),)
-                customer = self.rng.choice(self.known)
-            else:
-                size = {"incoming_answered": 1, "incoming_missed": 3, "ring_group_second_answers": 3}[name]
-                exts = tuple(self.rng.sample(AGENTS, size))
-                customer = self.caller()
-            out.append(
-                scenarios.build(
-                    name,
-                    seed=self.seed,
-                    customer=customer,
-                    extensions=exts,
-                    recording=self.rng.random() < 0.6,
-                )
-            )
-        return out
-
-
-def _outbox_rows(engine: sa.Engine, since_id: int = 0) -> list[Any]:
-    with engine.connect() as conn:
-        return conn.execute(
-            sa.select(
-                outbox.c.id, outbox.c.event_type, outbox.c.status, outbox.c.created_at, outbox.c.delivered_at
-            )
-            .where(outbox.c.connector == "amocrm", outbox.c.id > since_id)
-            .order_by(outbox.c.id)
-        ).all()
-
-
-def _wait_drained(engine: sa.Engine, since_id: int, expected_min: int, timeout: float) -> list[Any]:
-    deadline = time.monotonic() + timeout
-    rows: list[Any] = []
-    while time.monotonic() < deadline:
-        rows = _outbox_rows(engine, since_id)
-        if len(rows) >= expected_min and all(r.status != "pending" for r in rows):
-            time.sleep(0.5)  # rows of calls still being folded
-            again = _outbox_rows(engine, since_id)
-            if len(again) == len(rows) and all(r.status != "pending" for r in again):
-                return again
-        time.sleep(0.25)
-    raise RuntimeError(
-        f"the outbox did not drain in {timeout:.0f} s ({sum(r.status == 'pending' for r in rows)} pending)"
-    )
-
-
-def _lags(rows: list[Any], event_type: str | None = None) -> list[float]:
-    return [
-        r.delivered_at - r.created_at
-        for r in rows
-        if r.status == "done"
-        and r.delivered_at is not None
-        and (event_type is None or r.event_type == event_type)
-    ]
-
-
-def _ms(value: float | None) -> float | None:
-    return None if value is None else round(value * 1000, 1)
+    return replay.Floor(seed, formats, add)
 
 
 def run(duration_hint: float = 60.0) -> dict[str, Any]:
@@ -185,7 +68,7 @@ def run(duration_hint: float = 60.0) -> dict[str, Any]:
     `duration_hint` x 1.5 seconds plus the daemon's start."""
     duration_hint = max(10.0, float(duration_hint))
     saturated_calls = max(
-        20, min(BUSY_HOUR_CALLS, int(0.6 * duration_hint * VENDOR_LIMIT / REQUESTS_PER_CALL))
+        20, min(replay.BUSY_HOUR_CALLS, int(0.6 * duration_hint * VENDOR_LIMIT / REQUESTS_PER_CALL))
     )
     paced_seconds = 0.4 * duration_hint
     paced_rate = 0.7 * VENDOR_LIMIT / REQUESTS_PER_CALL  # calls per second at 70 % of the limit
@@ -195,13 +78,13 @@ def run(duration_hint: float = 60.0) -> dict[str, Any]:
     database_url = f"sqlite:///{workdir / 'callbridge.db'}"
     users = [
         {"id": 2001 + i, "name": f"Agent {ext}", "email": f"agent{ext}@example.com"}
-        for i, ext in enumerate(AGENTS)
+        for i, ext in enumerate(replay.AGENTS)
     ]
     fake = FakeAmoCrm(long_lived_token=LLT, users=users).start()
-    floor = Floor(fake)
+    floor = amocrm_floor(fake)
     config = workdir / "callbridge.toml"
     lines = ["[connectors.amocrm]", f'account_url = "{fake.url}"', "", "[connectors.amocrm.users]"]
-    lines += [f'"{ext}" = {2001 + i}' for i, ext in enumerate(AGENTS)]
+    lines += [f'"{ext}" = {2001 + i}' for i, ext in enumerate(replay.AGENTS)]
     config.write_text("\n".join(lines) + "\n", encoding="utf-8")
     daemon = Daemon(
         database_url,
@@ -213,7 +96,7 @@ def run(duration_hint: float = 60.0) -> dict[str, Any]:
             "CALLBRIDGE_LOG_LEVEL": "WARNING",
         },
     )
-    _log(
+    replay.log(
         f"amocrm: starting the daemon; saturated replay of {saturated_calls} calls, then {paced_calls} paced"
     )
     daemon.start()
@@ -222,19 +105,12 @@ def run(duration_hint: float = 60.0) -> dict[str, Any]:
     try:
         # ---------------------------------------------------------------- saturated: everything at once
         calls = floor.calls(saturated_calls)
-        heads: list[Any] = []
-        tails: list[Any] = []
-        for scenario in calls:
-            head, tail = _split(scenario.notifications)
-            heads += head
-            tails += tail
         start_requests = len(fake.requests)
         posted_at = time.monotonic()
-        report = poster.play(heads, concurrency=8)
-        time.sleep(1.0)  # the processor folds the ringing legs (as real ringing lasts seconds)
-        report2 = poster.play(tails, concurrency=8)
-        post_errors = len(report.errors) + len(report2.errors)
-        rows = _wait_drained(engine, 0, saturated_calls, timeout=max(120.0, 4 * duration_hint))
+        posted, post_errors = replay.post_at_once(poster, calls)
+        rows = replay.wait_drained(
+            engine, "amocrm", 0, saturated_calls, timeout=max(120.0, 4 * duration_hint), settle=0.5
+        )
         with fake.lock:
             burst = [r for r in fake.requests[start_requests:]]
         first, last = burst[0].at, burst[-1].at
@@ -246,7 +122,7 @@ def run(duration_hint: float = 60.0) -> dict[str, Any]:
             by_path[r.path] = by_path.get(r.path, 0) + 1
         saturated = {
             "calls": saturated_calls,
-            "notifications_posted": len(heads) + len(tails),
+            "notifications_posted": posted,
             "post_errors": post_errors,
             "outbox_rows": len(rows),
             "outbox_dead": sum(r.status == "dead" for r in rows),
@@ -257,44 +133,33 @@ def run(duration_hint: float = 60.0) -> dict[str, Any]:
             "from_first_post_seconds": round(last - posted_at, 2),
             "theoretical_min_seconds": round(minimum, 2),
             "ratio_vs_theoretical_min": round(elapsed / minimum, 3) if minimum else None,
-            "lag_p50_ms": _ms(_quantile(_lags(rows), 0.5)),
-            "lag_p99_ms": _ms(_quantile(_lags(rows), 0.99)),
-            "popup_lag_p50_ms": _ms(_quantile(_lags(rows, "call.ringing"), 0.5)),
-            "popup_lag_p99_ms": _ms(_quantile(_lags(rows, "call.ringing"), 0.99)),
+            "lag_p50_ms": replay.lag_ms(rows, 0.5),
+            "lag_p99_ms": replay.lag_ms(rows, 0.99),
+            "popup_lag_p50_ms": replay.lag_ms(rows, 0.5, "call.ringing"),
+            "popup_lag_p99_ms": replay.lag_ms(rows, 0.99, "call.ringing"),
         }
-        _log(f"amocrm: saturated {n} requests in {elapsed:.1f} s (minimum {minimum:.1f} s)")
+        replay.log(f"amocrm: saturated {n} requests in {elapsed:.1f} s (minimum {minimum:.1f} s)")
 
         # ---------------------------------------------------------------- paced: 70 % of the limit
         last_id = rows[-1].id if rows else 0
         paced = floor.calls(paced_calls)
         start_requests = len(fake.requests)
-        interval = 1.0 / paced_rate
-        schedule: list[tuple[float, int, list[Any]]] = []
-        for i, scenario in enumerate(paced):
-            head, tail = _split(scenario.notifications)
-            schedule.append((i * interval, 2 * i, head))
-            schedule.append((i * interval + 1.5, 2 * i + 1, tail))  # the phones ring for 1.5 s
-        schedule.sort(key=lambda item: (item[0], item[1]))
-        t0 = time.monotonic()
-        for offset, _, notes in schedule:
-            delay = t0 + offset - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            if notes:
-                poster.play(notes)
-        paced_rows = _wait_drained(engine, last_id, paced_calls, timeout=max(60.0, 2 * duration_hint))
+        t0 = replay.post_paced(poster, paced, paced_rate)
+        paced_rows = replay.wait_drained(
+            engine, "amocrm", last_id, paced_calls, timeout=max(60.0, 2 * duration_hint), settle=0.5
+        )
         with fake.lock:
             paced_requests = len(fake.requests) - start_requests
         paced_result = {
             "calls": paced_calls,
             "offered_requests_per_second": round(paced_requests / max(1e-9, time.monotonic() - t0), 2),
             "requests": paced_requests,
-            "lag_p50_ms": _ms(_quantile(_lags(paced_rows), 0.5)),
-            "lag_p99_ms": _ms(_quantile(_lags(paced_rows), 0.99)),
-            "popup_lag_p50_ms": _ms(_quantile(_lags(paced_rows, "call.ringing"), 0.5)),
-            "popup_lag_p99_ms": _ms(_quantile(_lags(paced_rows, "call.ringing"), 0.99)),
+            "lag_p50_ms": replay.lag_ms(paced_rows, 0.5),
+            "lag_p99_ms": replay.lag_ms(paced_rows, 0.99),
+            "popup_lag_p50_ms": replay.lag_ms(paced_rows, 0.5, "call.ringing"),
+            "popup_lag_p99_ms": replay.lag_ms(paced_rows, 0.99, "call.ringing"),
         }
-        _log(f"amocrm: paced {paced_requests} requests, lag p99 {paced_result['lag_p99_ms']} ms")
+        replay.log(f"amocrm: paced {paced_requests} requests, lag p99 {paced_result['lag_p99_ms']} ms")
     finally:
         poster.close()
         daemon.stop()
@@ -306,9 +171,9 @@ def run(duration_hint: float = 60.0) -> dict[str, Any]:
         "vendor_limit_per_second": VENDOR_LIMIT,
         "configured_rate_per_second": DEFAULT_RATE,
         "scaled": {
-            "busy_hour_calls": BUSY_HOUR_CALLS,
+            "busy_hour_calls": replay.BUSY_HOUR_CALLS,
             "replayed_calls": saturated_calls,
-            "fraction": round(saturated_calls / BUSY_HOUR_CALLS, 3),
+            "fraction": round(saturated_calls / replay.BUSY_HOUR_CALLS, 3),
             "why": "the full hour is ~4,800 requests (over 11 min at 7/s); the subset fits duration_hint",
         },
         "saturated": saturated,

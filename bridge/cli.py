@@ -135,6 +135,9 @@ def token(obj: AppContext, extension: str | None, supervisor: bool, ttl: str) ->
 def _add_subcommands() -> None:
     from admin_module.cli import admin
     from bridge.checks import check
+    from bridge.connectors_cli import connectors
+    from bridge.employees import employees_cli
+    from bridge.history.cli import import_history
     from bridge.outbox.cli import deliveries
     from bridge.pbx.mango.simulator.cli import simulate
     from widget.cli import widget
@@ -144,6 +147,9 @@ def _add_subcommands() -> None:
     cli.add_command(widget)
     cli.add_command(deliveries)
     cli.add_command(simulate)
+    cli.add_command(connectors)
+    cli.add_command(employees_cli)
+    cli.add_command(import_history)
 
 
 _add_subcommands()

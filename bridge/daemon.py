@@ -20,6 +20,7 @@ from sqlalchemy import Engine
 from bridge.config import Settings
 from bridge.connector_api import CallEvent, Connector
 from bridge.connectors_runtime import load_connectors, mango_client
+from bridge.history.runner import make_history_runner
 from bridge.outbox.dispatcher import Dispatcher
 from bridge.outbox.retry import RetryPolicy
 from bridge.processing.processor import EventProcessor
@@ -78,6 +79,10 @@ class BackgroundWorkers:
             threading.Thread(
                 target=self.widget_scheduler.run_forever, args=(self.stop_event,), name="widget-scheduler"
             )
+        )
+        self.history_runner = make_history_runner(settings, engine)
+        self._threads.append(
+            threading.Thread(target=self.history_runner.run_forever, args=(self.stop_event,), name="history")
         )
         for thread in self._threads:
             thread.daemon = True

@@ -1,4 +1,5 @@
-"""The callback service: a visitor's request -> checks -> store (+ `callback.requested`) -> command or wait.
+"""The callback service: a visitor's request -> checks -> store (+ `callback.requested`, also to the live
+popups) -> command or wait.
 
 Life of a request (`widget_requests.status`):
 
@@ -44,6 +45,7 @@ from bridge.pbx.mango.errors import (
 from bridge.store.schema import calls, commands, legs
 from widget import outcome
 from widget.limits import Check, LimitExceeded, check_and_record
+from widget.popups import GroupManagers, announce
 from widget.settings import SiteConfig
 from widget.sites import Site, SiteCache, blocked, load_site
 from widget.tables import widget_requests
@@ -160,6 +162,7 @@ class WidgetService:
         self.outcome_timeout = outcome_timeout
         self.attempt_timeout = attempt_timeout
         self.sites = SiteCache(engine, ttl=site_cache_ttl)
+        self.managers = GroupManagers(clock=clock)
 
     # ------------------------------------------------------------------------------ helpers
 
@@ -253,6 +256,7 @@ class WidgetService:
             checks.append(Check("ip", f"{site.key}|{ip}", limits.per_ip))
         if form.visitor_id:
             checks.append(Check("visitor", f"{site.key}|{form.visitor_id}", limits.per_visitor))
+        managers = self.managers.of(self.engine, config.group)  # who the popup goes to (cached, read-only)
 
         with self.engine.begin() as conn:
             if blocked(conn, phone, ip):
@@ -296,6 +300,7 @@ class WidgetService:
                 direction="outgoing",
                 customer_number=phone,
                 line_number=config.line,
+                extensions=managers,
                 extra={
                     "source": "widget",
                     "site": site.key,
@@ -312,6 +317,7 @@ class WidgetService:
             )
             enqueue(conn, [event], self._connectors, now=now)
         log.info("widget request accepted site=%s request=%s status=%s", site.key, request_id, status)
+        announce(event)  # committed: the managers' and supervisors' popups
         if is_open:
             self.dial(request_id, now, inline=True)
         return self.status(token, now=self.clock()) or {}

@@ -10,7 +10,7 @@ from flask import Blueprint, Response, jsonify, request
 from sqlalchemy import Engine
 
 from bridge.api.auth import require_bearer
-from bridge.api.calls_query import STATUSES, CallFilter, get_call, list_calls
+from bridge.api.calls_query import DIRECTIONS, STATUSES, CallFilter, get_call, list_calls
 from bridge.web.errors import ApiError
 
 MAX_LIMIT = 200
@@ -39,6 +39,9 @@ def _filter_from_request() -> CallFilter:
     status = args.get("status") or None
     if status and status not in STATUSES:
         raise ApiError(400, f"'status' must be one of {', '.join(STATUSES)}")
+    direction = args.get("direction") or None
+    if direction and direction not in DIRECTIONS:
+        raise ApiError(400, f"'direction' must be one of {', '.join(DIRECTIONS)}")
     extension = args.get("extension") or None
     if extension and not re.fullmatch(r"[0-9A-Za-z_.-]{1,32}", extension):
         raise ApiError(400, "'extension' must be a short extension number")
@@ -55,6 +58,7 @@ def _filter_from_request() -> CallFilter:
         status=status,
         extension=extension,
         number_digits=digits,
+        direction=direction,
     )
 
 

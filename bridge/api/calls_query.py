@@ -14,6 +14,7 @@ from bridge.store.engine import reader
 from bridge.store.schema import calls
 
 STATUSES = ("ringing", "answered", "ended", "missed")
+DIRECTIONS = ("incoming", "outgoing", "internal", "unknown")
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class CallFilter:
     status: str | None = None
     extension: str | None = None
     number_digits: str | None = None  # last digits to match against the customer number
+    direction: str | None = None  # one of DIRECTIONS
 
 
 def encode_cursor(started_at: float | None, entry_id: str) -> str:
@@ -47,6 +49,8 @@ def list_calls(engine: Engine, flt: CallFilter, *, limit: int, cursor: str | Non
         conditions.append(started < flt.until)
     if flt.status:
         conditions.append(calls.c.status == flt.status)
+    if flt.direction:
+        conditions.append(calls.c.direction == flt.direction)
     if flt.extension:
         conditions.append(
             or_(

@@ -168,4 +168,5 @@ connector_state = Table(
 )
 
 import admin_module.tables  # noqa: E402, F401  (the admin panel's tables share this metadata)
+import bridge.history.tables  # noqa: E402, F401  (the history-import jobs share this metadata)
 import widget.tables  # noqa: E402, F401  (the widget's tables share this metadata)

@@ -249,6 +249,90 @@ class _Builder:
         self.leg(call_id, ts, "Appeared", location="ivr", from_=_customer(customer), to=_line_party(line))
         return call_id
 
+    def end_ivr(
+        self, call_id: str, ts: int, customer: str | None, line: str | None, reason: int = IVR_DONE
+    ) -> None:
+        self.leg(
+            call_id,
+            ts,
+            "Disconnected",
+            location="ivr",
+            from_=_customer(customer),
+            to=_line_party(line),
+            disconnect_reason=reason,
+        )
+
+    def through_ivr(
+        self,
+        t0: int,
+        customer: str,
+        line: str,
+        *,
+        wait: tuple[int, int] = (3, 8),
+        reason: int = IVR_DONE,
+    ) -> tuple[str, int]:
+        """An IVR leg from `t0` that ends after `wait` seconds; returns (its id, when it ended)."""
+        ivr = self.ivr_leg(t0, customer, line)
+        t = t0 + self.rng.randint(*wait)
+        self.end_ivr(ivr, t, customer, line, reason)
+        return ivr, t
+
+    def answer(
+        self, call_id: str, ts: int, common: dict[str, Any], extension: str, recording: bool
+    ) -> str | None:
+        """The leg is Connected at `ts`; `extension`'s recording starts then if `recording` (its id)."""
+        self.leg(call_id, ts, "Connected", **common)
+        return self.recording_started(call_id, extension, ts) if recording else None
+
+    def finish_recording(self, recording_id: str | None, call_id: str, extension: str, ts: int) -> None:
+        """A started recording (if any) is finished 1-3 s after the call's end `ts`."""
+        if recording_id:
+            self.recording_finished(recording_id, call_id, extension, ts + self.rng.randint(1, 3))
+
+    def incoming_summary(
+        self,
+        customer: str | None,
+        to: dict[str, Any],
+        line: str | None,
+        *,
+        create: int,
+        forward: int,
+        talk: int,
+        end: int,
+        reason: int,
+        result: int | None = None,
+    ) -> None:
+        """The summary of an incoming entry; `entry_result` is 1 when it was talked (unless `result`)."""
+        self.summary(
+            direction=1,
+            from_=_customer(customer),
+            to=to,
+            line=line,
+            create=create,
+            forward=forward,
+            talk=talk,
+            end=end,
+            result=(1 if talk else 0) if result is None else result,
+            reason=reason,
+        )
+
+    def outgoing_summary(
+        self, extension: str, number: str, line: str | None, *, start: int, talk: int, end: int, reason: int
+    ) -> None:
+        """The summary of an employee's call out to `number`."""
+        self.summary(
+            direction=2,
+            from_=_employee(extension),
+            to={"number": number},
+            line=line,
+            create=start,
+            forward=start,
+            talk=talk,
+            end=end,
+            result=1 if talk else 0,
+            reason=reason,
+        )
+
 
 def _customer(number: str | None, taken_from: str | None = None) -> dict[str, Any]:
     return {"number": number, "taken_from_call_id": taken_from}
@@ -284,17 +368,7 @@ def _incoming_answered(
     b: _Builder, t0: int, customer: str, line: str, exts: list[str], recording: bool
 ) -> Expected:
     ext = exts[0]
-    ivr = b.ivr_leg(t0, customer, line)
-    t = t0 + b.rng.randint(3, 8)
-    b.leg(
-        ivr,
-        t,
-        "Disconnected",
-        location="ivr",
-        from_=_customer(customer),
-        to=_line_party(line),
-        disconnect_reason=IVR_DONE,
-    )
+    ivr, t = b.through_ivr(t0, customer, line)
     forward = t
     leg = b.new_leg()
     common: dict[str, Any] = {
@@ -305,24 +379,13 @@ def _incoming_answered(
     b.leg(leg, t, "Appeared", **common)
     t += b.rng.randint(4, 15)
     talk = t
-    b.leg(leg, t, "Connected", **common)
-    rec = b.recording_started(leg, ext, t) if recording else None
+    rec = b.answer(leg, t, common, ext, recording)
     t += b.rng.randint(20, 180)
     b.leg(leg, t, "Disconnected", **common, disconnect_reason=BY_CALLER)
-    b.summary(
-        direction=1,
-        from_=_customer(customer),
-        to=_employee(ext),
-        line=line,
-        create=t0,
-        forward=forward,
-        talk=talk,
-        end=t,
-        result=1,
-        reason=BY_CALLER,
+    b.incoming_summary(
+        customer, _employee(ext), line, create=t0, forward=forward, talk=talk, end=t, reason=BY_CALLER
     )
-    if rec:
-        b.recording_finished(rec, leg, ext, t + b.rng.randint(1, 3))
+    b.finish_recording(rec, leg, ext, t)
     return Expected("ended", "incoming", ext, False, ext, (ext,), tuple(b.recording_ids), customer)
 
 
@@ -337,17 +400,7 @@ def _ring_group(
     loser_reason: int,
 ) -> tuple[int, int, str | None]:
     """IVR, then every extension rings in parallel; `winner` answers (or nobody). Returns (end, talk, leg)."""
-    ivr = b.ivr_leg(t0, customer, line)
-    t = t0 + b.rng.randint(3, 8)
-    b.leg(
-        ivr,
-        t,
-        "Disconnected",
-        location="ivr",
-        from_=_customer(customer),
-        to=_line_party(line),
-        disconnect_reason=IVR_DONE,
-    )
+    ivr, t = b.through_ivr(t0, customer, line)
     forward = t
     group = GROUP if len(exts) > 1 else None
     legs: dict[str, tuple[str, dict[str, Any]]] = {}
@@ -366,18 +419,7 @@ def _ring_group(
             b.leg(call_id, t, "Disconnected", **common, disconnect_reason=BY_CALLER)
         first = exts[0]
         to = {"extension": first} if group else _employee(first)  # no `number` for a failed group call
-        b.summary(
-            direction=1,
-            from_=_customer(customer),
-            to=to,
-            line=line,
-            create=t0,
-            forward=forward,
-            talk=0,
-            end=t,
-            result=0,
-            reason=BY_CALLER,
-        )
+        b.incoming_summary(customer, to, line, create=t0, forward=forward, talk=0, end=t, reason=BY_CALLER)
         return t, 0, None
     t += b.rng.randint(4, 15)
     talk = t
@@ -390,20 +432,10 @@ def _ring_group(
     t += b.rng.randint(20, 180)
     reason = b.rng.choice((BY_CALLER, BY_CALLEE))
     b.leg(win_leg, t, "Disconnected", **win_common, disconnect_reason=reason)
-    b.summary(
-        direction=1,
-        from_=_customer(customer),
-        to=_employee(winner),
-        line=line,
-        create=t0,
-        forward=forward,
-        talk=talk,
-        end=t,
-        result=1,
-        reason=reason,
+    b.incoming_summary(
+        customer, _employee(winner), line, create=t0, forward=forward, talk=talk, end=t, reason=reason
     )
-    if rec:
-        b.recording_finished(rec, win_leg, winner, t + b.rng.randint(1, 3))
+    b.finish_recording(rec, win_leg, winner, t)
     return t, talk, win_leg
 
 
@@ -421,17 +453,7 @@ def _transfer(
     """§2.5 item 4 (PDF 248, 249): e0 answers, holds, calls e1; the customer replaces e0 on the new leg."""
     first, second = exts[0], exts[1]
     kind = "consultative" if consultative else "blind"
-    ivr = b.ivr_leg(t0, customer, line)
-    t = t0 + b.rng.randint(3, 8)
-    b.leg(
-        ivr,
-        t,
-        "Disconnected",
-        location="ivr",
-        from_=_customer(customer),
-        to=_line_party(line),
-        disconnect_reason=IVR_DONE,
-    )
+    ivr, t = b.through_ivr(t0, customer, line)
     forward = t
     a = b.new_leg()
     a_common: dict[str, Any] = {
@@ -442,8 +464,7 @@ def _transfer(
     b.leg(a, t, "Appeared", **a_common)
     t += b.rng.randint(4, 12)
     talk = t
-    b.leg(a, t, "Connected", **a_common)
-    rec_a = b.recording_started(a, first, t) if recording else None
+    rec_a = b.answer(a, t, a_common, first, recording)
     t += b.rng.randint(20, 60)
     held_to = _employee(first, line, hold_initiator=True if api_v2 else None)
     b.leg(a, t, "OnHold", location="abonent", from_=_customer(customer, ivr), to=held_to)
@@ -478,26 +499,14 @@ def _transfer(
     if not consultative:
         b.leg(new, t, "Appeared", **handed)
         t += b.rng.randint(3, 10)
-    b.leg(new, t, "Connected", **handed)
-    rec_b = b.recording_started(new, second, t) if recording and not consultative else None
+    rec_b = b.answer(new, t, handed, second, recording and not consultative)
     t += b.rng.randint(20, 120)
     b.leg(new, t, "Disconnected", **handed, disconnect_reason=BY_CALLER)
-    b.summary(
-        direction=1,
-        from_=_customer(customer),
-        to=_employee(first),
-        line=line,
-        create=t0,
-        forward=forward,
-        talk=talk,
-        end=t,
-        result=1,
-        reason=BY_CALLER,
+    b.incoming_summary(
+        customer, _employee(first), line, create=t0, forward=forward, talk=talk, end=t, reason=BY_CALLER
     )
-    if rec_a:
-        b.recording_finished(rec_a, a, first, t + b.rng.randint(1, 3))
-    if rec_b:
-        b.recording_finished(rec_b, new, second, t + b.rng.randint(1, 3))
+    b.finish_recording(rec_a, a, first, t)
+    b.finish_recording(rec_b, new, second, t)
     return Expected(
         "ended",
         "incoming",
@@ -513,28 +522,9 @@ def _transfer(
 
 def _ivr_abandoned(b: _Builder, t0: int, customer: str, line: str) -> Expected:
     """The caller hangs up in the IVR. The summary has the doc's quirk: entry_result 1 with talk_time 0."""
-    ivr = b.ivr_leg(t0, customer, line)
-    t = t0 + b.rng.randint(5, 20)
-    b.leg(
-        ivr,
-        t,
-        "Disconnected",
-        location="ivr",
-        from_=_customer(customer),
-        to=_line_party(line),
-        disconnect_reason=BY_CALLER,
-    )
-    b.summary(
-        direction=1,
-        from_=_customer(customer),
-        to={"number": line},
-        line=line,
-        create=t0,
-        forward=t0,
-        talk=0,
-        end=t,
-        result=1,
-        reason=BY_CALLER,
+    _, t = b.through_ivr(t0, customer, line, wait=(5, 20), reason=BY_CALLER)
+    b.incoming_summary(
+        customer, {"number": line}, line, create=t0, forward=t0, talk=0, end=t, reason=BY_CALLER, result=1
     )
     return Expected("missed", "incoming", None, True, None, (), (), customer)
 
@@ -554,24 +544,11 @@ def _outgoing(b: _Builder, t0: int, customer: str, line: str, ext: str, recordin
     b.leg(leg, t0, "Appeared", **common)
     t = t0 + b.rng.randint(5, 20)
     talk = t
-    b.leg(leg, t, "Connected", **common)
-    rec = b.recording_started(leg, ext, t) if recording else None
+    rec = b.answer(leg, t, common, ext, recording)
     t += b.rng.randint(20, 180)
     b.leg(leg, t, "Disconnected", **common, disconnect_reason=BY_CALLEE)
-    b.summary(
-        direction=2,
-        from_={"extension": ext, "number": sip_uri(ext)},
-        to={"number": customer},
-        line=line,
-        create=t0,
-        forward=t0,
-        talk=talk,
-        end=t,
-        result=1,
-        reason=BY_CALLEE,
-    )
-    if rec:
-        b.recording_finished(rec, leg, ext, t + b.rng.randint(1, 3))
+    b.outgoing_summary(ext, customer, line, start=t0, talk=talk, end=t, reason=BY_CALLEE)
+    b.finish_recording(rec, leg, ext, t)
     return Expected("ended", "outgoing", ext, False, ext, (ext,), tuple(b.recording_ids), customer)
 
 
@@ -582,8 +559,7 @@ def _internal(b: _Builder, t0: int, exts: list[str], recording: bool) -> Expecte
     b.leg(leg, t0, "Appeared", **common)
     t = t0 + b.rng.randint(3, 12)
     talk = t
-    b.leg(leg, t, "Connected", **common)
-    rec = b.recording_started(leg, caller, t) if recording else None
+    rec = b.answer(leg, t, common, caller, recording)
     t += b.rng.randint(10, 120)
     b.leg(leg, t, "Disconnected", **common, disconnect_reason=BY_CALLEE)
     b.summary(
@@ -598,8 +574,7 @@ def _internal(b: _Builder, t0: int, exts: list[str], recording: bool) -> Expecte
         result=1,
         reason=BY_CALLEE,
     )
-    if rec:
-        b.recording_finished(rec, leg, caller, t + b.rng.randint(1, 3))
+    b.finish_recording(rec, leg, caller, t)
     return Expected(
         "ended",
         "internal",
@@ -655,8 +630,7 @@ def _click_to_call(
     if outcome == ANSWERED:
         t += b.rng.randint(5, 20)
         talk = t
-        b.leg(leg, t, "Connected", **common)
-        rec = b.recording_started(leg, extension, t) if recording else None
+        rec = b.answer(leg, t, common, extension, recording)
         t += b.rng.randint(20, 180)
         reason = b.rng.choice((BY_CALLER, BY_CALLEE))
     elif outcome == CALLEE_BUSY:
@@ -666,20 +640,8 @@ def _click_to_call(
         t += 30
         reason = NO_ANSWER
     b.leg(leg, t, "Disconnected", **common, disconnect_reason=reason)
-    b.summary(
-        direction=2,
-        from_={"extension": extension, "number": sip_uri(extension)},
-        to={"number": number},
-        line=line,
-        create=t0,
-        forward=t0,
-        talk=talk,
-        end=t,
-        result=1 if talk else 0,
-        reason=reason,
-    )
-    if rec:
-        b.recording_finished(rec, leg, extension, t + b.rng.randint(1, 3))
+    b.outgoing_summary(extension, number, line, start=t0, talk=talk, end=t, reason=reason)
+    b.finish_recording(rec, leg, extension, t)
     answered_by = extension if outcome == ANSWERED else None
     return Expected(
         "ended", "outgoing", answered_by, False, extension, (extension,), tuple(b.recording_ids), number
@@ -777,10 +739,9 @@ def _routed(
 ) -> None:
     t = start
     created = t if ivr_started_at is None else int(ivr_started_at)
-    ivr_party: dict[str, Any] = {"from_": _customer(customer), "to": _line_party(line)}
     if ivr_seq is not None:
         b.seqs[ivr_call_id] = int(ivr_seq)
-        b.leg(ivr_call_id, t, "Disconnected", location="ivr", **ivr_party, disconnect_reason=IVR_DONE)
+        b.end_ivr(ivr_call_id, t, customer, line)
     ext = str(to_extension)
     leg = b.new_leg()
     common: dict[str, Any] = {
@@ -797,8 +758,7 @@ def _routed(
     if answered:
         t += b.rng.randint(4, 12)
         talk = t
-        b.leg(leg, t, "Connected", **common)
-        rec = b.recording_started(leg, ext, t) if recording else None
+        rec = b.answer(leg, t, common, ext, recording)
         t += b.rng.randint(20, 180)
         reason = BY_CALLEE
     else:
@@ -806,20 +766,10 @@ def _routed(
         reason = BY_CALLER
     b.leg(leg, t, "Disconnected", **common, disconnect_reason=reason)
     if summary:
-        b.summary(
-            direction=1,
-            from_=_customer(customer),
-            to=_employee(ext),
-            line=line,
-            create=created,
-            forward=forward,
-            talk=talk,
-            end=t,
-            result=1 if answered else 0,
-            reason=reason,
+        b.incoming_summary(
+            customer, _employee(ext), line, create=created, forward=forward, talk=talk, end=t, reason=reason
         )
-        if rec:
-            b.recording_finished(rec, leg, ext, t + b.rng.randint(1, 3))
+        b.finish_recording(rec, leg, ext, t)
 
 
 def _ivr_then_route(

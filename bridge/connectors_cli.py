@@ -1,0 +1,129 @@
+"""`callbridge connectors ...`: the installed connectors, and importing a CRM's employee map.
+
+The core knows no connector by name: it finds them through the registry (entry points) and asks each for
+what it can do. A connector that maps extensions to CRM users offers `import_employees()`; when that
+method takes an argument, it is given Mango's employees (`config/users/request`), e.g. to pair them by
+e-mail. Its result describes itself with `report()` (full text) or `words()` (a summary, then the
+`mapped` extensions are listed).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from bridge.connector_api import Connector, DeliveryError
+from bridge.registry import ConnectorConfigError, available_connectors, build_connectors
+
+if TYPE_CHECKING:
+    from bridge.cli import AppContext
+
+__all__ = ["connectors", "describe_import", "imports_employees", "wants_mango_users"]
+
+IMPORT_EMPLOYEES = "import_employees"
+
+
+def imports_employees(connector: Connector | type[Connector]) -> bool:
+    """Whether the connector can import its employee map."""
+    return callable(getattr(connector, IMPORT_EMPLOYEES, None))
+
+
+def wants_mango_users(connector: Connector) -> bool:
+    """Whether the connector's `import_employees` takes Mango's employees as its first argument."""
+    method = getattr(connector, IMPORT_EMPLOYEES)
+    params = [
+        p
+        for p in inspect.signature(method).parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+    ]
+    return bool(params)
+
+
+def describe_import(result: Any) -> list[str]:
+    """The lines a person reads about an import's result."""
+    if callable(getattr(result, "report", None)):
+        return str(result.report()).splitlines()
+    lines = [str(result.words()) if callable(getattr(result, "words", None)) else str(result)]
+    mapped = getattr(result, "mapped", None)
+    if isinstance(mapped, Mapping):
+        lines += [f"  {extension} -> {user}" for extension, user in sorted(mapped.items())]
+    return lines
+
+
+def _section_state(name: str, section: Any) -> str:
+    """`enabled`, `disabled`, or what is wrong with the section (the registry's words)."""
+    try:
+        return "enabled" if build_connectors({name: section}) else "disabled"
+    except ConnectorConfigError as exc:
+        return f"misconfigured: {exc}"
+
+
+@click.group("connectors")
+def connectors() -> None:
+    """The CRM connectors: what is installed and configured, and importing their employee maps."""
+
+
+@connectors.command("list")
+@click.pass_obj
+def list_command(obj: AppContext) -> None:
+    """Every installed connector, whether it is configured and enabled, and what it can do."""
+    sections = obj.config.connectors
+    installed = available_connectors()
+    if not installed:
+        click.echo("no connectors are installed")
+    for name, cls in installed.items():
+        state = _section_state(name, sections[name]) if name in sections else "not configured"
+        abilities = sorted(cls.capabilities | ({"import-employees"} if imports_employees(cls) else set()))
+        click.echo(f"{name:<12} {state}  [{', '.join(abilities) or '-'}]")
+    for name in sorted(set(sections) - set(installed)):
+        click.echo(f"{name:<12} configured, but no connector called {name!r} is installed")
+
+
+@connectors.command("import-employees")
+@click.argument("name")
+@click.pass_obj
+def import_employees_command(obj: AppContext, name: str) -> None:
+    """Import connector NAME's map from extensions to CRM users, and store it."""
+    from bridge.connectors_runtime import load_connectors
+    from bridge.employees import mango_client_for
+    from bridge.pbx.mango.errors import MangoError
+
+    installed = available_connectors()
+    if name not in installed:
+        raise click.ClickException(
+            f"no connector called {name!r} is installed (installed: {', '.join(installed) or 'none'})"
+        )
+    if not imports_employees(installed[name]):
+        able = [n for n, cls in installed.items() if imports_employees(cls)]
+        raise click.ClickException(
+            f"the {name} connector has no employee import "
+            f"(connectors that have one: {', '.join(able) or 'none'})"
+        )
+    try:
+        connector = load_connectors(obj.config, obj.engine).get(name)
+    except ConnectorConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    if connector is None:
+        raise click.ClickException(
+            f"the {name} connector is not enabled: configure [connectors.{name}] "
+            f"(or CALLBRIDGE_CONNECTORS_{name.upper()}_...) first"
+        )
+    try:
+        if wants_mango_users(connector):
+            client = mango_client_for(obj)
+            try:
+                mango_users = client.users()
+            finally:
+                client.close()
+            result = getattr(connector, IMPORT_EMPLOYEES)(mango_users)
+        else:
+            result = getattr(connector, IMPORT_EMPLOYEES)()
+    except MangoError as exc:
+        raise click.ClickException(f"could not get the employee list from Mango: {exc}") from None
+    except DeliveryError as exc:
+        raise click.ClickException(f"the {name} connector could not import its employees: {exc}") from None
+    for line in describe_import(result):
+        click.echo(line)
