@@ -1,56 +1,23 @@
 """`callbridge connectors ...`: the installed connectors, and importing a CRM's employee map.
 
 The core knows no connector by name: it finds them through the registry (entry points) and asks each for
-what it can do. A connector that maps extensions to CRM users offers `import_employees()`; when that
-method takes an argument, it is given Mango's employees (`config/users/request`), e.g. to pair them by
-e-mail. Its result describes itself with `report()` (full text) or `words()` (a summary, then the
-`mapped` extensions are listed).
+what it can do (`bridge.crm_employees` for the employee import).
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from bridge.connector_api import Connector, DeliveryError
+from bridge.connector_api import DeliveryError
+from bridge.crm_employees import import_crm_employees, imports_employees
 from bridge.registry import ConnectorConfigError, available_connectors, build_connectors
 
 if TYPE_CHECKING:
     from bridge.cli import AppContext
 
-__all__ = ["connectors", "describe_import", "imports_employees", "wants_mango_users"]
-
-IMPORT_EMPLOYEES = "import_employees"
-
-
-def imports_employees(connector: Connector | type[Connector]) -> bool:
-    """Whether the connector can import its employee map."""
-    return callable(getattr(connector, IMPORT_EMPLOYEES, None))
-
-
-def wants_mango_users(connector: Connector) -> bool:
-    """Whether the connector's `import_employees` takes Mango's employees as its first argument."""
-    method = getattr(connector, IMPORT_EMPLOYEES)
-    params = [
-        p
-        for p in inspect.signature(method).parameters.values()
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
-    ]
-    return bool(params)
-
-
-def describe_import(result: Any) -> list[str]:
-    """The lines a person reads about an import's result."""
-    if callable(getattr(result, "report", None)):
-        return str(result.report()).splitlines()
-    lines = [str(result.words()) if callable(getattr(result, "words", None)) else str(result)]
-    mapped = getattr(result, "mapped", None)
-    if isinstance(mapped, Mapping):
-        lines += [f"  {extension} -> {user}" for extension, user in sorted(mapped.items())]
-    return lines
+__all__ = ["connectors"]
 
 
 def _section_state(name: str, section: Any) -> str:
@@ -111,19 +78,19 @@ def import_employees_command(obj: AppContext, name: str) -> None:
             f"the {name} connector is not enabled: configure [connectors.{name}] "
             f"(or CALLBRIDGE_CONNECTORS_{name.upper()}_...) first"
         )
+
+    def mango_users() -> Any:
+        client = mango_client_for(obj)
+        try:
+            return client.users()
+        finally:
+            client.close()
+
     try:
-        if wants_mango_users(connector):
-            client = mango_client_for(obj)
-            try:
-                mango_users = client.users()
-            finally:
-                client.close()
-            result = getattr(connector, IMPORT_EMPLOYEES)(mango_users)
-        else:
-            result = getattr(connector, IMPORT_EMPLOYEES)()
+        lines = import_crm_employees(connector, mango_users)
     except MangoError as exc:
         raise click.ClickException(f"could not get the employee list from Mango: {exc}") from None
     except DeliveryError as exc:
         raise click.ClickException(f"the {name} connector could not import its employees: {exc}") from None
-    for line in describe_import(result):
+    for line in lines:
         click.echo(line)

@@ -12,8 +12,9 @@ from click.testing import CliRunner
 from sqlalchemy import Engine
 
 from bridge.config import Settings
-from bridge.connectors_cli import connectors, describe_import
+from bridge.connectors_cli import connectors
 from bridge.connectors_runtime import load_connectors
+from bridge.crm_employees import describe_import
 from bridge.pbx.mango.simulator.command_server import CommandServer
 from tests.fakes.amocrm import FakeAmoCrm
 from tests.fakes.bitrix24 import FakeBitrix24
