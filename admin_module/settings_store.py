@@ -70,14 +70,30 @@ def fixed_keys(
             data = {}
         for section, values in data.items():
             if isinstance(values, dict):
-                keys.update(f"{section}.{key}" for key in values)
+                keys.update(_dotted(section, values))
     try:
         from_env = env_overrides({k: v for k, v in environ.items() if v != ""})
     except Exception:  # noqa: BLE001 - load_config reports unknown variables; here they fix nothing
         from_env = {}
     for section, values in from_env.items():
-        keys.update(f"{section}.{key}" for key in values)
+        keys.update(_dotted(section, values))
     return frozenset(keys)
+
+
+def _dotted(section: str, values: Mapping[str, Any]) -> set[str]:
+    """`section.key`; connector sections also give `connectors.<name>.<key>` for each of their keys."""
+    keys = {f"{section}.{key}" for key in values}
+    if section == "connectors":
+        for name, options in values.items():
+            if isinstance(options, dict):
+                keys.update(f"connectors.{name}.{key}" for key in options)
+    return keys
+
+
+def is_connector_key(key: str) -> bool:
+    """Whether `key` is a connector option the panel may save: `connectors.<name>.<key>`."""
+    parts = key.split(".")
+    return len(parts) == 3 and parts[0] == "connectors" and all(parts)
 
 
 def parse_ip_list(text: str) -> list[str]:
@@ -134,7 +150,7 @@ class SettingsStore:
         """Store the given keys (None deletes the override); returns the keys changed. Fixed keys raise."""
         allowed = set(CORE_KEYS) | set(PANEL_DEFAULTS)
         for key in values:
-            if key not in allowed:
+            if key not in allowed and not is_connector_key(key):
                 raise SettingsError(f"{key}: not a setting the panel can change")
             if key in self.fixed:
                 raise SettingsError(f"{key}: fixed by the config file or the environment")
@@ -187,15 +203,19 @@ class SettingsStore:
     def _merged_dict(self, overrides: Mapping[str, Any]) -> dict[str, Any]:
         data = _unwrap(self._base.model_dump(mode="python"))
         for key, value in overrides.items():
-            if key not in CORE_KEYS or key in self.fixed or value is None:
+            if key in self.fixed or value is None:
                 continue
-            section, name = key.split(".", 1)
-            data[section][name] = value
+            if is_connector_key(key):  # connectors.<name>.<key>: into that connector's section
+                _, connector, option = key.split(".")
+                data["connectors"][connector] = {**data["connectors"].get(connector, {}), option: value}
+            elif key in CORE_KEYS:
+                section, name = key.split(".", 1)
+                data[section][name] = value
         return data
 
     def effective(self) -> Settings:
         """The base settings with the saved overrides applied (fixed keys keep their configured value)."""
-        overrides = {k: v for k, v in self.overrides().items() if k in CORE_KEYS}
+        overrides = {k: v for k, v in self.overrides().items() if k in CORE_KEYS or is_connector_key(k)}
         if not overrides:
             return self._base
         try:

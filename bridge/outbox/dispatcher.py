@@ -32,7 +32,8 @@ logged without its arguments): ``attempts + 1``, ``next_attempt_at = now + polic
 the successful one included.
 
 Rate limits. ``getattr(connector, "rate_limit", None)`` is read from the connector *instance* when the
-dispatcher is built, so a connector may set a per-config limit in ``__init__`` (the class attribute is the
+dispatcher is built and again before each claim (a connector rebuilt with settings saved in the panel may
+bring a new limit), so a connector may set a per-config limit in ``__init__`` (the class attribute is the
 default). One `TokenBucket` per connector; `handle` is never called faster than it allows. A
 ``Retry-After`` answer also pauses the whole lane for that long (at most ``policy.max_pause``), since a vendor
 that says "slow down" means every call.
@@ -141,24 +142,30 @@ class Dispatcher:
         self._stopping = threading.Event()
         self._pass_pool: ThreadPoolExecutor | None = None
         # The bucket needs a steady clock; keep the injected one when tests give their own.
-        bucket_clock = time.monotonic if clock is time.time else clock
+        self._bucket_clock = time.monotonic if clock is time.time else clock
         self._lanes: dict[str, _Lane] = {}
         for name, connector in connectors.items():
             if connector.name != name:
                 raise ValueError(f"connector registered as {name!r} calls itself {connector.name!r}")
             limit = getattr(connector, "rate_limit", None)
-            bucket = (
-                TokenBucket(limit.rate, limit.burst, clock=bucket_clock, sleep=sleep)
-                if limit is not None
-                else None
-            )
             self._lanes[name] = _Lane(
                 name=name,
                 connector=connector,
                 refs=SqlRefStore(engine, name, clock=clock),
-                bucket=bucket,
+                bucket=self._bucket(limit),
                 rate_limit=limit,
             )
+
+    def _bucket(self, limit: RateLimit | None) -> TokenBucket | None:
+        if limit is None:
+            return None
+        return TokenBucket(limit.rate, limit.burst, clock=self._bucket_clock, sleep=self._sleep)
+
+    def _follow_rate_limit(self, lane: _Lane) -> None:
+        """A connector rebuilt with saved settings may throttle differently: follow its current limit."""
+        limit = getattr(lane.connector, "rate_limit", None)
+        if limit != lane.rate_limit:
+            lane.bucket, lane.rate_limit = self._bucket(limit), limit
 
     # ------------------------------------------------------------------ public API
 
@@ -245,6 +252,7 @@ class Dispatcher:
                     lane.wake.clear()
                     continue
                 try:
+                    self._follow_rate_limit(lane)
                     rows = self._claim(lane, now, self._claim_limit(lane))
                     failures = 0
                 except Exception as exc:  # the database went away, most likely; keep trying
@@ -312,6 +320,7 @@ class Dispatcher:
         now = self._clock()
         if lane.paused_until > now or self._stopping.is_set():
             return 0
+        self._follow_rate_limit(lane)
         rows = self._claim(lane, now, self._claim_limit(lane))
         if not rows:
             return 0
