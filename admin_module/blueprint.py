@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -23,6 +23,7 @@ from flask import (
     current_app,
     flash,
     g,
+    jsonify,
     redirect,
     render_template,
     request,
@@ -35,8 +36,11 @@ from sqlalchemy import Engine, select
 from wtforms import ValidationError
 
 from admin_module import auth, calllog, charts, recordings, stats
+from admin_module.call_detail import register_call_detail_routes
+from admin_module.callbacks import register_callback_routes
 from admin_module.forms import ActionForm, CallbackForm, LangForm, LoginForm, MappingForm, TelephonyForm
 from admin_module.i18n import translate
+from admin_module.live import register_live_routes
 from admin_module.missed import follow_ups
 from admin_module.roles import can
 from admin_module.settings_store import SettingsError, SettingsStore, parse_ip_list
@@ -44,6 +48,9 @@ from admin_module.users import list_users, set_extension, set_lang
 from bridge.api.calls_query import STATUSES
 from bridge.config import Settings
 from bridge.config.model import MANGO_SOURCE_IPS
+from bridge.connector_api import Connector, DeliveryError
+from bridge.connectors_runtime import is_enabled
+from bridge.crm_employees import import_crm_employees, imports_employees
 from bridge.pbx.mango.client import MangoClient
 from bridge.pbx.mango.errors import MangoBadKey, MangoBadSign, MangoError
 from bridge.store.engine import reader
@@ -72,6 +79,7 @@ def make_admin_blueprint(
     secure_cookies: bool | None = None,
     store: SettingsStore | None = None,
     connectors_health: Callable[[], dict[str, Any]] | None = None,
+    connectors: Callable[[], Mapping[str, Connector]] | None = None,
 ) -> Blueprint:
     """The panel at `/admin`.
 
@@ -80,6 +88,7 @@ def make_admin_blueprint(
     None resolves it like the realtime tokens do (`bridge.realtime.auth.resolve_secret`). `secure_cookies`:
     None means True when `http.public_url` is https (then also SameSite=None, for a shop's iframe).
     `store`: the settings store shared with the rest of the app (so saved values apply everywhere).
+    `connectors()`: the running connectors, for each CRM's extension -> user map on the employees page.
     """
     bp = Blueprint(
         "admin", __name__, url_prefix="/admin", template_folder="templates", static_folder="static"
@@ -168,6 +177,10 @@ def make_admin_blueprint(
     def _seconds_filter(value: float | None) -> str:
         return stats.fmt_seconds(value)
 
+    live_config = register_live_routes(bp, settings=settings, engine=engine, t=t)
+    register_callback_routes(bp, engine=engine)
+    register_call_detail_routes(bp, engine=engine, settings=settings, connectors=connectors)
+
     @bp.context_processor
     def _context() -> dict[str, Any]:
         user = g.get("admin_user")
@@ -177,6 +190,7 @@ def make_admin_blueprint(
             "can": lambda permission: user is not None and can(user.role, permission),
             "csrf_token": generate_csrf,
             "panel": settings_store.panel(),
+            "live_config": live_config,
         }
 
     # ------------------------------------------------------------------------------------------ access
@@ -360,7 +374,8 @@ def make_admin_blueprint(
         from bridge.registry import available_connectors
 
         installed = sorted(available_connectors())
-        enabled = {name for name, section in settings.connectors.items() if section.get("enabled", True)}
+        sections = settings_store.effective().connectors  # saved panel values included
+        enabled = {name for name, section in sections.items() if is_enabled(section)}
         totals = counts(engine)
         rows = []
         for name in sorted(set(installed) | set(totals["by_connector"])):
@@ -403,8 +418,53 @@ def make_admin_blueprint(
         users = list_users(engine)
         by_ext = {u.extension: u for u in users if u.extension}
         return render_template(
-            "admin/employees.html", rows=rows, users=users, by_ext=by_ext, form=ActionForm()
+            "admin/employees.html",
+            rows=rows,
+            users=users,
+            by_ext=by_ext,
+            crm_maps=_crm_maps(),
+            form=ActionForm(),
         )
+
+    def _crm_maps() -> dict[str, dict[str, str]]:
+        """Each connector's extension -> CRM user map (connectors that map no users are left out)."""
+        maps: dict[str, dict[str, str]] = {}
+        for name, connector in sorted((connectors() if connectors else {}).items()):
+            try:
+                mapped = connector.mapped_users()
+            except Exception as exc:  # noqa: BLE001 - one CRM's broken state must not break the page
+                log.warning("admin.employees %s map unreadable: %s", name, type(exc).__name__)
+                continue
+            if mapped or imports_employees(connector):
+                maps[name] = mapped
+        return maps
+
+    @bp.post("/employees/import-crm")
+    @auth.requires("employees")
+    def employees_import_crm() -> Any:
+        form = ActionForm()
+        name = request.form.get("connector") or ""
+        connector = (connectors() if connectors else {}).get(name)
+        if not form.validate() or connector is None or not imports_employees(connector):
+            flash(t("import_failed", reason=name or "?"), "error")
+            return redirect(url_for("admin.employees_page"))
+
+        def mango_users() -> Any:
+            client = mango_client_factory(settings_store.effective())
+            try:
+                return client.users()
+            finally:
+                client.close()
+
+        try:
+            lines = import_crm_employees(connector, mango_users)
+        except (MangoError, DeliveryError, ValueError) as exc:
+            flash(t("import_failed", reason=f"{name}: {exc}"), "error")
+        else:
+            log.info("admin.employees crm import by=%s connector=%s", g.admin_user.username, name)
+            for line in lines[:30]:
+                flash(line, "ok")
+        return redirect(url_for("admin.employees_page"))
 
     @bp.post("/employees/import")
     @auth.requires("employees")
@@ -508,11 +568,10 @@ def make_admin_blueprint(
         if not recordings.may_see_call(g.admin_user, call):
             abort(403)
         try:
-            client = mango_client_factory(settings_store.effective())
-            return recordings.stream(client, recording_id)
+            # Mango is asked only when the file is not cached yet; Range requests let the player seek.
+            client = lambda: mango_client_factory(settings_store.effective())  # noqa: E731
+            return recordings.serve(settings, engine, client, recording_id)
         except recordings.RecordingUnavailable as exc:
-            return _error(502, t("recording_failed", reason=str(exc)))
-        except ValueError as exc:
             return _error(502, t("recording_failed", reason=str(exc)))
 
     # ------------------------------------------------------------------------------------------ missed
@@ -547,17 +606,26 @@ def make_admin_blueprint(
         extension = user.extension
         if user.role == "admin" and form.extension.data:
             extension = form.extension.data.strip()
+        wants_json = request.accept_mimetypes.best == "application/json"  # the live popup's Call button
         if not form.validate() or not extension:
-            flash(t("no_extension") if not extension else t("callback_failed", reason="number"), "error")
+            problem = t("no_extension") if not extension else t("callback_failed", reason="number")
+            if wants_json:
+                return jsonify({"error": problem}), 422
+            flash(problem, "error")
             return redirect(back)
         number = form.number.data.strip()
         try:
             command_id = place_call(extension, number)
         except (MangoError, ValueError) as exc:
+            if wants_json:
+                return jsonify({"error": t("callback_failed", reason=str(exc))}), 422
             flash(t("callback_failed", reason=str(exc)), "error")
             return redirect(back)
         log.info("admin.callback by=%s extension=%s command_id=%s", user.username, extension, command_id)
-        flash(t("callback_sent", extension=extension, number=number), "ok")
+        sent = t("callback_sent", extension=extension, number=number)
+        if wants_json:
+            return jsonify({"command_id": command_id, "message": sent})
+        flash(sent, "ok")
         return redirect(back)
 
     # -------------------------------------------------------------------------------------- statistics
@@ -624,5 +692,16 @@ def make_admin_blueprint(
             headers={"Content-Disposition": 'attachment; filename="statistics.csv"'},
         )
 
+    from admin_module.widget_views import register_widget_routes
+
+    register_widget_routes(bp, engine=engine, settings=settings, t=t)
+    from admin_module.connector_views import register_connector_routes
+
+    register_connector_routes(bp, engine=engine, settings=settings, settings_store=settings_store, t=t)
+    from admin_module.history_views import register_history_routes
+
+    register_history_routes(
+        bp, engine=engine, settings_store=settings_store, mango_client_factory=mango_client_factory, t=t
+    )
     _ = (current_app, json)
     return bp

@@ -1,30 +1,29 @@
-"""Recordings streamed through callbridge: Mango's link works once, so it is fetched here and never shown.
+"""Recordings played in the panel: who may hear which call, and the answer through the shared cache.
 
-The browser asks `/admin/recordings/<id>`; after the access check, callbridge asks Mango for the single-use
-link (`queries/recording/post`, 302), fetches it with `requests` and streams the audio back.
+The browser asks `/admin/recordings/<id>`; after the access check, callbridge answers from its recordings
+cache (`bridge.recordings`), which asks Mango for the single-use link (`queries/recording/post`, 302) only
+the first time. Mango's link is never shown; `Range` requests let the player seek.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
-import requests
 from flask import Response
 from sqlalchemy import Engine, select
 
 from admin_module.roles import can
 from admin_module.users import PanelUser
+from bridge.config import Settings
 from bridge.pbx.mango.client import MangoClient
+from bridge.recordings import service
+from bridge.recordings.service import RecordingUnavailable
 from bridge.store.engine import reader
 from bridge.store.schema import calls, recordings
 
-CHUNK = 64 * 1024
-
-
-class RecordingUnavailable(Exception):
-    """Mango could not give the file; the message is safe to show."""
+__all__ = ["RecordingUnavailable", "may_see_call", "recording_call", "serve"]
 
 
 def recording_call(engine: Engine, recording_id: str) -> dict[str, Any] | None:
@@ -52,31 +51,11 @@ def may_see_call(user: PanelUser, call: dict[str, Any]) -> bool:
     return ext in (call.get("answered_by"), call.get("responsible")) or ext in (call.get("extensions") or [])
 
 
-def stream(client: MangoClient, recording_id: str, *, timeout: tuple[float, float] = (5, 60)) -> Response:
-    """Fetch the single-use link and stream the file back (no caching: the link is gone after one use)."""
-    try:
-        url = client.recording_link(recording_id, "play")
-        upstream = requests.get(url, stream=True, timeout=timeout, verify=client.verify_tls)
-    except requests.RequestException as exc:
-        raise RecordingUnavailable(
-            f"could not fetch the recording from Mango: {type(exc).__name__}"
-        ) from None
-    except Exception as exc:  # MangoError and friends: their messages carry no secrets
-        raise RecordingUnavailable(f"Mango refused the recording: {exc}") from None
-    if upstream.status_code != 200:
-        upstream.close()
-        raise RecordingUnavailable(f"Mango answered HTTP {upstream.status_code} for the recording file")
+def serve(
+    settings: Settings, engine: Engine, client: Callable[[], MangoClient], recording_id: str
+) -> Response:
+    """The recording for the current request (byte ranges for seeking), from the shared cache.
 
-    def body() -> Iterator[bytes]:
-        try:
-            yield from upstream.iter_content(CHUNK)
-        finally:
-            upstream.close()
-
-    headers = {"Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff"}
-    if upstream.headers.get("Content-Length", "").isdigit():
-        headers["Content-Length"] = upstream.headers["Content-Length"]
-    mimetype = upstream.headers.get("Content-Type", "audio/mpeg").split(";")[0].strip()
-    if not mimetype.startswith("audio/"):
-        mimetype = "audio/mpeg"
-    return Response(body(), status=200, mimetype=mimetype, headers=headers, direct_passthrough=True)
+    Call it only after the access check: the cache keeps files, never who may hear them.
+    """
+    return service.serve(service.cache_for(settings, engine), client, recording_id)

@@ -27,6 +27,7 @@ from bridge.connector_api import (
 )
 from bridge.pbx.mango.client import MangoClient
 from bridge.pbx.mango.simulator import CommandServer
+from bridge.recordings.links import RecordingLinks
 from bridge.registry import ConnectorConfigError, build_connectors
 from bridge.store.connector_state import SqlStateStore
 from bridge.store.schema import connector_state
@@ -43,6 +44,13 @@ KNOWN = "79161234567"  # stored in amoCRM as "8 (916) 123-45-67"
 UNKNOWN = "79035550101"
 LINE = "74951234567"
 USERS = {"101": "1001", "102": "1002", "103": "1003"}
+
+
+def links(public_url: str | None) -> RecordingLinks:
+    """The core's signed recording links, with a fixed clock so a link is the same in every run."""
+    return RecordingLinks(
+        lambda: "contract-test-secret", public_url, ttl_seconds=90 * 86400, clock=lambda: NOW
+    )
 
 
 class Refs:
@@ -85,7 +93,9 @@ def fake():
 def connector(fake: FakeAmoCrm, public_url: str | None = PUBLIC, **settings: Any) -> AmoCrmConnector:
     config = {"account_url": fake.url, "long_lived_token": LLT, "users": USERS, **settings}
     built = AmoCrmConnector(config)
-    built.bind(ConnectorContext(state=MemoryState(), public_url=public_url))
+    built.bind(
+        ConnectorContext(state=MemoryState(), public_url=public_url, recording_url=links(public_url).url)
+    )
     return built
 
 
@@ -150,7 +160,7 @@ def call_item(**kw: Any) -> dict[str, Any]:
         "call_result": "Разговор состоялся",
         "call_status": 4,
         "created_at": int(NOW - 100),
-        "link": f"{PUBLIC}/recordings/MTo0MDA%2B%2Fw%3D%3D",
+        "link": f"{PUBLIC}/recordings/MTo0MDA%2B%2Fw%3D%3D?t={links(PUBLIC).token('MTo0MDA+/w==')}",
         "responsible_user_id": 1001,
         "call_responsible": 1001,
     }
@@ -684,7 +694,7 @@ def oauth_connector(fake: FakeAmoCrm, state: Any, **settings: Any) -> AmoCrmConn
         **settings,
     }
     built = AmoCrmConnector(config)
-    built.bind(ConnectorContext(state=state, public_url=PUBLIC))
+    built.bind(ConnectorContext(state=state, public_url=PUBLIC, recording_url=links(PUBLIC).url))
     return built
 
 

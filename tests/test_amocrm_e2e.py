@@ -26,6 +26,7 @@ from sqlalchemy import func, select
 from bridge.cli import cli
 from bridge.pbx.mango import scenarios
 from bridge.pbx.mango.simulator.poster import Poster
+from bridge.recordings.links import RecordingLinks
 from bridge.store.engine import make_engine
 from bridge.store.schema import connector_state, outbox
 from connectors.amocrm.oauth import STATE_KEY, TokenRecord
@@ -41,6 +42,8 @@ KNOWN_A = "79161234567"  # stored as "8 (916) 123-45-67"
 KNOWN_B = "79250001122"
 KNOWN_C = "79263334455"
 KNOWN_D = "79265556677"
+SECRET = "amocrm-e2e-secret-" + "s" * 24
+LINK_TTL = 90 * 86400
 
 
 def toml_value(value: Any) -> str:
@@ -57,7 +60,11 @@ def start(
     lines += ["", "[connectors.amocrm.users]"] + [f'"{ext}" = {uid}' for ext, uid in users.items()]
     config = workdir / f"callbridge-{time.monotonic_ns()}.toml"
     config.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    base = {"CALLBRIDGE_CONFIG": str(config), "CALLBRIDGE_HTTP_PUBLIC_URL": PUBLIC}
+    base = {
+        "CALLBRIDGE_CONFIG": str(config),
+        "CALLBRIDGE_HTTP_PUBLIC_URL": PUBLIC,
+        "CALLBRIDGE_SECURITY_SECRET_KEY": SECRET,
+    }
     if "client_id" not in settings:
         base["CALLBRIDGE_CONNECTORS_AMOCRM_LONG_LIVED_TOKEN"] = LLT
     return Daemon(database_url, workdir, env={**base, **(env or {})}).start()
@@ -131,6 +138,11 @@ def posts_and_searches(
     """
     got = requests_since(fake, start_index)
     posts = [g for g in got if g[0] == "POST"]
+    for _, path, body in posts:
+        if path == "/api/v4/calls":
+            for item in body:
+                if "link" in item:
+                    item["link"] = checked_link(item["link"])
     gets = [g for g in got if g[0] == "GET"]
     assert all(path == "/api/v4/contacts" and query.get("with") == "leads" for _, path, query in gets), gets
     terms = [query["query"] for _, _, query in gets if number and number.endswith(query["query"])]
@@ -144,6 +156,18 @@ def popup(number: str, user: int) -> tuple[str, str, dict]:
         "/api/v2/events",
         {"add": [{"type": "phone_call", "phone_number": f"+{number}", "users": [user]}]},
     )
+
+
+def checked_link(link: str) -> str:
+    """A call log's recording link checked as the daemon's signed link (valid, for its recording, for
+    recordings.link_ttl_days) and cut to its unsigned part for the exact comparisons."""
+    url, _, query = link.partition("?")
+    token = urllib.parse.parse_qs(query, strict_parsing=True)["t"][0]
+    RecordingLinks(lambda: SECRET, PUBLIC, ttl_seconds=LINK_TTL).verify(
+        urllib.parse.unquote(url.rsplit("/", 1)[1]), token
+    )
+    assert time.time() + LINK_TTL - 600 < int(token.split(".")[0]) <= time.time() + LINK_TTL
+    return url
 
 
 def recording_link(scenario: scenarios.Scenario) -> str:

@@ -15,12 +15,14 @@ from flask.testing import FlaskClient
 from pydantic import ValidationError
 
 from bridge.connector_api import CallEvent, ConnectorContext, PermanentDeliveryError, RetryableDeliveryError
+from bridge.recordings.links import RecordingLinks
 from connectors.bitrix24 import Bitrix24Config, Bitrix24Connector
 from connectors.bitrix24.errors import MethodBlocked, NotAuthorised
 from connectors.bitrix24.oauth import APP_TOKEN_KEY, TOKENS_KEY
 from tests.fakes.bitrix24 import FakeBitrix24, MemoryRefs, MemoryState
 
 PUBLIC = "https://calls.example.com"
+NOW = time.time()
 USERS = {"101": "1", "102": "7", "103": "9"}
 CUSTOMER = "79161234567"
 REGISTER = "telephony.externalCall.register"
@@ -30,6 +32,13 @@ HIDE = "telephony.externalCall.hide"
 ATTACH = "telephony.externalCall.attachRecord"
 TASK = "tasks.task.add"
 T0 = 1_767_225_600.0
+
+
+def links(public_url: str | None) -> RecordingLinks:
+    """The core's signed recording links, with a fixed clock so a link is the same in every run."""
+    return RecordingLinks(
+        lambda: "contract-test-secret", public_url, ttl_seconds=90 * 86400, clock=lambda: NOW
+    )
 
 
 @pytest.fixture
@@ -58,7 +67,12 @@ class Harness:
         }
         self.connector = Bitrix24Connector({**base, **settings})
         self.connector.bind(
-            ConnectorContext(state=self.state, originate=self._originate, public_url=public_url)
+            ConnectorContext(
+                state=self.state,
+                originate=self._originate,
+                public_url=public_url,
+                recording_url=links(public_url).url,
+            )
         )
         app = Flask("test")
         app.register_blueprint(self.connector.blueprint(), url_prefix="/connectors/bitrix24")
@@ -217,7 +231,7 @@ def test_an_answered_incoming_call(fake: FakeBitrix24) -> None:
             {
                 "CALL_ID": call.call_id,
                 "FILENAME": "MToxMjM.mp3",
-                "RECORD_URL": f"{PUBLIC}/recordings/MToxMjM%2B%2F%3D",
+                "RECORD_URL": f"{PUBLIC}/recordings/MToxMjM%2B%2F%3D?t={links(PUBLIC).token('MToxMjM+/=')}",
             },
         ),
     ]

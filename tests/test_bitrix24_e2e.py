@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from bridge.pbx.mango import scenarios
 from bridge.pbx.mango.simulator import CommandServer
 from bridge.pbx.mango.simulator.poster import Poster
+from bridge.recordings.links import RecordingLinks
 from bridge.store.engine import make_engine
 from bridge.store.schema import outbox
 from tests.daemon import API_KEY, API_SALT, Daemon
@@ -32,6 +33,8 @@ SHOW = "telephony.externalCall.show"
 HIDE = "telephony.externalCall.hide"
 ATTACH = "telephony.externalCall.attachRecord"
 TASK = "tasks.task.add"
+SECRET = "bitrix24-e2e-secret-" + "s" * 24
+LINK_TTL = 90 * 86400
 
 
 @pytest.fixture
@@ -60,7 +63,11 @@ def start(
         **settings,
     }
     config.write_text(connector_toml(fake, **settings))
-    daemon = Daemon(database_url, tmp_path, env={"CALLBRIDGE_CONFIG": str(config)})
+    daemon = Daemon(
+        database_url,
+        tmp_path,
+        env={"CALLBRIDGE_CONFIG": str(config), "CALLBRIDGE_SECURITY_SECRET_KEY": SECRET},
+    )
     daemon.env["CALLBRIDGE_HTTP_PUBLIC_URL"] = daemon.url
     if mango is not None:
         daemon.env["CALLBRIDGE_MANGO_API_URL"] = mango.url
@@ -239,18 +246,24 @@ def test_every_scenario_becomes_the_exact_bitrix24_requests(
         ]
         assert all(not fake.tasks_for(c) for c in answered)
 
-        # Records: attached after finish (the fake refuses an earlier one), once per call, as a URL
-        # on callbridge with the id quoted.
+        # Records: attached after finish (the fake refuses an earlier one), once per call, as a signed
+        # link on callbridge with the id quoted, valid for recordings.link_ttl_days (90 by default).
+        links = RecordingLinks(lambda: SECRET, daemon.url, ttl_seconds=LINK_TTL)
         for scenario in played:
             if not scenario.expected.recording_ids or scenario.name == "internal_call":
                 continue
             (call,) = fake.registered(scenario.entry_id)
             assert len(call.records) == 1, scenario.name
             first = scenario.expected.recording_ids[0] if len(scenario.expected.recording_ids) == 1 else None
-            url = call.records[0]["RECORD_URL"]
+            url, _, query = call.records[0]["RECORD_URL"].partition("?")
             assert url.startswith(f"{daemon.url}/recordings/")
+            recording_id = urllib.parse.unquote(url.rsplit("/", 1)[1])
+            assert recording_id in scenario.expected.recording_ids, scenario.name
             if first:
-                assert urllib.parse.unquote(url.rsplit("/", 1)[1]) == first
+                assert recording_id == first
+            token = urllib.parse.parse_qs(query, strict_parsing=True)["t"][0]
+            links.verify(recording_id, token)  # raises for a link the daemon would refuse
+            assert time.time() + LINK_TTL - 600 < int(token.split(".")[0]) <= time.time() + LINK_TTL
             assert call.records[0]["FILENAME"].endswith(".mp3")
         assert fake.violations == 0
     finally:

@@ -42,7 +42,6 @@
   const live = window.CallbridgeLive.create({
     fetchSession: fetchSession,
     popups: document.getElementById("popups"),
-    template: document.getElementById("popup-template"),
     labels: config.labels,
     dial: config.dial ? dial : null,
     onLink: (online) => { document.body.dataset.live = online ? "yes" : "no"; },

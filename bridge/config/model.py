@@ -112,6 +112,18 @@ class LookupSettings(_Section):
     miss_cache_seconds: float = Field(default=60.0, ge=0, le=7 * 86400)
 
 
+class RecordingsSettings(_Section):
+    """Recordings served by callbridge: the panel's player and the signed links CRMs keep."""
+
+    # Where fetched recordings are kept (Mango's links work once); empty = `recordings-cache` next to the
+    # SQLite database, or `var/recordings-cache` with PostgreSQL.
+    cache_dir: str = ""
+    # The cache's size; the least recently played files are removed beyond it.
+    cache_max_mb: int = Field(default=512, ge=1, le=1_000_000)
+    # How long a link attached to a CRM call works (CRMs keep the link).
+    link_ttl_days: int = Field(default=90, ge=1, le=3650)
+
+
 class DatabaseSettings(_Section):
     url: str = "sqlite:///var/callbridge.db"
 
@@ -150,6 +162,7 @@ class Settings(_Section):
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     lookup: LookupSettings = Field(default_factory=LookupSettings)
+    recordings: RecordingsSettings = Field(default_factory=RecordingsSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     tracker: TrackerSettings = Field(default_factory=TrackerSettings)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -91,6 +92,9 @@ class ConnectorContext:
     state: StateStore
     originate: Originate | None = None
     public_url: str | None = None  # the daemon's external base URL, for hook addresses shown to users
+    # A signed, expiring link a CRM can keep to download a recording (`<public_url>/recordings/<id>?t=...`);
+    # it gives None when there is no public URL or linking recordings is switched off.
+    recording_url: Callable[[str], str | None] | None = None
 
 
 class Connector(ABC):
@@ -126,6 +130,10 @@ class Connector(ABC):
     def lookup(self, phone: str) -> CallerCard | None:
         """A caller card for an E.164 number, or None. Connectors without the capability keep this."""
         return None
+
+    def mapped_users(self) -> dict[str, str]:
+        """Extension -> CRM user id as this connector maps employees now (for the panel). {} = no map."""
+        return {}
 
     def responsible_for(self, phone: str) -> Employee | None:
         """The employee responsible for this caller, for routing. None when unknown."""

@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from admin_module.blueprint import make_admin_blueprint
+from admin_module.live import password_login
 from admin_module.settings_store import SettingsStore
 from bridge.api.calls import make_calls_api
 from bridge.api.originate import make_originate_api
@@ -23,8 +24,11 @@ from bridge.ingest.writer import GroupCommitWriter
 from bridge.operator import make_operator
 from bridge.pbx.mango.receiver import MangoCredentials, make_receiver
 from bridge.realtime.auth import TokenSigner, signer_for
+from bridge.recordings.links import links_for
+from bridge.recordings.service import cache_for
 from bridge.web.errors import install_error_handlers
 from bridge.web.health import make_health
+from bridge.web.recordings import make_recordings_blueprint
 from widget.blueprint import make_widget_blueprint
 
 log = logging.getLogger(__name__)
@@ -51,7 +55,7 @@ def create_app(settings: Settings, engine: Engine, writer: GroupCommitWriter) ->
         make_receiver(
             credentials,
             writer,
-            allowed_ips=settings.mango.allowed_ips,
+            allowed_ips=lambda: effective().mango.allowed_ips,
             max_body_bytes=settings.mango.max_body_bytes,
         )
     )
@@ -68,10 +72,26 @@ def create_app(settings: Settings, engine: Engine, writer: GroupCommitWriter) ->
         )
     )
     app.register_blueprint(make_calls_api(engine, lambda: settings.api.token.get_secret_value()))
-    app.register_blueprint(make_operator(settings, engine, signer))
+    app.register_blueprint(make_operator(settings, engine, signer, password_login=password_login(engine)))
     app.register_blueprint(make_health(engine))
+    # Signed recording links for CRMs; the panel's "recordings may be linked" option applies within 2 s.
+    recordings_enabled = _cached(lambda: admin_settings.panel().recordings, seconds=2.0)
     app.register_blueprint(
-        make_admin_blueprint(settings, engine, mango_client_factory=mango_client, store=admin_settings)
+        make_recordings_blueprint(
+            links_for(settings, engine, enabled=recordings_enabled),
+            cache_for(settings, engine),
+            lambda: mango_client(effective()),
+            enabled=recordings_enabled,
+        )
+    )
+    app.register_blueprint(
+        make_admin_blueprint(
+            settings,
+            engine,
+            mango_client_factory=mango_client,
+            store=admin_settings,
+            connectors=lambda: connectors,  # bound below, read per request
+        )
     )
     connectors = load_connectors(settings, engine)
     app.register_blueprint(

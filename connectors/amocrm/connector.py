@@ -190,7 +190,7 @@ class AmoCrmConnector(Connector):
             return
         responsible = event.extra.get("responsible") or event.extension
         user = self.employees.user_for(responsible)
-        link = handler.recording_link(event, self.context.public_url if self.context else None)
+        link = handler.recording_link(event, self.context.recording_url if self.context else None)
         contact_id = self._contact_for(event, refs, phone)
         if contact_id is not None and self.settings.log_calls:
             body = handler.call_body(
@@ -397,6 +397,9 @@ class AmoCrmConnector(Connector):
             if not batch or not (isinstance(links, dict) and links.get("next")):
                 break
         return users
+
+    def mapped_users(self) -> dict[str, str]:
+        return self.employees.mapped()
 
     def import_employees(self, mango_users: Iterable[Any], *, save: bool = True) -> MappingSuggestion:
         """Match Mango employees (``config/users/request``) to amoCRM users by e-mail; store the map.

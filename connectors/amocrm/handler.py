@@ -6,9 +6,9 @@ of these to send, in which order, and remembers what was created.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 from bridge.connector_api import CallEvent
 
@@ -82,15 +82,13 @@ def duration(event: CallEvent) -> int:
     return max(0, int(event.talk_seconds or 0))
 
 
-def recording_link(event: CallEvent, public_url: str | None) -> str | None:
-    """``<public_url>/recordings/<recording_id>`` for the call's first recording, or None.
-
-    The recordings endpoint comes with a later feature of callbridge; the id is URL-quoted (Mango ids are
-    base64 with ``+``, ``/`` and ``=``).
+def recording_link(event: CallEvent, recording_url: Callable[[str], str | None] | None) -> str | None:
+    """The core's signed link (``<public_url>/recordings/<id>?t=...``) to the call's first recording, or
+    None: no recording, nobody answered, or the core gives no link (no public URL, linking switched off).
     """
-    if not public_url or not event.recording_ids or not answered(event):
+    if recording_url is None or not event.recording_ids or not answered(event):
         return None
-    return f"{public_url.rstrip('/')}/recordings/{quote(event.recording_ids[0], safe='')}"
+    return recording_url(event.recording_ids[0])
 
 
 def _int(value: str | None) -> int | None:

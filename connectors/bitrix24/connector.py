@@ -32,7 +32,6 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any, ClassVar
-from urllib.parse import quote
 
 import requests
 from pydantic import BaseModel
@@ -423,15 +422,11 @@ class Bitrix24Connector(Connector):
         self._task_done(event, refs, result.results.get("task"), result.errors.get("task"))
 
     def record_url(self, recording_id: str) -> str | None:
-        """Where Bitrix24 can download a recording: the core's link service when it offers one, else
-        ``<http.public_url>/recordings/<id>``; None when neither is configured."""
-        provider = getattr(self.context, "recording_url", None) if self.context is not None else None
-        if callable(provider):
-            return provider(recording_id)
-        public = self.context.public_url if self.context is not None else None
-        if not public:
-            return None
-        return f"{public.rstrip('/')}/recordings/{quote(recording_id, safe='')}"
+        """Where Bitrix24 can download a recording: the core's signed, expiring link
+        (``<http.public_url>/recordings/<id>?t=...``); None without a public URL or when linking
+        recordings is switched off."""
+        provider = self.context.recording_url if self.context is not None else None
+        return provider(recording_id) if provider is not None else None
 
     def _record(self, event: CallEvent, refs: RefStore) -> None:
         entry = event.entry_id
@@ -446,7 +441,10 @@ class Bitrix24Connector(Connector):
         url = self.record_url(event.recording_id)
         if url is None:
             if not self._warned_no_record_url:
-                log.warning("bitrix24: no http.public_url: recordings are not attached")
+                log.warning(
+                    "bitrix24: no recording link (no http.public_url, or linking recordings is switched "
+                    "off in the panel): recordings are not attached"
+                )
                 self._warned_no_record_url = True
             refs.put(entry, "record", SKIPPED)
             return
@@ -495,6 +493,9 @@ class Bitrix24Connector(Connector):
             return None
 
     # ------------------------------------------------------------------ employees
+
+    def mapped_users(self) -> dict[str, str]:
+        return self.employees.mapped()
 
     def import_employees(self) -> ImportReport:
         """Import the extension -> user map from Bitrix24 (``user.get``, ``UF_PHONE_INNER``) and store it."""

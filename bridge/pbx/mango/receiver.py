@@ -11,7 +11,7 @@ import ipaddress
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
@@ -35,38 +35,71 @@ class MangoCredentials:
         return self._source()
 
 
-def _ip_allowed(address: str | None, allowed: list[str]) -> bool:
-    if not allowed:
-        return True
-    if not address:
-        return False
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    for item in allowed:
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class AllowList:
+    """The source-address allow-list, read through a callable so a list saved in the panel applies
+    without a restart. The parsed networks are kept per list, so a request costs one call of the (cached)
+    source and a membership test. An empty list lets every address in.
+    """
+
+    def __init__(self, source: Callable[[], Sequence[str]] | Sequence[str]) -> None:
+        self._source: Callable[[], Sequence[str]] = source if callable(source) else (lambda: source)
+        # (the list object last seen, its entries, its networks): replaced in one assignment, so other
+        # threads see either the old triple or the new one.
+        self._compiled: tuple[object, tuple[str, ...], tuple[Network, ...]] = (None, (), ())
+
+    def networks(self) -> tuple[Network, ...] | None:
+        """The current networks, or None when the list is empty (open). Invalid entries are ignored."""
+        current = self._source()
+        seen, entries, networks = self._compiled
+        if current is not seen:
+            items = tuple(current)
+            if items != entries:
+                networks = _parse(items)
+            self._compiled = (current, items, networks)
+            entries = items
+        return networks if entries else None
+
+    def allows(self, address: str | None) -> bool:
+        networks = self.networks()
+        if networks is None:
+            return True
+        if not address:
+            return False
         try:
-            if ip in ipaddress.ip_network(item, strict=False):
-                return True
+            ip = ipaddress.ip_address(address)
         except ValueError:
-            continue
-    return False
+            return False
+        return any(ip in network for network in networks if network.version == ip.version)
+
+
+def _parse(items: Sequence[str]) -> tuple[Network, ...]:
+    networks = []
+    for item in items:
+        try:
+            networks.append(ipaddress.ip_network(item.strip(), strict=False))
+        except ValueError:
+            log.warning("mango.allowed_ips: %r is not an address or network; ignored", item[:64])
+    return tuple(networks)
 
 
 def make_receiver(
     credentials: MangoCredentials,
     writer: GroupCommitWriter,
     *,
-    allowed_ips: list[str],
+    allowed_ips: Callable[[], Sequence[str]] | Sequence[str],
     max_body_bytes: int,
     commit_timeout: float = 10.0,
 ) -> Blueprint:
-    """The `/mango` blueprint."""
+    """The `/mango` blueprint. `allowed_ips` is the list, or a callable giving the current one."""
     bp = Blueprint("mango", __name__, url_prefix="/mango")
+    allow_list = AllowList(allowed_ips)
 
     @bp.before_request
     def _guard() -> None:
-        if not _ip_allowed(request.remote_addr, allowed_ips):
+        if not allow_list.allows(request.remote_addr):
             raise ApiError(403, "source address not allowed")
         length = request.content_length
         if length is None and request.method == "POST":
