@@ -50,7 +50,7 @@ from bridge.config import Settings
 from bridge.config.model import MANGO_SOURCE_IPS
 from bridge.connector_api import Connector, DeliveryError
 from bridge.connectors_runtime import is_enabled
-from bridge.crm_employees import import_crm_employees, imports_employees
+from bridge.crm_employees import import_crm_employees, imports_employees, mango_users_from
 from bridge.pbx.mango.client import MangoClient
 from bridge.pbx.mango.errors import MangoBadKey, MangoBadSign, MangoError
 from bridge.store.engine import reader
@@ -449,13 +449,7 @@ def make_admin_blueprint(
             flash(t("import_failed", reason=name or "?"), "error")
             return redirect(url_for("admin.employees_page"))
 
-        def mango_users() -> Any:
-            client = mango_client_factory(settings_store.effective())
-            try:
-                return client.users()
-            finally:
-                client.close()
-
+        mango_users = mango_users_from(lambda: mango_client_factory(settings_store.effective()))
         try:
             lines = import_crm_employees(connector, mango_users)
         except (MangoError, DeliveryError, ValueError) as exc:

@@ -116,18 +116,25 @@ def register_connector_routes(
             return error(404, t("conncfg_unknown", name=name))
         return page(name, cls)
 
-    @bp.post("/connectors/<name>")
-    @auth.requires("connectors")
-    def connector_save(name: str) -> Any:
+    def posted(name: str, *, validate_disabled: bool) -> tuple[type[Connector], Submission] | Response:
+        """The connector class and the form as sent, or the error page to answer with (404, 400)."""
         cls = connector_class(name)
         if cls is None:
             return error(404, t("conncfg_unknown", name=name))
-        specs = field_specs(cls.config_model)
-        submission = submitted(name, specs)
+        submission = submitted(name, field_specs(cls.config_model))
         if submission.refused:
             return error(400, t("conncfg_refused", keys=", ".join(submission.refused)))
-        if submission.enabled and not checked(cls, submission):
+        if (submission.enabled or validate_disabled) and not checked(cls, submission):
             return page(name, cls, submission=submission, status=400)
+        return cls, submission
+
+    @bp.post("/connectors/<name>")
+    @auth.requires("connectors")
+    def connector_save(name: str) -> Any:
+        found = posted(name, validate_disabled=False)
+        if isinstance(found, Response):
+            return found
+        cls, submission = found
         try:
             settings_store.save({f"connectors.{name}.{k}": v for k, v in submission.updates.items()})
         except SettingsError as exc:
@@ -145,15 +152,10 @@ def register_connector_routes(
     @bp.post("/connectors/<name>/test")
     @auth.requires("connectors")
     def connector_test(name: str) -> Any:
-        cls = connector_class(name)
-        if cls is None:
-            return error(404, t("conncfg_unknown", name=name))
-        specs = field_specs(cls.config_model)
-        submission = submitted(name, specs)
-        if submission.refused:
-            return error(400, t("conncfg_refused", keys=", ".join(submission.refused)))
-        if not checked(cls, submission):
-            return page(name, cls, submission=submission, status=400)
+        found = posted(name, validate_disabled=True)
+        if isinstance(found, Response):
+            return found
+        cls, submission = found
         result = run_check(name, submission.section)
         log.info("admin.connector_test by=%s connector=%s ok=%s", g.admin_user.username, name, result[0])
         return page(name, cls, submission=submission, result=result)

@@ -7,7 +7,6 @@ one sees every call (supervisor). Roles without the "popups" permission get no l
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +17,7 @@ from sqlalchemy import Engine
 
 from admin_module.roles import ADMIN, can
 from bridge.config import Settings
+from bridge.memo import once
 from bridge.operator.blueprint import LoginRefused
 from bridge.realtime.auth import EMPLOYEE, SUPERVISOR, Identity, TokenSigner, signer_for, valid_extension
 from bridge.realtime.session import browser_session
@@ -61,19 +61,6 @@ def identity_for(role: str, extension: str | None) -> Identity | None:
     return None
 
 
-def _lazy_signer(settings: Settings, engine: Engine) -> Callable[[], TokenSigner]:
-    lock = threading.Lock()
-    holder: list[TokenSigner] = []
-
-    def get() -> TokenSigner:
-        with lock:
-            if not holder:
-                holder.append(signer_for(settings, engine))
-            return holder[0]
-
-    return get
-
-
 def register_live_routes(
     bp: Blueprint,
     *,
@@ -83,7 +70,7 @@ def register_live_routes(
     signer: Callable[[], TokenSigner] | None = None,
 ) -> Callable[[], dict[str, Any] | None]:
     """Add `/admin/live/session` and the client's assets; returns the template helper for `base.html`."""
-    get_signer = signer or _lazy_signer(settings, engine)
+    get_signer = signer or once(lambda: signer_for(settings, engine))
 
     @bp.get("/live/session")
     def live_session() -> Any:

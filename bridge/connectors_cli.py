@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from bridge.connector_api import DeliveryError
-from bridge.crm_employees import import_crm_employees, imports_employees
+from bridge.crm_employees import import_crm_employees, imports_employees, mango_users_from
 from bridge.registry import ConnectorConfigError, available_connectors, build_connectors
 
 if TYPE_CHECKING:
@@ -79,15 +79,8 @@ def import_employees_command(obj: AppContext, name: str) -> None:
             f"(or CALLBRIDGE_CONNECTORS_{name.upper()}_...) first"
         )
 
-    def mango_users() -> Any:
-        client = mango_client_for(obj)
-        try:
-            return client.users()
-        finally:
-            client.close()
-
     try:
-        lines = import_crm_employees(connector, mango_users)
+        lines = import_crm_employees(connector, mango_users_from(lambda: mango_client_for(obj)))
     except MangoError as exc:
         raise click.ClickException(f"could not get the employee list from Mango: {exc}") from None
     except DeliveryError as exc:

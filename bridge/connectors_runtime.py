@@ -14,7 +14,6 @@ import hashlib
 import json
 import logging
 import threading
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -32,6 +31,7 @@ from bridge.connector_api import (
     RateLimit,
     RefStore,
 )
+from bridge.memo import cached as memo_cached
 from bridge.pbx.mango.client import MangoClient
 from bridge.recordings.links import links_for
 from bridge.registry import ConnectorConfigError, build_connectors
@@ -99,16 +99,8 @@ def effective_sections(settings: Settings, engine: Engine) -> Callable[[], Secti
 
 
 def cached(source: Callable[[], Sections], seconds: float = SECTIONS_TTL) -> Callable[[], Sections]:
-    """`source()` remembered for `seconds`; a race only reads twice."""
-    holder: list[tuple[float, Sections]] = []
-
-    def get() -> Sections:
-        now = time.monotonic()
-        if not holder or now - holder[0][0] > seconds:
-            holder[:] = [(now, source())]
-        return holder[0][1]
-
-    return get
+    """`source()` remembered for `seconds` (the sections' default TTL)."""
+    return memo_cached(source, seconds)
 
 
 def context_for(

@@ -50,3 +50,16 @@ def import_crm_employees(connector: Connector, mango_users: Callable[[], Any]) -
     method = getattr(connector, IMPORT_EMPLOYEES)
     result = method(mango_users()) if wants_mango_users(connector) else method()
     return describe_import(result)
+
+
+def mango_users_from(client: Callable[[], Any]) -> Callable[[], Any]:
+    """Mango's employee list (`config/users/request`), fetched with a fresh client only when called."""
+
+    def fetch() -> Any:
+        mango = client()
+        try:
+            return mango.users()
+        finally:
+            mango.close()
+
+    return fetch

@@ -101,3 +101,20 @@ class Daemon:
             headers={"Authorization": f"Bearer {API_TOKEN}"},
             timeout=10,
         )
+
+    def create_user(
+        self, username: str, password: str, role: str = "admin", *, extension: str = "", lang: str = "en"
+    ) -> None:
+        """`callbridge admin create-user` against this daemon's store, as an administrator would run it."""
+        args = [CALLBRIDGE, "admin", "create-user", "--username", username, "--role", role]
+        args += ["--password-stdin", "--lang", lang] + (["--extension", extension] if extension else [])
+        done = subprocess.run(
+            args,
+            input=password + "\n",
+            env=self.env,
+            cwd=self.workdir,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr

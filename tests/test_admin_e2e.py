@@ -3,7 +3,6 @@ webhooks -> tracker -> store -> panel. Skipped while the daemon does not serve `
 
 from __future__ import annotations
 
-import subprocess
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ from bridge.pbx.mango import scenarios
 from bridge.pbx.mango.simulator.command_server import CommandServer
 from bridge.pbx.mango.simulator.poster import Poster
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, requires_chromium
-from tests.daemon import API_KEY, API_SALT, CALLBRIDGE, Daemon
+from tests.daemon import API_KEY, API_SALT, Daemon
 from tests.test_admin_support import PASSWORD
 
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -37,31 +36,8 @@ def stack(database_url: str, tmp_path: Path) -> Iterator[tuple[Daemon, CommandSe
     daemon.start()
     try:
         assert requests.get(f"{daemon.url}/admin/login", timeout=5).status_code == 200
-        for username, role, extension in (("admin", "admin", "101"), ("buh", "accountant", "")):
-            args = [
-                CALLBRIDGE,
-                "admin",
-                "create-user",
-                "--username",
-                username,
-                "--role",
-                role,
-                "--password-stdin",
-                "--lang",
-                "en",
-            ]
-            if extension:
-                args += ["--extension", extension]
-            done = subprocess.run(
-                args,
-                input=PASSWORD + "\n",
-                env=daemon.env,
-                cwd=tmp_path,
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
-            assert done.returncode == 0, done.stderr
+        daemon.create_user("admin", PASSWORD, "admin", extension="101")
+        daemon.create_user("buh", PASSWORD, "accountant")
         yield daemon, simulator
     finally:
         daemon.stop()

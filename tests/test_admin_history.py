@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -26,7 +25,7 @@ from bridge.pbx.mango import scenarios
 from bridge.pbx.mango.simulator.command_server import CommandServer
 from bridge.store.schema import calls
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, requires_chromium
-from tests.daemon import CALLBRIDGE, Daemon
+from tests.daemon import Daemon
 from tests.test_admin_support import API_KEY, API_SALT, PASSWORD, LivePanel, csrf_of, live_panel, seed_users
 
 MSK = ZoneInfo("Europe/Moscow")
@@ -221,25 +220,7 @@ def test_callbridge_run_imports_history_and_keeps_the_live_call(database_url: st
             time.sleep(0.1)
         before = daemon.api(f"/api/calls/{quote(live.entry_id, safe='')}").json()
 
-        done = subprocess.run(
-            [
-                CALLBRIDGE,
-                "admin",
-                "create-user",
-                "--username",
-                "admin",
-                "--role",
-                "admin",
-                "--password-stdin",
-            ],
-            input=PASSWORD + "\n",
-            env=daemon.env,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert done.returncode == 0, done.stderr
+        daemon.create_user("admin", PASSWORD)
         http = requests.Session()
         page = http.get(f"{daemon.url}/admin/login")
         http.post(

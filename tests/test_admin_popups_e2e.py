@@ -6,7 +6,6 @@ hostile customer name renders as text; the accountant gets no popups."""
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from bridge.pbx.mango import scenarios
 from bridge.pbx.mango.simulator import CommandServer
 from bridge.pbx.mango.simulator.poster import Poster
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, requires_chromium
-from tests.daemon import API_KEY, API_SALT, CALLBRIDGE, Daemon
+from tests.daemon import API_KEY, API_SALT, Daemon
 from tests.fakes import shop_schema as shop
 from tests.test_admin_support import PASSWORD
 from tests.test_realtime_e2e import split_at_ringing
@@ -29,17 +28,6 @@ pytestmark = requires_chromium
 
 SHOP = "https://shop.example.com"
 SCREENSHOTS = os.environ.get("CALLBRIDGE_ADMIN_SCREENSHOTS")  # e.g. docs/img: refresh the docs' screenshot
-
-
-def _create_user(daemon: Daemon, workdir: Path, username: str, role: str, extension: str, lang: str) -> None:
-    args = [CALLBRIDGE, "admin", "create-user", "--username", username, "--role", role]
-    args += ["--password-stdin", "--lang", lang]
-    if extension:
-        args += ["--extension", extension]
-    done = subprocess.run(
-        args, input=PASSWORD + "\n", env=daemon.env, cwd=workdir, capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr
 
 
 @pytest.fixture
@@ -62,9 +50,9 @@ def stack(database_url: str, tmp_path: Path) -> Iterator[tuple[Daemon, CommandSe
     daemon.start()
     try:
         assert requests.get(f"{daemon.url}/admin/login", timeout=5).status_code == 200
-        _create_user(daemon, tmp_path, "anna", "manager", "101", "en")
-        _create_user(daemon, tmp_path, "oleg", "manager", "102", "ru")
-        _create_user(daemon, tmp_path, "buh", "accountant", "", "en")
+        daemon.create_user("anna", PASSWORD, "manager", extension="101")
+        daemon.create_user("oleg", PASSWORD, "manager", extension="102", lang="ru")
+        daemon.create_user("buh", PASSWORD, "accountant")
         yield daemon, mango
     finally:
         mango.stop(timeout=1)

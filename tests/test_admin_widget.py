@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import html
 import re
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ from sqlalchemy import Engine
 from bridge.config import Settings
 from bridge.connectors_runtime import mango_client
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, requires_chromium
-from tests.daemon import CALLBRIDGE, Daemon
+from tests.daemon import Daemon
 from tests.test_admin_support import PASSWORD, LivePanel, csrf_of, live_panel, seed_users
 from widget.blueprint import make_widget_blueprint
 from widget.sites import embed_snippet, load_site
@@ -351,17 +350,7 @@ def test_a_change_in_the_panel_reaches_every_worker_of_callbridge_run(
     daemon = Daemon(database_url, tmp_path, env={"CALLBRIDGE_HTTP_PUBLIC_URL": "http://calls.example.com"})
     daemon.start()
     try:
-        done = subprocess.run(
-            [CALLBRIDGE, "admin", "create-user", "--username", "admin", "--role", "admin"]
-            + ["--password-stdin", "--lang", "en"],
-            input=PASSWORD + "\n",
-            env=daemon.env,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert done.returncode == 0, done.stderr
+        daemon.create_user("admin", PASSWORD)
         admin = Browser(daemon.url, "admin")
         assert create(admin).status_code == 302
         page = admin.get("/admin/widget/flowers").text

@@ -92,7 +92,7 @@ def fake():
 
 def connector(fake: FakeAmoCrm, public_url: str | None = PUBLIC, **settings: Any) -> AmoCrmConnector:
     config = {"account_url": fake.url, "long_lived_token": LLT, "users": USERS, **settings}
-    built = AmoCrmConnector(config)
+    built = AmoCrmConnector(config, clock=lambda: NOW)  # the events happen at NOW, however late this runs
     built.bind(
         ConnectorContext(state=MemoryState(), public_url=public_url, recording_url=links(public_url).url)
     )
@@ -693,7 +693,7 @@ def oauth_connector(fake: FakeAmoCrm, state: Any, **settings: Any) -> AmoCrmConn
         "users": USERS,
         **settings,
     }
-    built = AmoCrmConnector(config)
+    built = AmoCrmConnector(config, clock=lambda: NOW)  # the events happen at NOW, however late this runs
     built.bind(ConnectorContext(state=state, public_url=PUBLIC, recording_url=links(PUBLIC).url))
     return built
 

@@ -4,10 +4,6 @@ metrics."""
 from __future__ import annotations
 
 import logging
-import threading
-import time
-from collections.abc import Callable
-from typing import TypeVar
 
 from flask import Flask, Response, jsonify
 from sqlalchemy import Engine
@@ -21,9 +17,10 @@ from bridge.api.originate import make_originate_api
 from bridge.config import Settings
 from bridge.connectors_runtime import load_connectors, mango_client, originate_service
 from bridge.ingest.writer import GroupCommitWriter
+from bridge.memo import cached, once
 from bridge.operator import make_operator
 from bridge.pbx.mango.receiver import MangoCredentials, make_receiver
-from bridge.realtime.auth import TokenSigner, signer_for
+from bridge.realtime.auth import signer_for
 from bridge.recordings.links import links_for
 from bridge.recordings.service import cache_for
 from bridge.web.errors import install_error_handlers
@@ -32,7 +29,6 @@ from bridge.web.recordings import make_recordings_blueprint
 from widget.blueprint import make_widget_blueprint
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 def create_app(settings: Settings, engine: Engine, writer: GroupCommitWriter) -> Flask:
@@ -47,7 +43,7 @@ def create_app(settings: Settings, engine: Engine, writer: GroupCommitWriter) ->
 
     admin_settings = SettingsStore(engine, settings)
     # Settings saved in the admin panel apply without a restart; re-read them at most every 2 s.
-    effective = _cached(admin_settings.effective, seconds=2.0)
+    effective = cached(admin_settings.effective, seconds=2.0)
     credentials = MangoCredentials(
         lambda: (effective().mango.api_key, effective().mango.api_salt.get_secret_value())
     )
@@ -60,7 +56,7 @@ def create_app(settings: Settings, engine: Engine, writer: GroupCommitWriter) ->
         )
     )
     # Registered before the read API so that /api/calls/originate/<id> is not taken for a call id.
-    signer = _lazy_signer(settings, engine)
+    signer = once(lambda: signer_for(settings, engine))  # the generated secret may need a database read
     app.register_blueprint(
         make_originate_api(
             engine,
@@ -75,7 +71,7 @@ def create_app(settings: Settings, engine: Engine, writer: GroupCommitWriter) ->
     app.register_blueprint(make_operator(settings, engine, signer, password_login=password_login(engine)))
     app.register_blueprint(make_health(engine))
     # Signed recording links for CRMs; the panel's "recordings may be linked" option applies within 2 s.
-    recordings_enabled = _cached(lambda: admin_settings.panel().recordings, seconds=2.0)
+    recordings_enabled = cached(lambda: admin_settings.panel().recordings, seconds=2.0)
     app.register_blueprint(
         make_recordings_blueprint(
             links_for(settings, engine, enabled=recordings_enabled),
@@ -115,31 +111,3 @@ def create_app(settings: Settings, engine: Engine, writer: GroupCommitWriter) ->
         )
 
     return app
-
-
-def _lazy_signer(settings: Settings, engine: Engine) -> Callable[[], TokenSigner]:
-    """The token signer, built on first use (the generated secret may need a database read)."""
-    lock = threading.Lock()
-    holder: list[TokenSigner] = []
-
-    def get() -> TokenSigner:
-        if not holder:
-            with lock:
-                if not holder:
-                    holder.append(signer_for(settings, engine))
-        return holder[0]
-
-    return get
-
-
-def _cached(source: Callable[[], T], *, seconds: float) -> Callable[[], T]:
-    """`source()` remembered for `seconds` (thread-safe enough: a race only reads twice)."""
-    holder: list[tuple[float, T]] = []
-
-    def get() -> T:
-        now = time.monotonic()
-        if not holder or now - holder[0][0] > seconds:
-            holder[:] = [(now, source())]
-        return holder[0][1]
-
-    return get
