@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -280,6 +281,9 @@ def test_the_import_button_shows_the_progress_bar_reaching_done(
             )
             assert "done" in row.locator(".job-state").inner_text()
             assert row.locator(".job-imported").inner_text() == "4"
+            if os.environ.get("CALLBRIDGE_ADMIN_SCREENSHOTS"):  # refresh the docs' screenshot
+                folder = Path(os.environ["CALLBRIDGE_ADMIN_SCREENSHOTS"])
+                page.screenshot(path=str(folder / "admin-history.png"), full_page=True, animations="disabled")
         finally:
             browser.close()
     with engine.connect() as conn:

@@ -6,6 +6,7 @@ works in Chromium."""
 from __future__ import annotations
 
 import html
+import os
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -416,6 +417,9 @@ def test_the_copy_button_copies_or_selects_the_embed_tag(
     if clipboard:
         assert page.evaluate("navigator.clipboard.readText()") == snippet
         assert page.text_content("#widget-copy-status") == "Copied."
+        if os.environ.get("CALLBRIDGE_ADMIN_SCREENSHOTS"):  # refresh the docs' screenshot
+            folder = Path(os.environ["CALLBRIDGE_ADMIN_SCREENSHOTS"])
+            page.screenshot(path=str(folder / "admin-widget.png"), full_page=True, animations="disabled")
     else:
         selected = page.evaluate(
             "(() => { const b = document.getElementById('widget-snippet');"
