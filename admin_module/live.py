@@ -18,11 +18,14 @@ from sqlalchemy import Engine
 from admin_module.roles import ADMIN, can
 from bridge.config import Settings
 from bridge.memo import once
+from bridge.operator import blueprint as operator_blueprint
 from bridge.operator.blueprint import LoginRefused
 from bridge.realtime.auth import EMPLOYEE, SUPERVISOR, Identity, TokenSigner, signer_for, valid_extension
 from bridge.realtime.session import browser_session
 
-LIVE_ASSETS = Path(__file__).resolve().parent.parent / "bridge" / "operator" / "static"
+LIVE_ASSETS = (
+    Path(operator_blueprint.__file__).resolve().parent / "static"
+)  # live.js lives with the operator page
 ASSET_NAMES = frozenset({"live.js", "live.css"})
 
 # The popup texts live.js shows, by its label name -> our translation key.

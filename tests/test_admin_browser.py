@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import playwright.sync_api as playwright_api
 import pytest
 from sqlalchemy import Engine
 
@@ -28,8 +29,6 @@ from tests.test_admin_support import (
     live_panel,
     seed_users,
 )
-
-playwright_api = pytest.importorskip("playwright.sync_api")
 
 SCREENSHOTS = os.environ.get("CALLBRIDGE_ADMIN_SCREENSHOTS")
 

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import playwright.sync_api as playwright_api
 import pytest
 import requests
 
@@ -19,7 +20,6 @@ from tests.browser import CHROMIUM, CHROMIUM_ARGS, requires_chromium
 from tests.daemon import API_KEY, API_SALT, Daemon
 from tests.test_admin_support import PASSWORD
 
-playwright_api = pytest.importorskip("playwright.sync_api")
 pytestmark = requires_chromium
 
 

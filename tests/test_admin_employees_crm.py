@@ -9,21 +9,16 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import Engine
 
-from admin_module.blueprint import make_admin_blueprint
-from admin_module.settings_store import SettingsStore
-from bridge.config import Settings
 from bridge.connector_api import Connector, ConnectorContext
-from bridge.connectors_runtime import mango_client
 from bridge.pbx.mango.simulator.command_server import CommandServer
 from bridge.store.connector_state import SqlStateStore
 from connectors.amocrm import AmoCrmConnector
 from connectors.webhook import WebhookConnector
 from tests.fakes.amocrm import FakeAmoCrm
-from tests.test_admin_support import API_KEY, API_SALT, add_employee, csrf_of, login, seed_users
+from tests.test_admin_support import API_KEY, API_SALT, add_employee, csrf_of, login, make_app, seed_users
 
 LLT = "llt-panel-" + "0a1b2c3d" * 6
 
@@ -42,22 +37,7 @@ def mango() -> Iterator[CommandServer]:
 
 def panel(engine: Engine, mango: CommandServer, connectors: dict[str, Connector]) -> FlaskClient:
     seed_users(engine)
-    settings = Settings.model_validate(
-        {"mango": {"api_url": mango.url, "api_key": API_KEY, "api_salt": API_SALT}}
-    )
-    app = Flask("employees-test")
-    app.register_blueprint(
-        make_admin_blueprint(
-            settings,
-            engine,
-            mango_client_factory=mango_client,
-            secret_key="test-secret-" + "x" * 32,
-            secure_cookies=False,
-            store=SettingsStore(engine, settings),
-            connectors=lambda: connectors,
-        )
-    )
-    client = app.test_client()
+    client = make_app(engine, mango.url, credentials=True, connectors=connectors).test_client()
     login(client, "admin")
     return client
 

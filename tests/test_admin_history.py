@@ -258,7 +258,8 @@ def test_callbridge_run_imports_history_and_keeps_the_live_call(database_url: st
 def test_the_import_button_shows_the_progress_bar_reaching_done(
     engine: Engine, panel: LivePanel, history: list[scenarios.Scenario], runner: None
 ) -> None:
-    playwright_api = pytest.importorskip("playwright.sync_api")
+    import playwright.sync_api as playwright_api
+
     with playwright_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:

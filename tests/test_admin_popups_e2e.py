@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import playwright.sync_api as sync_api
 import pytest
 import requests
 import sqlalchemy as sa
@@ -23,7 +24,6 @@ from tests.fakes import shop_schema as shop
 from tests.test_admin_support import PASSWORD
 from tests.test_realtime_e2e import split_at_ringing
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
 pytestmark = requires_chromium
 
 SHOP = "https://shop.example.com"

@@ -7,7 +7,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +19,7 @@ from admin_module.blueprint import make_admin_blueprint
 from admin_module.settings_store import SettingsStore
 from admin_module.users import create_user
 from bridge.config import Settings
+from bridge.connector_api import Connector
 from bridge.connectors_runtime import mango_client
 from bridge.pbx.mango.simulator.command_server import CommandServer
 from bridge.store.schema import calls, employees, recordings
@@ -29,12 +30,19 @@ PASSWORD = "correct horse battery"
 
 
 def make_app(
-    engine: Engine, simulator_url: str | None = None, *, fixed: frozenset[str] = frozenset()
+    engine: Engine,
+    simulator_url: str | None = None,
+    *,
+    fixed: frozenset[str] = frozenset(),
+    credentials: bool = False,
+    connectors: Mapping[str, Connector] | None = None,
 ) -> Flask:
-    """The panel alone (what the lead registers in bridge/web/app.py), over the real store."""
-    settings = Settings.model_validate(
-        {"mango": {"api_url": simulator_url or "https://app.mango-office.ru/vpbx/"}} if simulator_url else {}
-    )
+    """The panel alone (as bridge/web/app.py registers it), over the real store. `credentials` puts the
+    simulator's key and salt in the config; `connectors` are the running connectors the panel sees."""
+    mango: dict[str, str] = {"api_url": simulator_url} if simulator_url else {}
+    if credentials:
+        mango.update(api_key=API_KEY, api_salt=API_SALT)
+    settings = Settings.model_validate({"mango": mango} if mango else {})
     store = SettingsStore(engine, settings, fixed=fixed)
     app = Flask("admin-test")
     app.register_blueprint(
@@ -45,6 +53,7 @@ def make_app(
             secret_key="test-secret-" + "x" * 32,
             secure_cookies=False,
             store=store,
+            connectors=(lambda: connectors) if connectors is not None else None,
         )
     )
     return app

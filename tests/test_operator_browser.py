@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import playwright.sync_api as sync_api
 import pytest
 
 from bridge.pbx.mango import scenarios
@@ -16,8 +17,6 @@ from tests.browser import CHROMIUM, CHROMIUM_ARGS, requires_chromium
 from tests.daemon import API_KEY, API_SALT, Daemon
 from tests.fakes.realtime_client import DEMO_NAME, demo_env
 from tests.test_realtime_e2e import answer_index, cli_token, split_at_ringing
-
-sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
 
 pytestmark = requires_chromium
 # Browser notifications: a stand-in records what the page shows, with permission already granted.

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import playwright.sync_api as playwright_api
 import pytest
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
@@ -23,8 +24,6 @@ from tests.browser import CHROMIUM, CHROMIUM_ARGS, requires_chromium
 from tests.conftest import BACKENDS
 from tests.daemon import free_port
 from tests.test_widget_e2e import GROUP, LINE, Bridge, bridge_on_each_backend
-
-playwright_api = pytest.importorskip("playwright.sync_api")
 
 SCREENSHOTS = os.environ.get("CALLBRIDGE_WIDGET_SCREENSHOTS")
 
