@@ -46,7 +46,9 @@ def test_click_to_call_sends_a_signed_callback_and_tracks_result_and_call(
     assert answer.status_code == 202, answer.text
     body = answer.json()
     command_id = body["command_id"]
-    assert body["status"] == "accepted" and body["number"] == "+79161234567"
+    # The answer carries the command's state as stored when it is sent: "done" when Mango's result came
+    # back through the webhook first (both mean Mango took the command; "done" is checked fully below).
+    assert body["status"] in ("accepted", "done") and body["number"] == "+79161234567"
     sent = mango.wait_for("commands/callback", where=lambda r: r.json["command_id"] == command_id)
     assert sent.signature_valid
     assert sent.json["from"]["extension"] == "101" and sent.json["to_number"] == "79161234567"
