@@ -243,8 +243,7 @@ EN: dict[str, str] = {
     "widget_not_found": "There is no widget site {site}.",
     "widget_key": "Site key",
     "widget_key_hint": (
-        "The data-site value of the embed tag: 3-64 letters, digits, '-' or '_'. It cannot be "
-        "changed later."
+        "The data-site value of the embed tag: 3-64 letters, digits, '-' or '_'. It cannot be changed later."
     ),
     "widget_enabled": "The widget is on",
     "widget_state": "State",
@@ -561,8 +560,7 @@ RU: dict[str, str] = {
     "widget_not_found": "Сайта виджета {site} нет.",
     "widget_key": "Ключ сайта",
     "widget_key_hint": (
-        "Значение data-site в коде вставки: 3-64 латинские буквы, цифры, '-' или '_'. Потом его не "
-        "изменить."
+        "Значение data-site в коде вставки: 3-64 латинские буквы, цифры, '-' или '_'. Потом его не изменить."
     ),
     "widget_enabled": "Виджет включён",
     "widget_state": "Состояние",
@@ -591,8 +589,7 @@ RU: dict[str, str] = {
     "widget_colour_text": "Цвет текста",
     "widget_texts": "Тексты",
     "widget_texts_hint": (
-        "Пусто — стандартный текст (он показан серым). {seconds} — обратный отсчёт, {when} — время "
-        "перезвона."
+        "Пусто — стандартный текст (он показан серым). {seconds} — обратный отсчёт, {when} — время перезвона."
     ),
     "widget_more_texts": "Остальные тексты",
     "widget_schedule": "Рабочее время",
