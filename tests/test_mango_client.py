@@ -20,6 +20,7 @@ from bridge.pbx.mango.client import (
     CommandAccepted,
     IncomingLine,
     MangoClient,
+    MangoGroup,
     MangoRateLimiter,
     MangoUser,
     MangoUserNumber,
@@ -756,6 +757,44 @@ def test_users_reply_without_users_is_rejected(mock: responses.RequestsMock, cli
     ok(mock, "config/users/request", {"result": 1000})
     with pytest.raises(MangoTransportError, match="no 'users'"):
         client.users()
+
+
+def test_groups_with_their_operators_in_order(mock: responses.RequestsMock, client: MangoClient) -> None:
+    # The reply shape of POST /vpbx/groups (API v1.9 §3.7.2): ids as ints, operators only with show_users=1.
+    ok(
+        mock,
+        "groups",
+        {
+            "result": 1000,
+            "groups": [
+                {
+                    "id": 10048964,
+                    "name": "Sales",
+                    "description": "",
+                    "extension": "200",
+                    "dial_alg_group": 1,
+                    "dial_alg_users": 2,
+                    "operators": [
+                        {"id": 300049013, "name": "Boris", "extension": 13, "priority": 0, "order": 2},
+                        {"id": 300049012, "name": "Anna", "extension": "12", "priority": 0, "order": 1},
+                        {"id": 300049014, "name": "No phone", "extension": None, "order": 3},
+                    ],
+                },
+                {"id": 10048965, "name": "Support", "extension": None},
+            ],
+        },
+    )
+    sales, support = client.groups()
+    assert sent_json(mock.calls[0]) == {"show_users": 1}
+    assert sales == MangoGroup(group_id="10048964", name="Sales", extension="200", operators=("12", "13"))
+    assert support == MangoGroup(group_id="10048965", name="Support")
+
+
+def test_one_group_and_a_reply_without_groups(mock: responses.RequestsMock, client: MangoClient) -> None:
+    ok(mock, "groups", {"result": 1000})
+    with pytest.raises(MangoTransportError, match="no 'groups'"):
+        client.groups(group_id=10048964)
+    assert sent_json(mock.calls[0]) == {"show_users": 1, "group_id": "10048964"}
 
 
 def test_incoming_lines(mock: responses.RequestsMock, client: MangoClient) -> None:

@@ -646,6 +646,20 @@ def test_users_request_returns_the_configured_users(server: CommandServer) -> No
     assert user["telephony"]["extension"] == "102" and "user_id" in user["general"] and "groups" in user
 
 
+def test_groups_list_their_operators_when_asked(server: CommandServer) -> None:
+    server.groups["300"] = ("103",)
+    bare = _post(server, "groups", {}).json()
+    assert bare["result"] == 1000
+    assert [(g["id"], g["extension"], "operators" in g) for g in bare["groups"]] == [
+        (200, "200", False),
+        (300, "300", False),
+    ]
+    [group] = _post(server, "groups", {"group_id": "300", "show_users": 1}).json()["groups"]
+    assert group["operators"] == [
+        {"id": 300000103, "name": "Вера Петрова", "extension": "103", "priority": 0, "order": 0}
+    ]
+
+
 def test_incominglines_lists_the_lines(server: CommandServer) -> None:
     server.lines = [{"line_id": 1, "number": "78001234567", "name": "8-800", "comment": "", "region": "",
                      "schema_id": 2, "schema_name": "IVR"}]  # fmt: skip

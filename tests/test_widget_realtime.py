@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -33,9 +34,9 @@ SHOP = "http://shop.localhost:8765"
 REDIS_URL = os.environ.get("CALLBRIDGE_TEST_REDIS_URL")
 
 
-def add_site(daemon: Daemon, key: str) -> None:
+def add_site(daemon: Daemon, key: str, group: str = GROUP) -> None:
     subprocess.run(
-        [CALLBRIDGE, "widget", "add-site", "--key", key, "--origin", SHOP, "--group", GROUP, "--line", LINE]
+        [CALLBRIDGE, "widget", "add-site", "--key", key, "--origin", SHOP, "--group", group, "--line", LINE]
         + ["--hours", "daily 00:00-24:00", "--min-fill", "1"],
         env=daemon.env,
         cwd=daemon.workdir,
@@ -113,14 +114,38 @@ def test_callback_request_pops_up_for_the_groups_managers_and_supervisors_with_t
             client.close()
 
 
-def test_request_of_a_group_with_no_calls_yet_goes_to_supervisors_only(daemon: Daemon) -> None:
+def test_request_of_a_group_with_no_calls_yet_reaches_the_operators_mango_lists(
+    daemon: Daemon, mango: CommandServer
+) -> None:
     port = ws_port(daemon)
     alice = Client(port, cli_token(daemon, "--extension", "101"))
+    carol = Client(port, cli_token(daemon, "--extension", "103"))
     boss = Client(port, cli_token(daemon, "--supervisor"))
     try:
         alice.wait_for("hello")
         add_site(daemon, "new-shop")
         state = request_callback(daemon, "new-shop", "+7 925 000-11-22")
+        entry_id = f"widget-{state['token']}"
+        popup = alice.wait_for("callback.requested", lambda m: m["entry_id"] == entry_id, timeout=15)
+        assert popup["extensions"] == ["101", "102"] and popup["number"] == "+79250001122"
+        assert boss.wait_for("callback.requested", lambda m: m["entry_id"] == entry_id)["key"] == popup["key"]
+        asked = [r for r in mango.received if r.path == "groups"]
+        assert asked and asked[0].signature_valid and asked[0].json == {"show_users": 1}
+        time.sleep(0.5)
+        assert not [m for m in carol.events() if m["type"] == "callback.requested"], "103 is not in the group"
+    finally:
+        for client in (alice, carol, boss):
+            client.close()
+
+
+def test_request_of_a_group_nobody_is_known_for_goes_to_supervisors_only(daemon: Daemon) -> None:
+    port = ws_port(daemon)
+    alice = Client(port, cli_token(daemon, "--extension", "101"))
+    boss = Client(port, cli_token(daemon, "--supervisor"))
+    try:
+        alice.wait_for("hello")
+        add_site(daemon, "odd-shop", group="777")  # not a group Mango lists, and it never rang
+        state = request_callback(daemon, "odd-shop", "+7 925 000-11-22")
         popup = boss.wait_for("callback.requested", lambda m: m["entry_id"] == f"widget-{state['token']}")
         assert popup["extensions"] == [] and popup["number"] == "+79250001122"
         assert popup["card"] is None or popup["card"]["found"] is False
@@ -207,3 +232,51 @@ def test_group_managers_come_from_recent_group_legs_and_are_cached(engine: Engin
     assert managers.of(engine, "200") == ("101", "102"), "cached for ttl"
     now[0] += 61
     assert managers.of(engine, "200") == ("101", "102", "103")
+
+
+def test_group_managers_add_mangos_roster_to_the_legs_on_record(engine: Engine) -> None:
+    now = [1_800_000_000.0]
+    asked: list[float] = []
+    rosters: dict[str, tuple[str, ...]] = {"200": ("104", "101")}
+
+    def from_mango() -> dict[str, tuple[str, ...]]:
+        asked.append(now[0])
+        return dict(rosters)
+
+    managers = GroupManagers(rosters=from_mango, ttl=60, miss_ttl=5, clock=lambda: now[0])
+    with engine.begin() as conn:
+        conn.execute(
+            insert(legs),
+            [{"call_id": "a", "entry_id": "E", "state": "Disconnected", "seq": 1, "to_extension": "102",
+              "acd_group": "200", "appeared_at": now[0] - 60}],
+        )  # fmt: skip
+    assert managers.of(engine, "200") == ("101", "102", "104")
+    assert managers.of(engine, "300") == (), "a group Mango does not list and nobody rang"
+    assert len(asked) == 1, "one answer serves every group for ttl"
+    rosters["200"] = ("105",)
+    now[0] += 61
+    assert managers.of(engine, "200") == ("102", "105")
+    assert len(asked) == 2
+
+
+def test_group_managers_do_not_wait_long_for_a_slow_or_failing_mango(engine: Engine) -> None:
+    release = threading.Event()
+
+    def slow() -> dict[str, tuple[str, ...]]:
+        release.wait(10)
+        return {"200": ("101",)}
+
+    managers = GroupManagers(rosters=slow, ttl=60, miss_ttl=0.2, roster_wait=0.2)
+    started = time.monotonic()
+    assert managers.of(engine, "200") == ()
+    assert time.monotonic() - started < 2
+    release.set()
+    deadline = time.monotonic() + 10
+    while managers.of(engine, "200") != ("101",):
+        assert time.monotonic() < deadline, "the late answer is used once it arrives"
+        time.sleep(0.1)
+
+    def failing() -> dict[str, tuple[str, ...]]:
+        raise ConnectionError("Mango is unreachable")
+
+    assert GroupManagers(rosters=failing, roster_wait=2).of(engine, "200") == ()

@@ -45,7 +45,7 @@ from bridge.pbx.mango.errors import (
 from bridge.store.schema import calls, commands, legs
 from widget import outcome
 from widget.limits import Check, LimitExceeded, check_and_record
-from widget.popups import GroupManagers, announce
+from widget.popups import GroupManagers, Rosters, announce
 from widget.settings import SiteConfig
 from widget.sites import Site, SiteCache, blocked, load_site
 from widget.tables import widget_requests
@@ -162,7 +162,7 @@ class WidgetService:
         self.outcome_timeout = outcome_timeout
         self.attempt_timeout = attempt_timeout
         self.sites = SiteCache(engine, ttl=site_cache_ttl)
-        self.managers = GroupManagers(clock=clock)
+        self.managers = GroupManagers(rosters=self._group_rosters, clock=clock)
 
     # ------------------------------------------------------------------------------ helpers
 
@@ -172,6 +172,10 @@ class WidgetService:
             if self._client is None:
                 self._client = self._client_factory()
             return self._client
+
+    def _group_rosters(self) -> Rosters:
+        """Every ring group's operators from Mango, by the group's short number."""
+        return {group.extension: group.operators for group in self.client().groups() if group.extension}
 
     def region(self, config: SiteConfig) -> str:
         return config.region or self.default_region

@@ -54,6 +54,7 @@ __all__ = [
     "CommandAccepted",
     "IncomingLine",
     "MangoClient",
+    "MangoGroup",
     "MangoRateLimiter",
     "MangoUser",
     "MangoUserNumber",
@@ -142,6 +143,16 @@ class MangoUser:
     numbers: tuple[MangoUserNumber, ...] = ()
     sips: tuple[str, ...] = ()
     groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class MangoGroup:
+    """A ring group from `groups`: its id, name, short number and its operators' extensions in order."""
+
+    group_id: str
+    name: str | None = None
+    extension: str | None = None  # the short number calls carry as `to.acd_group`
+    operators: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -422,6 +433,18 @@ class MangoClient:
         if not isinstance(users, list):
             raise MangoTransportError(f"Mango's reply to {path} has no 'users' list", path=path)
         return [_parse_user(item) for item in users if isinstance(item, Mapping)]
+
+    def groups(self, group_id: str | int | None = None) -> list[MangoGroup]:
+        """The PBX's ring groups (all, or the one with `group_id`) with their operators (`show_users`)."""
+        payload: dict[str, Any] = {"show_users": 1}
+        if group_id is not None:
+            payload["group_id"] = _text(group_id, "group_id")
+        path = "groups"
+        body = self._json_call(path, payload)
+        groups = body.get("groups")
+        if not isinstance(groups, list):
+            raise MangoTransportError(f"Mango's reply to {path} has no 'groups' list", path=path)
+        return [_parse_group(item) for item in groups if isinstance(item, Mapping)]
 
     def incoming_lines(self) -> list[IncomingLine]:
         """The PBX's lines (DIDs, 7-800 numbers, SIP lines) with their routing schemes."""
@@ -894,6 +917,18 @@ def _parse_user(item: Mapping[str, Any]) -> MangoUser:
         numbers=tuple(sorted((n for n in numbers if n), key=lambda n: (n.order is None, n.order or 0))),
         sips=tuple(s for s in sips if s),
         groups=tuple(g for g in groups if g),
+    )
+
+
+def _parse_group(item: Mapping[str, Any]) -> MangoGroup:
+    operators = [o for o in item.get("operators") or () if isinstance(o, Mapping)]
+    operators.sort(key=lambda o: (_opt_int(o.get("order")) is None, _opt_int(o.get("order")) or 0))
+    extensions = (_opt_text(o.get("extension")) for o in operators)
+    return MangoGroup(
+        group_id=_opt_text(item.get("id")) or "",
+        name=_opt_text(item.get("name")),
+        extension=_opt_text(item.get("extension")),
+        operators=tuple(e for e in extensions if e),
     )
 
 

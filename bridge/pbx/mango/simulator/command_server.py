@@ -5,8 +5,9 @@ Every POST is checked as Mango does (mango.md §1, §3, §4): the product key (3
 parameters (3103). A valid command is answered `{"result":1000}` at once; then a background thread posts
 `/result/<command>` and the events the command causes to the bridge, signed, in the order Mango might.
 
-Queries answer synchronously: `config/users/request`, `incominglines`, `queries/recording/post` (302 to a
-single-use link this server serves), `stats/request` and `stats/result` (204 first, then CSV).
+Queries answer synchronously: `config/users/request`, `groups` (with `operators` when `show_users` is 1),
+`incominglines`, `queries/recording/post` (302 to a single-use link this server serves), `stats/request` and
+`stats/result` (204 first, then CSV).
 
 Every request is recorded in `received`; everything the server emits is in `outbox`, and every HTTP post
 of it to the bridge in `deliveries`.
@@ -70,6 +71,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "commands/play/start": ("call_id", "internal_id"),
     "commands/sms": ("text", "from_extension", "to_number"),
     "config/users/request": (),
+    "groups": (),
     "incominglines": (),
     "queries/recording/post": ("recording_id", "action"),
     "stats/request": ("date_from", "date_to"),
@@ -746,6 +748,24 @@ class CommandServer:
                     user[section].pop(key, None)
             shaped.append(user)
         return _json({"users": shaped})
+
+    def _do_groups(self, payload: dict[str, Any]) -> Response:
+        names = {str(_nested(u, "telephony.extension")): _nested(u, "general.name") for u in self.users}
+        ids = {str(_nested(u, "telephony.extension")): _nested(u, "general.user_id") for u in self.users}
+        wanted = payload.get("group_id")
+        groups = []
+        for short, operators in self.groups.items():
+            group_id = int(short) if short.isdigit() else short
+            if wanted not in (None, "") and str(wanted) != str(group_id):
+                continue
+            group: dict[str, Any] = {"id": group_id, "name": f"Группа {short}", "extension": short}
+            if str(payload.get("show_users")) == "1":
+                group["operators"] = [
+                    {"id": ids.get(ext), "name": names.get(ext), "extension": ext, "priority": 0, "order": i}
+                    for i, ext in enumerate(operators)
+                ]
+            groups.append(group)
+        return _json({"result": OK, "groups": groups})
 
     def _do_incominglines(self, payload: dict[str, Any]) -> Response:
         return _json({"result": OK, "lines": self.lines})
