@@ -85,7 +85,8 @@ def register_history_routes(
         if problem is not None:
             return page(problem, 409, values)
         try:
-            job = jobs.queue(engine, first, last, tz_name, g.admin_user.username)
+            stale_after = settings_store.effective().history.stale_seconds
+            job = jobs.queue(engine, first, last, tz_name, g.admin_user.username, stale_after=stale_after)
         except jobs.JobConflict as exc:
             other = exc.job
             assert other is not None

@@ -215,11 +215,18 @@ def test_callbridge_run_imports_history_and_keeps_the_live_call(database_url: st
         for scenario in past:
             simulator.play(scenario.notifications)
         assert simulator.wait_idle(10)
-        deadline = time.monotonic() + 20
-        while daemon.api(f"/api/calls/{quote(live.entry_id, safe='')}").status_code != 200:
-            assert time.monotonic() < deadline, "the live call never reached the store"
-            time.sleep(0.1)
-        before = daemon.api(f"/api/calls/{quote(live.entry_id, safe='')}").json()
+        # The snapshot is taken once the live call is folded to its final state (and stays so for 1 s).
+        live_url = f"/api/calls/{quote(live.entry_id, safe='')}"
+        deadline = time.monotonic() + 30
+        before: dict | None = None
+        while True:
+            assert time.monotonic() < deadline, f"the live call never settled in the store: {before}"
+            answer = daemon.api(live_url)
+            row = answer.json() if answer.status_code == 200 else None
+            if row is not None and row == before and row["status"] == live.expected.status:
+                break
+            before = row
+            time.sleep(1.0)
 
         daemon.create_user("admin", PASSWORD)
         http = requests.Session()

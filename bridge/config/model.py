@@ -149,6 +149,11 @@ class PhoneSettings(_Section):
     default_region: str = Field(default="RU", min_length=2, max_length=2)
 
 
+class HistorySettings(_Section):
+    # A running history import with no heartbeat for this long (its process stopped) is marked failed.
+    stale_seconds: float = Field(default=60.0, ge=10, le=3600)
+
+
 class LogSettings(_Section):
     level: str = "INFO"
 
@@ -168,6 +173,7 @@ class Settings(_Section):
     tracker: TrackerSettings = Field(default_factory=TrackerSettings)
     dispatcher: DispatcherSettings = Field(default_factory=DispatcherSettings)
     phones: PhoneSettings = Field(default_factory=PhoneSettings)
+    history: HistorySettings = Field(default_factory=HistorySettings)
     log: LogSettings = Field(default_factory=LogSettings)
     # Per-connector sections, validated by each connector's own config model (see bridge.registry).
     connectors: dict[str, dict[str, Any]] = Field(default_factory=dict)

@@ -49,8 +49,11 @@ def import_history(obj: Any, date_from: str, date_to: str, tz_name: str | None) 
     except PeriodError as exc:
         raise click.UsageError(str(exc)) from None
     total = len(split(first, last, tz, CHUNK_DAYS))
+    stale_after = obj.config.history.stale_seconds
+    for stopped in jobs.take_over_stale(engine, stale_after=stale_after):
+        click.echo(f"job #{stopped.id} ({stopped.date_from}..{stopped.date_to}) failed: {stopped.error}")
     try:
-        job = jobs.start_now(engine, first, last, tz_name, "cli")
+        job = jobs.start_now(engine, first, last, tz_name, "cli", stale_after=stale_after)
     except jobs.JobConflict as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -63,7 +66,12 @@ def import_history(obj: Any, date_from: str, date_to: str, tz_name: str | None) 
                 bar.update(current.chunks_done - shown)
                 shown = current.chunks_done
 
-        importer = HistoryImporter(engine, effective_client_factory(obj.config, engine), on_progress=advance)
+        importer = HistoryImporter(
+            engine,
+            effective_client_factory(obj.config, engine),
+            on_progress=advance,
+            heartbeat_every=jobs.heartbeat_every(stale_after),
+        )
         final = importer.run(job)
     summary = (
         f"job #{final.id} {final.state}: {final.date_from}..{final.date_to} ({final.timezone}), "

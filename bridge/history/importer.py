@@ -3,7 +3,10 @@
 Mango's rules (mango.md §3.1, §3.2) are kept: at most one month per `stats/request` (chunks are a week),
 `stats/result` polled no faster than every 5 s while it answers 204, a report whose key expired (404)
 requested again once, and a retryable error (rate limit, 5xx, network, a 2-minute block) retried after
-the wait Mango asks for. Progress goes to the job row after every step, so the panel can show it.
+the wait Mango asks for. Progress goes to the job row after every step, so the panel can show it, and
+a heartbeat thread keeps the job's `updated_at` fresh every few seconds whatever the import waits on
+(Mango building a report, a long download, a retry wait, a large write), so a job is only ever taken
+over as stale when its process has stopped.
 """
 
 from __future__ import annotations
@@ -29,11 +32,16 @@ log = logging.getLogger("callbridge.history")
 RETRIES = 3
 MAX_RETRY_WAIT = 130.0  # Mango's block after repeated bad requests lasts 2 minutes
 T = TypeVar("T")
-STOPPED = "the import was stopped before it finished (the service was shutting down); start it again"
+SHUT_DOWN = "callbridge was shut down during the import"
+CANCELLED = "the import was interrupted (Ctrl+C)"
 
 
 class _Stopped(Exception):
     pass
+
+
+class _TakenOver(Exception):
+    """The job no longer runs here: it was taken over as stale (this process looked dead)."""
 
 
 class ImportFailed(Exception):
@@ -54,6 +62,7 @@ class HistoryImporter:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         on_progress: Callable[[jobs.Job], None] | None = None,
+        heartbeat_every: float = jobs.HEARTBEAT_SECONDS,
     ) -> None:
         self.engine = engine
         self.client_factory = client_factory
@@ -63,23 +72,18 @@ class HistoryImporter:
         self._sleep = sleep
         self._clock = clock
         self._on_progress = on_progress
+        self.heartbeat_every = heartbeat_every
         self._stop: threading.Event | None = None
 
     def run(self, job: jobs.Job, stop: threading.Event | None = None) -> jobs.Job:
         """Run `job` (already claimed: requesting) to done or failed; returns it as stored at the end."""
         self._stop = stop
         try:
-            self._import(job)
-            jobs.finish(self.engine, job.id)
-        except _Stopped:
-            jobs.fail(self.engine, job.id, STOPPED)
-        except (MangoError, PeriodError, ImportFailed) as exc:
-            jobs.fail(self.engine, job.id, _reason(exc))
-        except ValueError as exc:  # an unreadable report
-            jobs.fail(self.engine, job.id, f"Mango's report could not be read: {exc}")
-        except Exception as exc:
-            log.exception("history import #%s failed", job.id)
-            jobs.fail(self.engine, job.id, f"internal error ({type(exc).__name__}); see the service log")
+            with _Heartbeat(self.engine, job.id, self.heartbeat_every):
+                self._run_to_end(job)
+        except KeyboardInterrupt:
+            jobs.fail(self.engine, job.id, self._interrupted(job.id, CANCELLED))
+            raise
         final = jobs.get(self.engine, job.id)
         assert final is not None
         self._report(final)
@@ -93,6 +97,27 @@ class HistoryImporter:
             final.calls_skipped,
         )
         return final
+
+    def _run_to_end(self, job: jobs.Job) -> None:
+        """Import, then store the outcome: done, or failed with the reason in plain words."""
+        try:
+            self._import(job)
+            jobs.finish(self.engine, job.id)
+        except _TakenOver:
+            log.warning("history import #%s was taken over as stale meanwhile; left as it is", job.id)
+        except _Stopped:
+            jobs.fail(self.engine, job.id, self._interrupted(job.id, SHUT_DOWN))
+        except (MangoError, PeriodError, ImportFailed) as exc:
+            jobs.fail(self.engine, job.id, _reason(exc))
+        except ValueError as exc:  # an unreadable report
+            jobs.fail(self.engine, job.id, f"Mango's report could not be read: {exc}")
+        except Exception as exc:
+            log.exception("history import #%s failed", job.id)
+            jobs.fail(self.engine, job.id, f"internal error ({type(exc).__name__}); see the service log")
+
+    def _interrupted(self, job_id: int, what: str) -> str:
+        current = jobs.get(self.engine, job_id)
+        return jobs.interrupted(current, what) if current is not None else what
 
     # ------------------------------------------------------------------------------------------ steps
 
@@ -149,7 +174,7 @@ class HistoryImporter:
                     f"Mango did not build the report within {self.wait_timeout:g} s; "
                     "try again later or import a shorter period"
                 )
-            self._update(job_id, state=jobs.WAITING)  # heartbeat
+            self._update(job_id, state=jobs.WAITING)  # notices a stop or a takeover between polls
             self._pause(self.poll_every)
 
     def _retrying(self, call: Callable[[], T]) -> T:
@@ -174,7 +199,8 @@ class HistoryImporter:
     def _update(self, job_id: int, **values: object) -> None:
         if self._stop is not None and self._stop.is_set():
             raise _Stopped
-        jobs.progress(self.engine, job_id, **values)
+        if not jobs.progress(self.engine, job_id, **values):
+            raise _TakenOver
         if self._on_progress is not None:
             current = jobs.get(self.engine, job_id)
             if current is not None:
@@ -183,6 +209,34 @@ class HistoryImporter:
     def _report(self, job: jobs.Job) -> None:
         if self._on_progress is not None:
             self._on_progress(job)
+
+
+class _Heartbeat:
+    """Refreshes a running job's heartbeat every `every` seconds from its own thread, while the import
+    waits on anything; stops once the job no longer runs."""
+
+    def __init__(self, engine: Engine, job_id: int, every: float) -> None:
+        self.engine = engine
+        self.job_id = job_id
+        self.every = every
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"history-heartbeat-{job_id}", daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join(30)
+
+    def _beat(self) -> None:
+        while not self._done.wait(self.every):
+            try:
+                if not jobs.beat(self.engine, self.job_id):
+                    return  # finished, or taken over: nothing left to keep alive
+            except Exception:  # the database is briefly unreachable: try again on the next beat
+                log.warning("history import #%s: heartbeat not written", self.job_id, exc_info=True)
 
 
 def _reason(exc: Exception) -> str:

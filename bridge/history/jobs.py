@@ -4,11 +4,16 @@ A job is `queued` until a runner claims it; it is then `requesting` (asking Mang
 `waiting` (Mango builds it), `importing` (writing calls), and ends `done` or `failed` with the reason.
 Only one job runs at a time per database: a claim happens in one transaction that first checks no job
 is running (under the SQLite write lock, or a PostgreSQL advisory lock). A running job's `updated_at`
-is its heartbeat; one silent for `STALE_SECONDS` (its process died) is failed so the next can run.
+is its heartbeat, refreshed every few seconds by the process running it (`beat`); a job silent for
+`STALE_SECONDS` (its process was killed or lost the database) is taken over: failed with a message that
+says how far it got, so the next job can run. It is not resumed: the process that ran it is gone (a
+command-line run belongs to its terminal), and starting it again is safe, as calls already in the store
+are skipped. Every write to a job is conditional on it still running, so a taken-over job stays failed.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +27,8 @@ from bridge.history.tables import history_imports
 from bridge.store.engine import reader
 from bridge.store.write_lock import write_transaction
 
+log = logging.getLogger("callbridge.history")
+
 QUEUED, REQUESTING, WAITING, IMPORTING, DONE, FAILED = (
     "queued",
     "requesting",
@@ -33,9 +40,11 @@ QUEUED, REQUESTING, WAITING, IMPORTING, DONE, FAILED = (
 STATES = (QUEUED, REQUESTING, WAITING, IMPORTING, DONE, FAILED)
 RUNNING = (REQUESTING, WAITING, IMPORTING)
 FINISHED = (DONE, FAILED)
-STALE_SECONDS = 15 * 60.0
+STALE_SECONDS = 60.0
+"""A running job whose heartbeat is older than this is taken over (setting `history.stale_seconds`)."""
+HEARTBEAT_SECONDS = 5.0
+"""How often a running job's heartbeat is refreshed (at most; see `heartbeat_every`)."""
 _PG_LOCK_KEY = 0x63624849  # "cbHI": serialises claims between instances on PostgreSQL
-INTERRUPTED = "the import stopped without finishing (the process was stopped or restarted); start it again"
 
 
 class JobConflict(Exception):
@@ -94,6 +103,21 @@ def _job(row: Any) -> Job:
     return Job(**dict(row._mapping))
 
 
+def heartbeat_every(stale_after: float) -> float:
+    """The heartbeat period for a stale time: a few beats fit in it, so one slow write is no takeover."""
+    return min(HEARTBEAT_SECONDS, stale_after / 4)
+
+
+def interrupted(job: Job, what: str = "callbridge stopped during the import") -> str:
+    """Why `job` ended unfinished, with how far it got; starting it again is safe."""
+    done = (
+        f"{job.chunks_done} of {job.chunks_total} parts of the period were imported"
+        if job.chunks_total
+        else "nothing was imported yet"
+    )
+    return f"{what} ({done}); start it again: calls already imported are kept and skipped"
+
+
 def _serialise(conn: Connection) -> None:
     if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
@@ -106,12 +130,28 @@ def _running(conn: Connection) -> Job | None:
     return _job(row) if row is not None else None
 
 
-def _fail_stale(conn: Connection, now: float, stale_after: float) -> None:
-    conn.execute(
-        update(history_imports)
-        .where(history_imports.c.state.in_(RUNNING), history_imports.c.updated_at < now - stale_after)
-        .values(state=FAILED, error=INTERRUPTED, finished_at=now, updated_at=now)
-    )
+def _fail_stale(conn: Connection, now: float, stale_after: float) -> list[Job]:
+    """Fail the running jobs whose heartbeat is older than `stale_after`; returns them as they were."""
+    silent = (history_imports.c.state.in_(RUNNING), history_imports.c.updated_at < now - stale_after)
+    stale: list[Job] = []
+    for row in conn.execute(select(history_imports).where(*silent)).all():
+        job = _job(row)
+        failed = conn.execute(
+            update(history_imports)
+            .where(history_imports.c.id == job.id, *silent)  # a beat in between keeps it running
+            .values(state=FAILED, error=interrupted(job), finished_at=now, updated_at=now)
+        )
+        if failed.rowcount != 1:
+            continue
+        stale.append(job)
+        log.warning(
+            "history import #%s (%s..%s) had no heartbeat for %.0f s: its process stopped; marked failed",
+            job.id,
+            job.date_from,
+            job.date_to,
+            now - job.updated_at,
+        )
+    return stale
 
 
 def _insert(
@@ -136,13 +176,30 @@ def _insert(
 
 
 @contextmanager
-def _jobs_transaction(engine: Engine, now: float, stale_after: float) -> Iterator[Connection]:
-    """A write transaction over the job table, serialised, with stale running jobs failed first."""
+def _serialised(engine: Engine) -> Iterator[Connection]:
+    """A write transaction over the job table, serialised between processes and instances."""
     with write_transaction(engine) as conn:
         assert isinstance(conn, Connection)
         _serialise(conn)
+        yield conn
+
+
+@contextmanager
+def _jobs_transaction(engine: Engine, now: float, stale_after: float) -> Iterator[Connection]:
+    """A serialised write transaction over the job table, with stale running jobs failed first."""
+    with _serialised(engine) as conn:
         _fail_stale(conn, now, stale_after)
         yield conn
+
+
+def take_over_stale(
+    engine: Engine, *, now: float | None = None, stale_after: float = STALE_SECONDS
+) -> list[Job]:
+    """Fail the running jobs whose process stopped (no heartbeat for `stale_after`); returns them failed."""
+    now = time.time() if now is None else now
+    with _serialised(engine) as conn:
+        stale = _fail_stale(conn, now, stale_after)
+    return [job for job in (get(engine, s.id) for s in stale) if job is not None]
 
 
 def queue(
@@ -191,7 +248,9 @@ def start_now(
         if other is not None:
             raise JobConflict(
                 f"another import is running (job #{other.id}, {other.date_from}..{other.date_to}, "
-                f"started by {other.started_by or 'unknown'}); wait for it to finish",
+                f"started by {other.started_by or 'unknown'}, last heartbeat {now - other.updated_at:.0f} s "
+                f"ago); wait for it to finish (if its process stopped, it is marked failed once silent for "
+                f"{stale_after:g} s)",
                 other,
             )
         job_id = _insert(conn, REQUESTING, first, last, timezone, started_by, now)
@@ -223,25 +282,32 @@ def claim_next(engine: Engine, *, now: float | None = None, stale_after: float =
     return get(engine, job_id)
 
 
-def progress(engine: Engine, job_id: int, **values: Any) -> None:
-    """Update a running job's state or counters (and its heartbeat)."""
+def progress(engine: Engine, job_id: int, **values: Any) -> bool:
+    """Update a running job's state or counters and its heartbeat; False if it no longer runs (it was
+    taken over as stale, so this process must let it be)."""
     with write_transaction(engine) as conn:
         assert isinstance(conn, Connection)
-        conn.execute(
+        updated = conn.execute(
             update(history_imports)
-            .where(history_imports.c.id == job_id)
+            .where(history_imports.c.id == job_id, history_imports.c.state.in_(RUNNING))
             .values(**values, updated_at=time.time())
         )
+        return updated.rowcount == 1
 
 
-def finish(engine: Engine, job_id: int) -> None:
+def beat(engine: Engine, job_id: int) -> bool:
+    """Refresh a running job's heartbeat; False if it no longer runs."""
+    return progress(engine, job_id)
+
+
+def finish(engine: Engine, job_id: int) -> bool:
     now = time.time()
-    progress(engine, job_id, state=DONE, error=None, finished_at=now)
+    return progress(engine, job_id, state=DONE, error=None, finished_at=now)
 
 
-def fail(engine: Engine, job_id: int, reason: str) -> None:
+def fail(engine: Engine, job_id: int, reason: str) -> bool:
     now = time.time()
-    progress(engine, job_id, state=FAILED, error=reason[:2000], finished_at=now)
+    return progress(engine, job_id, state=FAILED, error=reason[:2000], finished_at=now)
 
 
 def get(engine: Engine, job_id: int) -> Job | None:

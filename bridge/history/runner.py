@@ -17,15 +17,19 @@ log = logging.getLogger("callbridge.history")
 
 
 class HistoryRunner:
-    """Claims the oldest queued job when none runs, and imports it; checks every `interval` seconds."""
+    """Claims the oldest queued job when none runs, and imports it; checks every `interval` seconds.
+    A running job with no heartbeat for `stale_after` seconds (its process stopped) is failed first."""
 
-    def __init__(self, importer: HistoryImporter, *, interval: float = 2.0) -> None:
+    def __init__(
+        self, importer: HistoryImporter, *, interval: float = 2.0, stale_after: float = jobs.STALE_SECONDS
+    ) -> None:
         self.importer = importer
         self.interval = interval
+        self.stale_after = stale_after
 
     def run_once(self, stop: threading.Event | None = None) -> jobs.Job | None:
         """Run one queued job if it may start now; returns it finished, or None."""
-        job = jobs.claim_next(self.importer.engine)
+        job = jobs.claim_next(self.importer.engine, stale_after=self.stale_after)
         if job is None:
             return None
         log.info("history import #%s started: %s..%s", job.id, job.date_from, job.date_to)
@@ -53,4 +57,8 @@ def effective_client_factory(settings: Settings, engine: Engine) -> Callable[[],
 
 def make_history_runner(settings: Settings, engine: Engine) -> HistoryRunner:
     """The daemon's runner over `engine`, with the effective Mango settings."""
-    return HistoryRunner(HistoryImporter(engine, effective_client_factory(settings, engine)))
+    stale_after = settings.history.stale_seconds
+    importer = HistoryImporter(
+        engine, effective_client_factory(settings, engine), heartbeat_every=jobs.heartbeat_every(stale_after)
+    )
+    return HistoryRunner(importer, stale_after=stale_after)
