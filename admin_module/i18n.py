@@ -314,6 +314,73 @@ EN: dict[str, str] = {
     "widget_copy": "Copy",
     "widget_copied": "Copied.",
     "widget_selected": "Selected: press Ctrl+C (Cmd+C) to copy.",
+    "widget_limits": "Abuse limits",
+    "widget_limits_hint": (
+        "At most so many accepted requests per so many seconds (a sliding window), counted across every "
+        "web worker. A request over a limit is refused with “too many requests” and the time to "
+        "try again. Requests: 1 to 100000; seconds: 1 to 604800 (7 days)."
+    ),
+    "widget_limit_count": "Requests",
+    "widget_limit_seconds": "Per seconds",
+    "widget_limit_per_ip": "Per IP address",
+    "widget_limit_per_ip_hint": "Default 5 per 600 s.",
+    "widget_limit_per_number": "Per phone number",
+    "widget_limit_per_number_hint": "Default 3 per 3600 s (an hour).",
+    "widget_limit_per_visitor": "Per visitor",
+    "widget_limit_per_visitor_hint": "The widget's visitor id in the browser. Default 3 per 600 s.",
+    "widget_limit_per_site": "The whole site",
+    "widget_limit_per_site_hint": "All requests of the site together. Default 120 per 60 s.",
+    "widget_min_fill": "Least seconds to fill in the form",
+    "widget_min_fill_hint": (
+        "A request sent sooner after the widget was shown is taken for a bot and refused. "
+        "Default 3; 0 turns the check off."
+    ),
+    "widget_delete": "Delete the site",
+    "widget_delete_hint": "Removes the site and its settings; you are asked to confirm first.",
+    "widget_delete_title": "Delete the widget site {site}?",
+    "widget_delete_effect": (
+        "The widget stops answering on this site's pages within 5 seconds (as for an unknown site), and the "
+        "site's settings are deleted. This cannot be undone: to use the widget there again, add a site with "
+        "the same key."
+    ),
+    "widget_delete_waiting": (
+        "Callback requests of this site still waiting to be dialled (outside working hours or before "
+        "another attempt): {count}. They will not be dialled: each is marked failed (“the site was "
+        "removed”) when its time comes. A call already in progress is followed to its end, without "
+        "further attempts."
+    ),
+    "widget_delete_history": "The site's requests stay in the callback requests list; the block list stays.",
+    "widget_delete_confirm": "Yes, delete the site {site}",
+    "widget_delete_unconfirmed": "Tick the box to confirm that the site is to be deleted.",
+    "widget_deleted": "Site {site} deleted. The widget stops answering for it within 5 seconds.",
+    "widget_cancel": "Cancel",
+    "widget_blocked_title": "Block list",
+    "widget_blocked_hint": (
+        "The widget refuses callback requests for these numbers and from these addresses on every site "
+        "(403 “blocked”). Changes apply at once."
+    ),
+    "widget_blocked_none": "Nothing is blocked.",
+    "widget_block_invalid": "Not added:",
+    "widget_block_kind": "What",
+    "widget_block_kind_phone": "Phone number",
+    "widget_block_kind_ip": "IP address or network",
+    "widget_block_value": "Number or address",
+    "widget_block_value_hint": (
+        "A number in any format (stored as +79161234567; a number without a country code is read as in the "
+        "default country of the phone settings), or an address such as 203.0.113.5 or a network such as "
+        "203.0.113.0/24."
+    ),
+    "widget_block_reason": "Reason",
+    "widget_block_date": "Blocked at",
+    "widget_block_add": "Block",
+    "widget_block_remove": "Unblock",
+    "widget_block_added": "{value} is blocked.",
+    "widget_block_removed": "{value} is unblocked.",
+    "widget_block_not_listed": "{value} was not on the block list.",
+    "widget_block_bad_kind": "Choose a phone number or an IP address.",
+    "widget_block_bad_phone": "Not a phone number the widget can use:",
+    "widget_block_bad_ip": "{value} is not an IP address or network: write 203.0.113.5 or 203.0.113.0/24.",
+    "widget_block_number": "Block this number",
 }
 
 RU: dict[str, str] = {
@@ -633,6 +700,71 @@ RU: dict[str, str] = {
     "widget_copy": "Копировать",
     "widget_copied": "Скопировано.",
     "widget_selected": "Выделено: нажмите Ctrl+C (Cmd+C), чтобы скопировать.",
+    "widget_limits": "Защита от злоупотреблений",
+    "widget_limits_hint": (
+        "Не больше стольких-то принятых заявок за столько-то секунд (скользящее окно), считая все рабочие "
+        "процессы вместе. Заявка сверх лимита отклоняется с ответом «слишком много заявок» и "
+        "временем, когда можно повторить. Заявок: от 1 до 100000; секунд: от 1 до 604800 (7 дней)."
+    ),
+    "widget_limit_count": "Заявок",
+    "widget_limit_seconds": "За секунд",
+    "widget_limit_per_ip": "С одного IP-адреса",
+    "widget_limit_per_ip_hint": "По умолчанию 5 за 600 с.",
+    "widget_limit_per_number": "На один номер",
+    "widget_limit_per_number_hint": "По умолчанию 3 за 3600 с (час).",
+    "widget_limit_per_visitor": "От одного посетителя",
+    "widget_limit_per_visitor_hint": "Посетитель — метка виджета в браузере. По умолчанию 3 за 600 с.",
+    "widget_limit_per_site": "На весь сайт",
+    "widget_limit_per_site_hint": "Все заявки сайта вместе. По умолчанию 120 за 60 с.",
+    "widget_min_fill": "Минимум секунд на заполнение формы",
+    "widget_min_fill_hint": (
+        "Заявку, отправленную быстрее после показа виджета, считаем ботом и отклоняем. "
+        "По умолчанию 3; 0 отключает проверку."
+    ),
+    "widget_delete": "Удалить сайт",
+    "widget_delete_hint": "Удаляет сайт и его настройки; сначала попросим подтвердить.",
+    "widget_delete_title": "Удалить сайт виджета {site}?",
+    "widget_delete_effect": (
+        "Виджет перестанет отвечать на страницах этого сайта в течение 5 секунд (как для неизвестного "
+        "сайта), настройки сайта будут удалены. Отменить это нельзя: чтобы снова включить виджет, добавьте "
+        "сайт с тем же ключом."
+    ),
+    "widget_delete_waiting": (
+        "Заявок этого сайта, ещё ждущих звонка (вне рабочего времени или до следующей попытки): {count}. "
+        "Звонков по ним не будет: каждая в свой срок получит статус «не удалось» («сайт "
+        "удалён»). Звонок, который уже идёт, доводится до конца, но без новых попыток."
+    ),
+    "widget_delete_history": "Заявки сайта остаются в списке заявок на звонок; блокировки не меняются.",
+    "widget_delete_confirm": "Да, удалить сайт {site}",
+    "widget_delete_unconfirmed": "Отметьте галочку, чтобы подтвердить удаление сайта.",
+    "widget_deleted": "Сайт {site} удалён. Виджет перестанет отвечать для него в течение 5 секунд.",
+    "widget_cancel": "Отмена",
+    "widget_blocked_title": "Блокировки",
+    "widget_blocked_hint": (
+        "Виджет отклоняет заявки на эти номера и с этих адресов на всех сайтах "
+        "(403 «заблокировано»). Изменения действуют сразу."
+    ),
+    "widget_blocked_none": "Ничего не заблокировано.",
+    "widget_block_invalid": "Не добавлено:",
+    "widget_block_kind": "Что",
+    "widget_block_kind_phone": "Номер телефона",
+    "widget_block_kind_ip": "IP-адрес или сеть",
+    "widget_block_value": "Номер или адрес",
+    "widget_block_value_hint": (
+        "Номер в любом виде (хранится как +79161234567; номер без кода страны читается по стране из "
+        "настроек телефонии) или адрес, например 203.0.113.5, или сеть, например 203.0.113.0/24."
+    ),
+    "widget_block_reason": "Причина",
+    "widget_block_date": "Заблокирован",
+    "widget_block_add": "Заблокировать",
+    "widget_block_remove": "Разблокировать",
+    "widget_block_added": "{value} заблокирован.",
+    "widget_block_removed": "{value} разблокирован.",
+    "widget_block_not_listed": "{value} не было в списке блокировок.",
+    "widget_block_bad_kind": "Выберите номер телефона или IP-адрес.",
+    "widget_block_bad_phone": "Этот номер виджет не может использовать:",
+    "widget_block_bad_ip": "{value} — не IP-адрес и не сеть; пишите как 203.0.113.5 или 203.0.113.0/24.",
+    "widget_block_number": "Заблокировать номер",
 }
 
 CATALOGUES: dict[str, dict[str, str]] = {"en": EN, "ru": RU}

@@ -1,4 +1,4 @@
-"""The panel's form for one widget site, turned into a `widget.settings.SiteConfig`.
+"""The panel's form for one widget site, turned into a `widget.settings.SiteConfig`, and the block list form.
 
 The form only carries the values; every rule about them is the widget's own (`SiteConfig`, `parse_interval`,
 `check_key`), and the widget's error messages are put back on the fields they concern.
@@ -14,20 +14,27 @@ from pydantic import ValidationError
 from wtforms import BooleanField, StringField, TextAreaField
 from wtforms.validators import Length, Optional
 
+from bridge.connector_api.phones import InvalidPhoneNumber, to_e164
 from widget.schedule import WEEKDAYS, ScheduleError, parse_interval
-from widget.settings import Colours, SiteConfig, check_key
-from widget.sites import Site
+from widget.settings import Colours, Limit, Limits, SiteConfig, check_key
+from widget.sites import BLOCK_KINDS, Site
 from widget.texts import DEFAULT_TEXTS, LANGUAGES
 
 __all__ = [
     "COLOURS",
+    "LIMIT_PARTS",
+    "LIMIT_SCOPES",
     "MAIN_TEXTS",
+    "MIN_FILL",
     "OTHER_TEXTS",
+    "BlockForm",
     "FieldErrors",
     "SiteForm",
+    "block_entry",
     "choices",
     "fill",
     "hours_field",
+    "limit_field",
     "site_config",
     "text_field",
 ]
@@ -40,6 +47,12 @@ TEXT_KEYS_ORDERED: tuple[str, ...] = tuple(DEFAULT_TEXTS["ru"])
 MAIN_TEXTS: tuple[str, ...] = ("title", "subtitle", "after_open", "after_closed")
 OTHER_TEXTS: tuple[str, ...] = tuple(key for key in TEXT_KEYS_ORDERED if key not in MAIN_TEXTS)
 _SPLIT = re.compile(r"[\s,;]+")
+# The abuse limits: each scope's `Limit` (count per seconds), and the least time to fill the form.
+LIMIT_SCOPES: tuple[str, ...] = tuple(
+    name for name, info in Limits.model_fields.items() if info.annotation is Limit
+)
+LIMIT_PARTS: tuple[str, ...] = tuple(Limit.model_fields)
+MIN_FILL = "min_fill_seconds"
 
 
 def hours_field(day: str) -> str:
@@ -48,6 +61,11 @@ def hours_field(day: str) -> str:
 
 def text_field(lang: str, key: str) -> str:
     return f"text_{lang}_{key}"
+
+
+def limit_field(scope: str, part: str = "") -> str:
+    """`limit_per_ip_count`, `limit_per_ip_seconds`, ...; `limit_min_fill_seconds` without a part."""
+    return f"limit_{scope}_{part}" if part else f"limit_{scope}"
 
 
 def choices(name: str) -> tuple[str, ...]:
@@ -86,6 +104,8 @@ for _lang in LANGUAGES:
         # The widget limits a text to 500 characters; this only bounds what the panel reads.
         _name = text_field(_lang, _key)
         setattr(SiteForm, _name, StringField(_name, validators=[Length(max=2000)]))
+for _name in [limit_field(s, p) for s in LIMIT_SCOPES for p in LIMIT_PARTS] + [limit_field(MIN_FILL)]:
+    setattr(SiteForm, _name, StringField(_name, validators=[Length(max=20)]))
 
 
 def fill(form: SiteForm, site: Site | None) -> None:
@@ -110,6 +130,10 @@ def fill(form: SiteForm, site: Site | None) -> None:
     for lang in LANGUAGES:
         for key in TEXT_KEYS_ORDERED:
             getattr(form, text_field(lang, key)).data = config.texts.get(lang, {}).get(key, "")
+    for scope in LIMIT_SCOPES:
+        for part in LIMIT_PARTS:
+            getattr(form, limit_field(scope, part)).data = str(getattr(getattr(config.limits, scope), part))
+    getattr(form, limit_field(MIN_FILL)).data = f"{config.limits.min_fill_seconds:g}"
 
 
 def _hours(form: SiteForm, errors: FieldErrors) -> dict[str, list[str]]:
@@ -137,7 +161,27 @@ def _texts(form: SiteForm) -> dict[str, dict[str, str]]:
     return texts
 
 
-def _data(form: SiteForm, base: dict[str, Any], errors: FieldErrors) -> dict[str, Any]:
+def _limits(form: SiteForm, base: dict[str, Any], errors: FieldErrors, missing: str) -> dict[str, Any]:
+    """The limits over the saved ones: a field not posted keeps its value, one posted empty is missing."""
+    saved = {**Limits().model_dump(), **base.get("limits", {})}
+    limits: dict[str, Any] = {scope: dict(saved[scope]) for scope in LIMIT_SCOPES}
+    limits[MIN_FILL] = saved[MIN_FILL]
+    fields = [
+        (limits[scope], part, limit_field(scope, part)) for scope in LIMIT_SCOPES for part in LIMIT_PARTS
+    ]
+    for target, key, name in [*fields, (limits, MIN_FILL, limit_field(MIN_FILL))]:
+        field = getattr(form, name)
+        if not field.raw_data:
+            continue
+        value = (field.data or "").strip()
+        if value:
+            target[key] = value
+        else:
+            errors.setdefault(name, []).append(missing)
+    return limits
+
+
+def _data(form: SiteForm, base: dict[str, Any], errors: FieldErrors, missing: str) -> dict[str, Any]:
     data = dict(base)
     for name in ("name", "mode", "language", "position", "group", "line", "timezone"):
         data[name] = (getattr(form, name).data or "").strip()
@@ -152,6 +196,7 @@ def _data(form: SiteForm, base: dict[str, Any], errors: FieldErrors) -> dict[str
     }
     data["hours"] = _hours(form, errors)
     data["texts"] = _texts(form)
+    data["limits"] = _limits(form, base, errors, missing)
     return data
 
 
@@ -167,6 +212,8 @@ def _message(error: dict[str, Any], data: dict[str, Any], missing: str) -> str:
 
 def _field(loc: tuple[Any, ...]) -> str:
     head = str(loc[0]) if loc else "site"
+    if head == "limits" and len(loc) > 1:
+        return limit_field(str(loc[1]), str(loc[2]) if len(loc) > 2 else "")
     return f"colour_{loc[1]}" if head == "colours" and len(loc) > 1 else head
 
 
@@ -186,8 +233,8 @@ def site_config(
 ) -> tuple[SiteConfig | None, FieldErrors]:
     """The validated config for the form over `base` (the saved settings, or {} for a new site).
 
-    Settings the form does not show (the abuse limits) keep their saved values. `missing` is the
-    message for a required value left empty. Returns the config, or None and messages per field.
+    Limit fields that were not posted keep their saved values. `missing` is the message for a required
+    value left empty. Returns the config, or None and messages per field.
     """
     form.validate()  # lengths only (and the CSRF token, which the blueprint has checked already)
     errors: FieldErrors = {name: list(messages) for name, messages in form.errors.items()}
@@ -196,7 +243,7 @@ def site_config(
             check_key((form.key.data or "").strip())
         except ValueError as exc:
             errors.setdefault("key", []).append(str(exc))
-    data = _data(form, base, errors)
+    data = _data(form, base, errors, missing)
     try:
         config = SiteConfig.model_validate(data)
     except ValidationError as exc:
@@ -212,3 +259,33 @@ def site_config(
             errors["site"] = [str(exc)]
         return None, errors
     return (None, errors) if errors else (config, errors)
+
+
+class BlockForm(FlaskForm):
+    """One block list entry: a phone number (in any format) or an IP address/network, and why."""
+
+    kind = StringField("kind", default="phone", validators=[Length(max=8)])
+    value = StringField("value", validators=[Length(max=64)])
+    reason = StringField("reason", validators=[Optional(), Length(max=500)])
+
+
+def block_entry(form: BlockForm, region: str, messages: dict[str, str]) -> tuple[str, str, FieldErrors]:
+    """The entry's kind and value to store (a number in E.164, as the CLI and the widget write it).
+
+    `messages` holds the texts for "missing", "kind" and "phone" (followed by the parser's reason). An IP
+    address is checked by `widget.sites.block` itself, so it is returned as typed.
+    """
+    form.validate()
+    errors: FieldErrors = {name: list(problems) for name, problems in form.errors.items()}
+    kind = (form.kind.data or "").strip()
+    value = (form.value.data or "").strip()
+    if kind not in BLOCK_KINDS:
+        errors.setdefault("kind", []).append(messages["kind"])
+    elif not value:
+        errors.setdefault("value", []).append(messages["missing"])
+    elif kind == "phone":
+        try:
+            value = to_e164(value, region)
+        except InvalidPhoneNumber as exc:
+            errors.setdefault("value", []).append(f"{messages['phone']} {exc}")
+    return kind, value, errors
