@@ -1,7 +1,8 @@
 """The panel's per-connector settings: `/admin/connectors/<name>` (form, save) and `.../test` (check()).
 
 Saved values go to the settings store as `connectors.<name>.<key>` (plus `connectors.<name>.enabled`); the
-daemon and the web workers pick them up within seconds (`bridge.connectors_runtime.LiveConnector`).
+daemon and the web workers pick them up within seconds, turning a connector on included
+(`bridge.connectors_runtime.LiveConnector`).
 """
 
 from __future__ import annotations

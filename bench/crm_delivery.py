@@ -7,6 +7,8 @@ contract fake, which enforces the vendor's real limit and counts every request t
   request above it is a 503 QUERY_LIMIT_EXCEEDED and a *violation*), 100 ms per answer.
 * ``amocrm``: bench/crm_delivery_amocrm.py (its own engineer's), imported when present; its `run(duration)`
   returns the same headline keys.
+* ``ringing``: the caller card under a backlog, urgent rows first against the old oldest-first order, in
+  the same run (see `ringing_section`).
 
 The Bitrix24 section
 --------------------
@@ -31,7 +33,7 @@ request; and the drain time against two baselines from the same run:
   - the theoretical minimum for the *requests actually sent*, ``max(0, requests - burst) / rate``
     (ratio near 1: the bridge kept the portal's bucket busy, no time wasted).
 
-    .venv/bin/python bench/crm_delivery.py [--only bitrix24,amocrm] [--calls 240] [--duration 60]
+    .venv/bin/python bench/crm_delivery.py [--only bitrix24,amocrm,ringing] [--calls 240] [--duration 60]
 
 Results: a table on stdout and JSON in bench/results/crm-delivery-<timestamp>.json.
 """
@@ -46,8 +48,10 @@ import os
 import platform
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -57,13 +61,20 @@ from _replay import (  # first: it puts the repository on sys.path
     Floor,
     lag_ms,
     log,
+    ms,
     post_at_once,
     post_paced,
+    quantile,
     wait_drained,
 )
 
+from bridge.connector_api import CallEvent, idempotency_key
+from bridge.outbox.dispatcher import Dispatcher
+from bridge.outbox.enqueue import enqueue
 from bridge.pbx.mango.simulator.poster import Poster
+from bridge.registry import build_connectors
 from bridge.store.engine import make_engine
+from bridge.store.migrate import upgrade
 from tests.daemon import API_KEY, API_SALT, Daemon
 from tests.fakes.bitrix24 import FakeBitrix24, connector_toml
 
@@ -214,6 +225,164 @@ def bitrix24_section(calls: int, paced_seconds: float, speedup: float) -> dict[s
     }
 
 
+class LoopbackReceiver:
+    """A webhook receiver on loopback: answers 204 after `latency` s and notes when each delivery came."""
+
+    def __init__(self, latency: float) -> None:
+        self.latency = latency
+        self.arrivals: dict[str, float] = {}
+        self.repeated = 0
+        self.lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/hook"
+        threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                time.sleep(receiver.latency)
+                receiver.arrived(self.headers.get("Idempotency-Key", ""))
+                self.send_response(204)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        return Handler
+
+    def arrived(self, key: str) -> None:
+        with self.lock:
+            if key in self.arrivals:
+                self.repeated += 1
+            else:
+                self.arrivals[key] = time.time()
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.arrivals)
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def _event(entry_id: str, type_: str) -> CallEvent:
+    return CallEvent(
+        type=type_,
+        entry_id=entry_id,
+        key=type_,
+        occurred_at=time.time(),
+        direction="incoming",
+        customer_number="79161234567",
+        extension="101",
+    )
+
+
+def ringing_run(prioritised: bool, backlog: int, rings: int, rate: float, latency: float) -> dict[str, Any]:
+    """One order: `backlog` rows queued at once (finished calls: call.ended + recording), then `rings` new
+    calls ring, evenly over the first 80 % of the drain; each ring's latency is queued -> received."""
+    workdir = Path(tempfile.mkdtemp(prefix="bench-ringing-"))
+    engine = make_engine(f"sqlite:///{workdir / 'callbridge.db'}")
+    upgrade(engine)
+    receiver = LoopbackReceiver(latency)
+    secret = "bench-ringing-secret-0123456789"
+    hook = build_connectors({"webhook": {"url": receiver.url, "secret": secret, "rate_per_second": rate}})[
+        "webhook"
+    ]
+    dispatcher = Dispatcher(engine, {"webhook": hook})
+    if not prioritised:
+        dispatcher.urgent_types = frozenset()  # the order before: oldest row first, whatever its type
+    steps = ("call.ended", "call.recording_ready")
+    with engine.begin() as conn:
+        enqueue(
+            conn, [_event(f"old-{i // 2}", steps[i % 2]) for i in range(backlog)], [hook], now=time.time()
+        )
+    stop = threading.Event()
+    runner = threading.Thread(target=dispatcher.run_forever, args=(stop,), name="bench-dispatcher")
+    started = time.time()
+    runner.start()
+    rang: dict[str, tuple[float, int]] = {}  # key -> (queued at, backlog rows received by then)
+    spacing = 0.8 * backlog / rate / rings
+    try:
+        for n in range(rings):
+            time.sleep(max(0.0, started + (n + 0.5) * spacing - time.time()))
+            event = _event(f"ring-{n}", "call.ringing")
+            before = receiver.count()
+            with engine.begin() as conn:
+                enqueue(conn, [event], [hook], now=time.time())
+            rang[idempotency_key("webhook", event)] = (time.time(), before)
+            dispatcher.wake()  # as the event processor does after committing
+        deadline = time.monotonic() + max(120.0, 4 * backlog / rate)
+        while receiver.count() < backlog + rings and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        runner.join(30)
+        dispatcher.close()
+        receiver.stop()
+        engine.dispose()
+    received = receiver.arrivals
+    latencies = [received[key] - at for key, (at, _) in rang.items() if key in received]
+    ahead = sorted(received.values())
+    # Backlog rows that still came after the ring: how much of the backlog it overtook.
+    overtaken = [sum(1 for t in ahead if t > received[key]) for key in rang if key in received]
+    return {
+        "order": "urgent rows first" if prioritised else "oldest first",
+        "received": len(received),
+        "expected": backlog + rings,
+        "received_twice": receiver.repeated,
+        "drain_seconds": round(max(received.values()) - started, 2) if received else None,
+        "ringing_latency_p50_ms": ms(quantile(latencies, 0.5)),
+        "ringing_latency_max_ms": ms(max(latencies)) if latencies else None,
+        "rows_received_after_the_ring_p50": quantile([float(n) for n in overtaken], 0.5),
+    }
+
+
+def ringing_section(backlog: int, rings: int, rate: float, latency: float) -> dict[str, Any]:
+    """The caller card under a backlog: the same load with urgent rows first, then in the old order.
+
+    The real dispatcher, store (SQLite, migrated) and webhook connector, posting to a loopback receiver
+    that answers after `latency` s; the connector's own limit (`rate` requests/s) sets the drain speed,
+    as a CRM's limit does after an outage.
+    """
+    log(f"ringing: {backlog} backlog rows at {rate:g}/s, {rings} calls ring while it drains")
+    new = ringing_run(True, backlog, rings, rate, latency)
+    log(f"ringing: urgent first: p50 {new['ringing_latency_p50_ms']} ms, drained in {new['drain_seconds']} s")
+    old = ringing_run(False, backlog, rings, rate, latency)
+    log(f"ringing: oldest first: p50 {old['ringing_latency_p50_ms']} ms, drained in {old['drain_seconds']} s")
+    for run in (new, old):
+        if run["received"] != run["expected"] or run["received_twice"]:
+            raise RuntimeError(f"{run['order']}: received {run['received']} of {run['expected']}, {run}")
+
+    def ratio(key: str) -> float | None:
+        return round(old[key] / new[key], 1) if old[key] and new[key] else None
+
+    return {
+        "connector": "webhook (loopback receiver)",
+        "backlog_rows": backlog,
+        "rings": rings,
+        "rate_per_second": rate,
+        "receiver_latency_ms": latency * 1000,
+        "urgent_first": new,
+        "oldest_first": old,
+        "ratio_p50_old_vs_new": ratio("ringing_latency_p50_ms"),
+        "ratio_max_old_vs_new": ratio("ringing_latency_max_ms"),
+        # the headline figures: the rings' latency with urgent rows first
+        "lag_p50_ms": new["ringing_latency_p50_ms"],
+        "lag_p99_ms": new["ringing_latency_max_ms"],
+        "provoked_violations": 0,
+    }
+
+
 def amocrm_section(duration: float) -> dict[str, Any] | None:
     """bench/crm_delivery_amocrm.py's `run`, when that file is there."""
     try:
@@ -273,24 +442,45 @@ def report(result: dict[str, Any]) -> str:
             f"bitrix24: violations {b24['provoked_violations']}, "
             f"highest bucket level {b24['max_bucket_level']} of 50",
         ]
+    ring = result["sections"].get("ringing")
+    if ring and "error" not in ring:
+        new, old = ring["urgent_first"], ring["oldest_first"]
+        lines += [
+            "",
+            f"ringing under a backlog of {ring['backlog_rows']} rows at {ring['rate_per_second']:g}/s "
+            f"({ring['rings']} calls ring while it drains), latency queued -> received:",
+            f"  urgent first: p50 {new['ringing_latency_p50_ms']} ms, "
+            f"max {new['ringing_latency_max_ms']} ms; backlog drained in {new['drain_seconds']} s",
+            f"  oldest first: p50 {old['ringing_latency_p50_ms']} ms, "
+            f"max {old['ringing_latency_max_ms']} ms; backlog drained in {old['drain_seconds']} s",
+            f"  ratio oldest first / urgent first: p50 {ring['ratio_p50_old_vs_new']}x, "
+            f"max {ring['ratio_max_old_vs_new']}x",
+        ]
     return "\n".join(lines)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="Delivery under vendor limits (docs/performance.md item 3).")
-    parser.add_argument("--only", default="", help="comma list of sections: bitrix24,amocrm (default: all)")
+    parser.add_argument(
+        "--only", default="", help="comma list of sections: bitrix24,amocrm,ringing (default: all)"
+    )
     parser.add_argument("--calls", type=int, default=240, help="bitrix24: calls in the saturated phase")
     parser.add_argument(
         "--paced-seconds", type=float, default=60.0, help="bitrix24: length of the paced phase"
     )
     parser.add_argument("--speedup", type=float, default=1.5, help="bitrix24: paced rate / busy-hour rate")
     parser.add_argument("--duration", type=float, default=60.0, help="amocrm: its run(duration_hint)")
+    parser.add_argument("--ring-backlog", type=int, default=600, help="ringing: rows queued before the rings")
+    parser.add_argument("--rings", type=int, default=10, help="ringing: calls that ring while it drains")
+    parser.add_argument("--ring-rate", type=float, default=50.0, help="ringing: the connector's requests/s")
+    parser.add_argument("--ring-latency", type=float, default=0.02, help="ringing: receiver's answer time, s")
     parser.add_argument("--out", type=Path, default=BENCH / "results", help="folder for the JSON result")
     args = parser.parse_args()
     only = {s.strip() for s in args.only.split(",") if s.strip()}
     sections: dict[str, Callable[[], dict[str, Any] | None]] = {
         "bitrix24": lambda: bitrix24_section(args.calls, args.paced_seconds, args.speedup),
         "amocrm": lambda: amocrm_section(args.duration),
+        "ringing": lambda: ringing_section(args.ring_backlog, args.rings, args.ring_rate, args.ring_latency),
     }
     result: dict[str, Any] = {
         "benchmark": "crm_delivery",

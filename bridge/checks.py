@@ -8,7 +8,7 @@ import click
 
 from bridge.config import Settings
 from bridge.connector_api import DeliveryError
-from bridge.connectors_runtime import load_connectors, mango_client
+from bridge.connectors_runtime import active, load_connectors, mango_client
 from bridge.pbx.mango.errors import MangoError
 from bridge.registry import ConnectorConfigError
 
@@ -35,7 +35,7 @@ def check_connectors(settings: Settings, engine: object) -> list[CheckResult]:
     except ConnectorConfigError as exc:
         return [CheckResult(exc.connector, False, str(exc))]
     results = []
-    for name, connector in connectors.items():
+    for name, connector in active(connectors).items():  # connectors not enabled are not checked
         try:
             results.append(CheckResult(name, True, connector.check()))
         except DeliveryError as exc:

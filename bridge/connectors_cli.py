@@ -54,7 +54,7 @@ def list_command(obj: AppContext) -> None:
 @click.pass_obj
 def import_employees_command(obj: AppContext, name: str) -> None:
     """Import connector NAME's map from extensions to CRM users, and store it."""
-    from bridge.connectors_runtime import load_connectors
+    from bridge.connectors_runtime import is_dormant, load_connectors
     from bridge.employees import mango_client_for
     from bridge.pbx.mango.errors import MangoError
 
@@ -73,7 +73,7 @@ def import_employees_command(obj: AppContext, name: str) -> None:
         connector = load_connectors(obj.config, obj.engine).get(name)
     except ConnectorConfigError as exc:
         raise click.ClickException(str(exc)) from None
-    if connector is None:
+    if connector is None or is_dormant(connector):
         raise click.ClickException(
             f"the {name} connector is not enabled: configure [connectors.{name}] "
             f"(or CALLBRIDGE_CONNECTORS_{name.upper()}_...) first"

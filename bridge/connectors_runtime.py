@@ -1,11 +1,14 @@
-"""Build the configured connectors and hand them the core's services (state, click-to-call).
+"""Build the installed connectors and hand them the core's services (state, click-to-call).
 
-Connector settings saved in the admin panel apply without a restart: `load_connectors` returns each
-connector wrapped in a `LiveConnector`, which re-reads the effective ``[connectors.<name>]`` section (the
-config file and environment, with the panel's saved values on top) at most every `SECTIONS_TTL` seconds and
-rebuilds the connector when the section's fingerprint changes. Every user of the mapping (dispatcher,
-processor, lookups, the web workers' hooks) therefore talks to the connector as currently configured.
-A connector that was not enabled when the process started needs a restart to join.
+Connector settings saved in the admin panel apply without a restart: `load_connectors` returns every
+installed connector (the registry's entry points) wrapped in a `LiveConnector`, which re-reads the effective
+``[connectors.<name>]`` section (the config file and environment, with the panel's saved values on top) at
+most every `SECTIONS_TTL` seconds and rebuilds the connector when the section's fingerprint changes. A
+connector whose section is absent or disabled at start is *dormant* (no build: it wants no events, looks
+nothing up, its hooks answer 404, the dispatcher claims nothing for it) until the first refresh that finds it
+enabled and valid builds and binds it. Every user of the mapping (dispatcher, processor, lookups, the web
+workers' hooks) therefore talks to the connector as currently configured, in every process, within seconds;
+`active` gives the ones that are not dormant, for what lists or checks connectors.
 """
 
 from __future__ import annotations
@@ -30,11 +33,12 @@ from bridge.connector_api import (
     Employee,
     RateLimit,
     RefStore,
+    RetryableDeliveryError,
 )
 from bridge.memo import cached as memo_cached
 from bridge.pbx.mango.client import MangoClient
 from bridge.recordings.links import links_for
-from bridge.registry import ConnectorConfigError, build_connectors
+from bridge.registry import ConnectorConfigError, available_connectors, build_connectors
 from bridge.store.connector_state import SqlStateStore
 
 log = logging.getLogger("callbridge.connectors")
@@ -135,62 +139,90 @@ def build_bound(
 class LiveConnector(Connector):
     """The connector called `name` as currently configured; rebuilt when its effective section changes.
 
-    Reads of any attribute go to the current build, so code holding this object (the dispatcher, a hook
-    blueprint) always sees the saved settings. When the panel turns the connector off, it wants no new
-    events and answers no lookups; rows already queued are still delivered. A section that no longer
-    validates keeps the last good build (and is logged once).
+    Reads of any attribute go to the current build, so code holding this object (the dispatcher, the
+    processor, the lookups) always sees the saved settings. Until its section is first enabled and valid the
+    connector is *dormant* (no build): it wants no events, answers no lookups, has no capabilities, no
+    rate limit and no connector-specific methods, and its hooks answer 404. When the panel turns a built
+    connector off, it wants no new events and answers no lookups; rows already queued are still delivered.
+    A section that no longer validates keeps the last good build; one that never validated keeps the
+    connector dormant (either is logged once, naming keys, never values).
     """
 
     def __init__(
         self,
         name: str,
-        first: Connector,
+        cls: type[Connector],
         sections: Callable[[], Sections],
         context: ConnectorContext,
         built_from: Sections,
+        first: Connector | None = None,
     ) -> None:
         # Connector.__init__ is not called: `config` and `context` are read from the current build.
         self.name = name  # type: ignore[misc]
+        self._cls = cls
         self._current = first
         self._sections = sections
         self._context = context
         self._lock = threading.Lock()
         self._seen: Sections = built_from
-        self._fingerprint = fingerprint(built_from.get(name))
-        self._enabled = True
+        # A dormant connector looks at `built_from` again on the first refresh (nothing to compare with).
+        self._fingerprint = fingerprint(built_from.get(name)) if first is not None else ""
+        self._enabled = first is not None
 
-    def current(self) -> Connector:
-        """The build for the effective section now (rebuilt at most once per change)."""
+    def build(self) -> Connector | None:
+        """The build for the effective section now (rebuilt at most once per change); None while dormant."""
         sections = self._sections()
-        if sections is not self._seen:
+        if sections is not self._seen or not self._fingerprint:
             with self._lock:
-                if sections is not self._seen:
+                if sections is not self._seen or not self._fingerprint:
                     self._refresh(sections.get(self.name))
                     self._seen = sections
         return self._current
+
+    def current(self) -> Connector:
+        """The current build; raises `AttributeError` while the connector is dormant."""
+        connector = self.build()
+        if connector is None:
+            raise AttributeError(f"the {self.name} connector is not enabled")
+        return connector
 
     def _refresh(self, section: Mapping[str, Any] | None) -> None:
         digest = fingerprint(section)
         if digest == self._fingerprint:
             return
         self._fingerprint = digest
+        was_on = self._enabled and self._current is not None
         self._enabled = is_enabled(section)
         if not self._enabled or section is None:
-            log.info("connector turned off connector=%s", self.name)
+            if was_on:
+                log.info("connector turned off connector=%s", self.name)
             return
         try:
             built = build_bound(self.name, section, self._context)
         except ConnectorConfigError as exc:  # problems name keys, never values
-            log.warning("connector settings not applied connector=%s problems=%s", self.name, exc.problems)
+            state = "not applied" if self._current is not None else "invalid, the connector stays off"
+            log.warning("connector settings %s connector=%s problems=%s", state, self.name, exc.problems)
+            return
+        except Exception as exc:  # noqa: BLE001 - a failing build must not break the caller's pass
+            log.warning("connector could not be built connector=%s error=%s", self.name, type(exc).__name__)
             return
         if built is not None:
+            log.info(
+                "connector %s connector=%s",
+                "rebuilt with new settings" if self._current is not None else "enabled",
+                self.name,
+            )
             self._current = built
-            log.info("connector rebuilt with new settings connector=%s", self.name)
+
+    @property
+    def dormant(self) -> bool:
+        """Whether the connector has no build yet (never enabled with valid settings since the start)."""
+        return self.build() is None
 
     @property
     def enabled(self) -> bool:
-        self.current()
-        return self._enabled
+        """Whether the connector is built and its section turns it on."""
+        return self.build() is not None and self._enabled
 
     # ------------------------------------------------------------------ the Connector interface
 
@@ -200,63 +232,79 @@ class LiveConnector(Connector):
 
     @property  # type: ignore[override]
     def context(self) -> ConnectorContext | None:
-        return self.current().context
+        connector = self.build()
+        return connector.context if connector is not None else self._context
 
     @property  # type: ignore[override]
     def capabilities(self) -> frozenset[str]:
-        return self.current().capabilities
+        connector = self.build()
+        return connector.capabilities if connector is not None else frozenset()
 
     @property  # type: ignore[override]
     def config_model(self) -> type[BaseModel]:
-        return self.current().config_model
+        return self._cls.config_model
 
     @property  # type: ignore[override]
     def rate_limit(self) -> RateLimit | None:
-        return getattr(self.current(), "rate_limit", None)
+        return getattr(self.build(), "rate_limit", None)
 
     @property  # type: ignore[override]
     def event_types(self) -> frozenset[str] | None:
-        return self.current().event_types
+        connector = self.build()
+        return connector.event_types if connector is not None else frozenset()
 
     def bind(self, context: ConnectorContext) -> None:
         self._context = context
-        self.current().bind(context)
+        connector = self.build()
+        if connector is not None:
+            connector.bind(context)
 
     def wants(self, event: CallEvent) -> bool:
-        connector = self.current()
-        return self._enabled and connector.wants(event)
+        connector = self.build()
+        return connector is not None and self._enabled and connector.wants(event)
 
     def handle(self, event: CallEvent, refs: RefStore) -> None:
-        self.current().handle(event, refs)
+        connector = self.build()
+        if connector is None:  # the dispatcher claims nothing for a dormant connector
+            raise RetryableDeliveryError(f"the {self.name} connector is not enabled")
+        connector.handle(event, refs)
 
     def lookup(self, phone: str) -> CallerCard | None:
-        connector = self.current()
-        return connector.lookup(phone) if self._enabled else None
+        connector = self.build()
+        return connector.lookup(phone) if connector is not None and self._enabled else None
 
     def responsible_for(self, phone: str) -> Employee | None:
-        connector = self.current()
-        return connector.responsible_for(phone) if self._enabled else None
+        connector = self.build()
+        return connector.responsible_for(phone) if connector is not None and self._enabled else None
 
     def blueprint(self) -> Any | None:
-        # Built by the connector's class with this object as `self`, so its hooks see rebuilt settings.
-        return type(self.current()).blueprint(self)
+        """Inbound hooks that follow the current build: its own blueprint, or 404 while it has none."""
+        from bridge.web.connector_hooks import live_hooks  # Flask is only needed by the web app
+
+        return live_hooks(self.name, self.build)
 
     def check(self) -> str:
-        return self.current().check()
+        connector = self.build()
+        return connector.check() if connector is not None else "not enabled, nothing to check"
 
     def __getattr__(self, attribute: str) -> Any:
-        # Connector-specific methods (tokens, users, ...) of the current build.
+        # Connector-specific methods (tokens, users, ...) of the current build; none while dormant.
         if attribute.startswith("_"):
             raise AttributeError(attribute)
         return getattr(self.current(), attribute)
 
     def __repr__(self) -> str:
-        return f"LiveConnector({self._current!r})"
+        return f"LiveConnector({self._current if self._current is not None else self.name!r})"
 
 
 def _forward(method: str) -> Callable[..., Any]:
+    default = getattr(Connector, method)
+
     def call(self: LiveConnector, *args: Any, **kwargs: Any) -> Any:
-        return getattr(self.current(), method)(*args, **kwargs)
+        connector = self.build()
+        if connector is None:  # dormant: the interface's default answer
+            return default(self, *args, **kwargs)
+        return getattr(connector, method)(*args, **kwargs)
 
     call.__name__ = call.__qualname__ = method
     return call
@@ -268,19 +316,34 @@ for _method, _value in vars(Connector).items():
         setattr(LiveConnector, _method, _forward(_method))
 
 
+def is_dormant(connector: Connector) -> bool:
+    """Whether `connector` is a `LiveConnector` not enabled yet (users of the mapping skip those)."""
+    return bool(getattr(connector, "dormant", False))
+
+
+def active(connectors: Mapping[str, Connector]) -> dict[str, Connector]:
+    """The connectors of `connectors` that are not dormant now."""
+    return {name: connector for name, connector in connectors.items() if not is_dormant(connector)}
+
+
 def load_connectors(
     settings: Settings, engine: Engine, sections: Callable[[], Sections] | None = None
 ) -> dict[str, Connector]:
-    """Every enabled connector, validated, bound to its context, and kept up to date with saved settings.
+    """Every installed connector, kept up to date with saved settings: the enabled ones validated, built and
+    bound to their context; the others dormant until an effective section enables them.
 
-    `sections` gives the effective connector sections (default: `effective_sections`, cached 2 s).
+    `sections` gives the effective connector sections (default: `effective_sections`, cached 2 s). Raises
+    `ConnectorConfigError` when a section enabled at start does not validate (as `build_connectors`).
     """
     source = sections or cached(effective_sections(settings, engine))
     now = source()
     originate = originate_service(settings, engine)
+    built = build_connectors(now)
     live: dict[str, Connector] = {}
-    for name, connector in build_connectors(now).items():
+    for name, cls in available_connectors().items():
         context = context_for(name, settings, engine, originate)
-        connector.bind(context)
-        live[name] = LiveConnector(name, connector, source, context, now)
+        first = built.get(name)
+        if first is not None:
+            first.bind(context)
+        live[name] = LiveConnector(name, cls, source, context, now, first)
     return live

@@ -19,7 +19,7 @@ from sqlalchemy import Engine
 
 from bridge.config import Settings
 from bridge.connector_api import CallEvent, Connector
-from bridge.connectors_runtime import load_connectors, mango_client
+from bridge.connectors_runtime import active, load_connectors, mango_client
 from bridge.history.runner import make_history_runner
 from bridge.outbox.dispatcher import Dispatcher
 from bridge.outbox.retry import RetryPolicy
@@ -147,7 +147,7 @@ def serve(settings: Settings) -> None:
         settings.http.host,
         settings.http.port,
         settings.http.workers,
-        ",".join(connectors) or "none",
+        ",".join(active(connectors)) or "none",
         engine.dialect.name,
     )
     hub = start_hub(settings, engine, connectors)

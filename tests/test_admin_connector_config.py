@@ -426,7 +426,7 @@ def test_callbridge_run_delivers_to_the_url_saved_in_its_panel_without_a_restart
     try:
         admin = Browser(daemon.url, "admin")
         assert admin.post("/admin/connectors/webhook", _webhook_form(first.url, SECRET)).status_code == 302
-        daemon.stop()  # the webhook was off when it started: it joins at the next start
+        daemon.stop()  # the saved settings also apply from the start after a restart
         daemon.start()
         admin = Browser(daemon.url, "admin")
         poster = Poster(daemon.mango_url, API_KEY, API_SALT)

@@ -170,10 +170,8 @@ class LookupService:
         max_workers: int = 32,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._connectors = {
-            name: c for name, c in connectors.items() if LOOKUP_CAPABILITY in getattr(c, "capabilities", ())
-        }
-        self.sources = list(self._connectors)
+        # Kept whole: a connector enabled (or rebuilt) later may gain the capability; see `able`.
+        self._all = dict(connectors)
         self.deadline = deadline
         self.timeout = timeout
         self.cache_seconds = cache_seconds
@@ -200,9 +198,19 @@ class LookupService:
             region=settings.phones.default_region,  # type: ignore[attr-defined]
         )
 
+    def able(self) -> dict[str, Connector]:
+        """The connectors that can look numbers up now (a dormant connector has no capabilities)."""
+        return {
+            name: c for name, c in self._all.items() if LOOKUP_CAPABILITY in getattr(c, "capabilities", ())
+        }
+
+    @property
+    def sources(self) -> list[str]:
+        return list(self.able())
+
     @property
     def enabled(self) -> bool:
-        return bool(self._connectors)
+        return bool(self.able())
 
     def key(self, raw: str | None) -> tuple[str, str] | None:
         return number_key(raw, self.region)
@@ -253,7 +261,8 @@ class LookupService:
     def start(self, raw: str | None) -> Lookup | None:
         """A cached answer, the lookup already in flight for this number, or a new one; None when the
         number is unusable or no connector can look numbers up."""
-        if not self._connectors:
+        able = self.able()
+        if not able:
             return None
         found = self.key(raw)
         if found is None:
@@ -261,17 +270,17 @@ class LookupService:
         key, number = found
         card = self._cached(key)
         if card is not None:
-            return Lookup(key, number, self.sources, card=card)
+            return Lookup(key, number, list(able), card=card)
         with self._lock:
             running = self._inflight.get(key)
             if running is not None:
                 return running
-            lookup = self._inflight[key] = Lookup(key, number, self.sources)
+            lookup = self._inflight[key] = Lookup(key, number, list(able))
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self._max_workers, thread_name_prefix="lookup")
             pool = self._pool
         self._timeouts.add(time.monotonic() + self.timeout, lookup)
-        for name, connector in self._connectors.items():
+        for name, connector in able.items():
             pool.submit(self._ask, lookup, name, connector)
         return lookup
 

@@ -12,6 +12,20 @@ live claim, and it is the oldest pending row of its (connector, entry_id). So ev
 connector in the order they were enqueued, and a claim batch holds at most one row per call, which is
 what lets a lane deliver its batch in parallel.
 
+Urgent rows first. Rows that pop or hide a caller card (`URGENT_TYPES`: ringing, answered, transferred)
+are only worth anything while the phones ring, so a lane claims its eligible *fresh* urgent rows ahead of
+its older backlog (call logs, records): first in every claim, and, while claimed backlog rows still wait
+for a worker or for their rate-limited turn, in a small extra claim whenever the producer wakes it (at
+least every `urgent_poll` seconds), which puts them at the head of the lane's queue; a worker whose turn
+comes with a backlog row hands the turn to a waiting urgent row. A row stops being urgent when it was
+queued more than `urgent_max_age` seconds ago or its call's ``call.ended`` row is already queued (the
+card is gone by then): it waits its turn like any other row, and the connector still decides what to do
+with a late event (amoCRM drops popups older than ``popup_max_age_seconds``). The per-call rule above
+still holds, so an urgent row never overtakes an earlier row of its own call.
+Fairness: a claim keeps a quarter of its rows (at least one) for the oldest rows, and when both kinds
+wait for a worker, every `oldest_every`-th start goes to the oldest one, so a stream of rings slows the
+backlog down but never stops it.
+
 Dead rows do not block. When a row is parked as dead, the later rows of the same call proceed: the dead
 row is visible (``callbridge deliveries list --status dead``, the admin panel) and can be replayed, and
 holding a whole call hostage to one rejected action would lose more than it protects. A replayed row is
@@ -19,10 +33,11 @@ delivered after the rows that already went out, so `handle` must cope with e.g. 
 
 Claims. On PostgreSQL the claim is ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED)`` and
 sets ``claimed_until``, so any number of dispatcher processes can share the table. On SQLite a single
-dispatcher process is assumed (the embedded mode); the claim is the same single UPDATE statement, which
-SQLite serialises. A claim lasts `claim_seconds`; a lane stops starting new deliveries halfway through it
-and releases what it did not start. `claim_seconds` must exceed the worst handle time of a connector
-(its HTTP timeouts), or a crashed-looking claim may be delivered twice (handle is idempotent anyway).
+dispatcher process is assumed (the embedded mode); the claim is the same UPDATE statements (urgent rows,
+then the oldest) in one transaction, which SQLite serialises. A claim lasts `claim_seconds`; a lane stops
+starting new deliveries halfway through it and releases what it did not start. `claim_seconds` must
+exceed the worst handle time of a connector (its HTTP timeouts), or a crashed-looking claim may be
+delivered twice (handle is idempotent anyway).
 
 Outcomes. Success: ``done``, ``delivered_at``. `RetryableDeliveryError` (and any unexpected exception,
 logged without its arguments): ``attempts + 1``, ``next_attempt_at = now + policy.next_delay(...)``
@@ -46,10 +61,10 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
 import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -63,6 +78,7 @@ from bridge.connector_api import (
     RateLimit,
     RetryableDeliveryError,
 )
+from bridge.connector_api.events import CALL_ANSWERED, CALL_ENDED, CALL_RINGING, CALL_TRANSFERRED
 from bridge.connector_api.http import redact
 from bridge.outbox.refs import SqlRefStore
 from bridge.outbox.retry import RetryPolicy
@@ -71,11 +87,13 @@ from bridge.store.engine import reader
 from bridge.store.schema import outbox
 from bridge.store.write_lock import write_transaction
 
-__all__ = ["Dispatcher"]
+__all__ = ["URGENT_TYPES", "Dispatcher"]
 
 log = logging.getLogger("callbridge.outbox")
 
 _ERROR_LIMIT = 500
+# The caller-card events: claimed ahead of the backlog while fresh (see the module docstring).
+URGENT_TYPES: frozenset[str] = frozenset({CALL_RINGING, CALL_ANSWERED, CALL_TRANSFERRED})
 _ROW_COLUMNS = (
     outbox.c.id,
     outbox.c.connector,
@@ -94,6 +112,7 @@ class _Row:
     event_type: str
     payload: str
     attempts: int
+    urgent: bool = False
 
 
 @dataclass
@@ -104,10 +123,77 @@ class _Lane:
     bucket: TokenBucket | None
     rate_limit: RateLimit | None
     wake: threading.Event = field(default_factory=threading.Event)
+    fresh: threading.Event = field(default_factory=threading.Event)  # the producer queued rows
     paused_until: float = 0.0
     busy: int = 0
+    holding: int = 0  # workers waiting for their turn with a backlog row (they hand it to an urgent one)
     lock: threading.Lock = field(default_factory=threading.Lock)
     pool: ThreadPoolExecutor | None = None
+
+
+_Item = tuple[_Row, float]  # a claimed row and the time it must start before
+
+
+class _WorkQueue:
+    """A lane's claimed rows not started yet: urgent rows first, yet every `oldest_every`-th start goes
+    to the oldest waiting row when both kinds wait. `get` blocks; it returns None once `close`d."""
+
+    def __init__(self, oldest_every: int) -> None:
+        self._oldest_every = max(1, oldest_every)
+        self._urgent: deque[_Item] = deque()
+        self._oldest: deque[_Item] = deque()
+        self._streak = 0  # urgent starts in a row while oldest rows waited
+        self._closed = False
+        self._cond = threading.Condition()
+
+    def put(self, row: _Row, start_before: float) -> None:
+        with self._cond:
+            (self._urgent if row.urgent else self._oldest).append((row, start_before))
+            self._cond.notify()
+
+    def get(self) -> _Item | None:
+        with self._cond:
+            while not self._closed and not (self._urgent or self._oldest):
+                self._cond.wait()
+            return None if self._closed else self._pop()
+
+    def _pop(self) -> _Item:
+        if self._urgent and (not self._oldest or self._streak < self._oldest_every - 1):
+            self._streak += 1 if self._oldest else 0
+            return self._urgent.popleft()
+        self._streak = 0
+        return self._oldest.popleft()
+
+    def trade(self, item: _Item) -> _Item:
+        """A worker's turn for `item` has come: an urgent row waiting takes it (same rule as `get`) and
+        `item` goes back to the head of its line."""
+        with self._cond:
+            if item[0].urgent or not self._urgent:
+                return item
+            self._oldest.appendleft(item)
+            return self._pop()
+
+    def empty(self) -> bool:
+        with self._cond:
+            return not (self._urgent or self._oldest)
+
+    def waiting(self) -> tuple[int, int]:
+        """(urgent rows, oldest rows) waiting for a worker."""
+        with self._cond:
+            return len(self._urgent), len(self._oldest)
+
+    def drain(self) -> list[_Item]:
+        """Take everything still waiting, in the order the workers would have started it."""
+        with self._cond:
+            items = []
+            while self._urgent or self._oldest:
+                items.append(self._pop())
+            return items
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
 
 
 class Dispatcher:
@@ -115,7 +201,14 @@ class Dispatcher:
 
     `clock` gives Unix seconds (stored in the table); `sleep` is used to wait for rate-limit tokens.
     `concurrency` is the number of calls a lane delivers at once (rows of one call are always sequential).
+    The class attributes tune the urgent rows (an instance may override them; empty `urgent_types`
+    restores plain oldest-first order).
     """
+
+    urgent_types: frozenset[str] = URGENT_TYPES
+    urgent_max_age: float = 60.0  # seconds since the row was queued
+    urgent_poll: float = 0.25  # seconds between looks for urgent rows while backlog rows wait
+    oldest_every: int = 4  # of the starts while both kinds wait, one in this many goes to the oldest row
 
     def __init__(
         self,
@@ -161,11 +254,17 @@ class Dispatcher:
             return None
         return TokenBucket(limit.rate, limit.burst, clock=self._bucket_clock, sleep=self._sleep)
 
-    def _follow_rate_limit(self, lane: _Lane) -> None:
-        """A connector rebuilt with saved settings may throttle differently: follow its current limit."""
+    def _follow_rate_limit(self, lane: _Lane) -> bool:
+        """A connector rebuilt with saved settings may throttle differently: follow its current limit.
+
+        False while the connector is dormant (not enabled since the start): its lane claims nothing then.
+        """
+        if getattr(lane.connector, "dormant", False):
+            return False
         limit = getattr(lane.connector, "rate_limit", None)
         if limit != lane.rate_limit:
             lane.bucket, lane.rate_limit = self._bucket(limit), limit
+        return True
 
     # ------------------------------------------------------------------ public API
 
@@ -203,6 +302,7 @@ class Dispatcher:
     def wake(self) -> None:
         """Tell idle lanes there may be new rows (the producer calls this after committing)."""
         for lane in self._lanes.values():
+            lane.fresh.set()
             lane.wake.set()
 
     def close(self) -> None:
@@ -229,7 +329,7 @@ class Dispatcher:
         Workers take rows one by one, so one hanging call holds one worker, not the lane; the rows behind
         it in the same call stay unclaimable (not the oldest pending) until it finishes.
         """
-        work: queue.Queue[tuple[_Row, float] | None] = queue.Queue()
+        work = _WorkQueue(self.oldest_every)
         workers = [
             threading.Thread(
                 target=self._worker_loop,
@@ -242,18 +342,21 @@ class Dispatcher:
         for worker in workers:
             worker.start()
         failures = 0
+        looked = time.monotonic()
         try:
             while not stop.is_set():
                 now = self._clock()
                 with lane.lock:
                     busy = lane.busy
                 if not work.empty() or busy >= self.concurrency or lane.paused_until > now:
+                    looked = self._promote(lane, work, now, looked)
                     lane.wake.wait(idle_sleep)
                     lane.wake.clear()
                     continue
+                lane.fresh.clear()
                 try:
-                    self._follow_rate_limit(lane)
-                    rows = self._claim(lane, now, self._claim_limit(lane))
+                    ready = self._follow_rate_limit(lane)
+                    rows = self._claim(lane, now, self._claim_limit(lane)) if ready else []
                     failures = 0
                 except Exception as exc:  # the database went away, most likely; keep trying
                     failures += 1
@@ -270,29 +373,50 @@ class Dispatcher:
                     lane.wake.wait(idle_sleep)
                     lane.wake.clear()
                     continue
-                start_before = now + self.claim_seconds / 2
-                for row in rows:
-                    work.put((row, start_before))
+                self._queue(work, rows, now)
         finally:
-            leftover = []
-            while True:
-                try:
-                    item = work.get_nowait()
-                except queue.Empty:
-                    break
-                if item is not None:
-                    leftover.append(item[0].id)
+            leftover = [row.id for row, _ in work.drain()]
             if leftover:
                 try:
                     self._release(leftover)
                 except Exception as exc:
                     log.error("outbox release failed connector=%s error=%s", lane.name, _describe(exc))
-            for _ in workers:
-                work.put(None)
+            work.close()
             for worker in workers:
                 worker.join()
 
-    def _worker_loop(self, lane: _Lane, work: queue.Queue[tuple[_Row, float] | None]) -> None:
+    def _queue(self, work: _WorkQueue, rows: list[_Row], now: float) -> None:
+        start_before = now + self.claim_seconds / 2
+        for row in rows:
+            work.put(row, start_before)
+
+    def _promote(self, lane: _Lane, work: _WorkQueue, now: float, looked: float) -> float:
+        """While claimed backlog rows wait for a worker or for their turn, claim fresh urgent rows to start
+        ahead of them.
+
+        Looks when the producer woke the lane or `urgent_poll` seconds have passed since it last looked
+        (returned), and only while backlog rows wait and no urgent row does, so the backlog keeps its share.
+        """
+        if not self.urgent_types or lane.paused_until > now:
+            return looked
+        urgent, oldest = work.waiting()
+        with lane.lock:
+            holding = lane.holding
+        if urgent or not (oldest or holding):
+            return looked
+        if not lane.fresh.is_set() and time.monotonic() - looked < self.urgent_poll:
+            return looked
+        lane.fresh.clear()
+        try:
+            ready = self._follow_rate_limit(lane)
+            rows = self._claim(lane, now, self._claim_limit(lane), urgent_only=True) if ready else []
+        except Exception as exc:  # the next ordinary claim reports a database that went away
+            log.warning("outbox urgent claim failed connector=%s error=%s", lane.name, _describe(exc))
+            rows = []
+        self._queue(work, rows, now)
+        return time.monotonic()
+
+    def _worker_loop(self, lane: _Lane, work: _WorkQueue) -> None:
         while True:
             item = work.get()
             if item is None:
@@ -301,8 +425,12 @@ class Dispatcher:
             with lane.lock:
                 lane.busy += 1
             try:
-                if not self._deliver(lane, row, start_before):
+                if not self._turn(lane, row, start_before):
                     self._release([row.id])
+                else:
+                    # A rate-limited turn can take long: it goes to an urgent row that came meanwhile.
+                    row, _ = work.trade(item)
+                    self._attempt(lane, row)
             except Exception as exc:  # recording the outcome failed; the claim expires and it is retried
                 log.error(
                     "outbox bookkeeping failed connector=%s entry_id=%s id=%d error=%s",
@@ -314,16 +442,34 @@ class Dispatcher:
             finally:
                 with lane.lock:
                     lane.busy -= 1
+                if row.urgent:  # the call's next row may be urgent too (answered after ringing)
+                    lane.fresh.set()
                 lane.wake.set()
+
+    def _turn(self, lane: _Lane, row: _Row, start_before: float) -> bool:
+        """`_wait_turn`, counting the workers that wait with a backlog row (see `_promote`)."""
+        backlog = 0 if row.urgent else 1
+        with lane.lock:
+            lane.holding += backlog
+        try:
+            return self._wait_turn(lane, start_before)
+        finally:
+            with lane.lock:
+                lane.holding -= backlog
 
     def _lane_pass(self, lane: _Lane) -> int:
         now = self._clock()
         if lane.paused_until > now or self._stopping.is_set():
             return 0
-        self._follow_rate_limit(lane)
+        if not self._follow_rate_limit(lane):
+            return 0
         rows = self._claim(lane, now, self._claim_limit(lane))
         if not rows:
             return 0
+        order = _WorkQueue(self.oldest_every)
+        for row in rows:
+            order.put(row, 0.0)
+        rows = [row for row, _ in order.drain()]
         start_before = now + self.claim_seconds / 2
         if self.concurrency == 1 or len(rows) == 1:
             outcomes = [self._deliver(lane, row, start_before) for row in rows]
@@ -359,39 +505,82 @@ class Dispatcher:
         with reader(self.engine).connect() as conn:
             return conn.execute(query).first() is not None
 
-    def _claim(self, lane: _Lane, now: float, limit: int) -> list[_Row]:
-        if not self._anything_due(lane, now):
-            return []
+    def _anything_urgent(self, lane: _Lane, now: float) -> bool:
+        """A read before an urgent-only claim: most looks find nothing and must not take a write lock."""
+        with reader(self.engine).connect() as conn:
+            return conn.execute(self._eligible(lane, now, 1, urgent=True)).first() is not None
+
+    def _claim(self, lane: _Lane, now: float, limit: int, *, urgent_only: bool = False) -> list[_Row]:
+        """Claim up to `limit` eligible rows: the fresh urgent ones first (flagged), then the oldest.
+
+        Urgent rows may take all of `limit` when `urgent_only`, else at most what leaves one row in
+        `oldest_every` (at least one) to the oldest rows.
+        """
+        if urgent_only:
+            if not self.urgent_types or not self._anything_urgent(lane, now):
+                return []
+            urgent_cap = limit
+        else:
+            if not self._anything_due(lane, now):
+                return []
+            urgent_cap = limit + (-limit // self.oldest_every) if self.urgent_types else 0
+        with write_transaction(self.engine) as conn:
+            urgent = self._claim_rows(conn, lane, now, urgent_cap, urgent=True)
+            rest = [] if urgent_only else self._claim_rows(conn, lane, now, limit - len(urgent))
+        for row in urgent:
+            row.urgent = True
+        return urgent + rest
+
+    def _eligible(
+        self, lane: _Lane, now: float, limit: int, *, urgent: bool = False, lock: bool = False
+    ) -> sa.Select[tuple[int]]:
+        """The ids of `lane`'s eligible rows, oldest first (see the module docstring); fresh urgent ones
+        only when `urgent`; locked with SKIP LOCKED on PostgreSQL when `lock`."""
         cand = outbox.alias("cand")
         older = outbox.alias("older")
-        eligible = (
-            sa.select(cand.c.id)
-            .where(
-                cand.c.connector == lane.name,
-                cand.c.status == "pending",
-                cand.c.next_attempt_at <= now,
-                sa.or_(cand.c.claimed_until.is_(None), cand.c.claimed_until <= now),
+        # "+ 0" keeps the planners off ix_outbox_due (every backlog row is due) and on ix_outbox_urgent.
+        due = cand.c.next_attempt_at + 0 if urgent else cand.c.next_attempt_at
+        where = [
+            cand.c.connector == lane.name,
+            cand.c.status == "pending",
+            due <= now,
+            sa.or_(cand.c.claimed_until.is_(None), cand.c.claimed_until <= now),
+            ~sa.exists().where(
+                older.c.connector == cand.c.connector,
+                older.c.entry_id == cand.c.entry_id,
+                older.c.status == "pending",
+                older.c.id < cand.c.id,
+            ),
+        ]
+        if urgent:
+            ended = outbox.alias("ended")
+            where += [
+                cand.c.event_type.in_(sorted(self.urgent_types)),
+                cand.c.created_at >= now - self.urgent_max_age,
                 ~sa.exists().where(
-                    older.c.connector == cand.c.connector,
-                    older.c.entry_id == cand.c.entry_id,
-                    older.c.status == "pending",
-                    older.c.id < cand.c.id,
+                    ended.c.connector == cand.c.connector,
+                    ended.c.entry_id == cand.c.entry_id,
+                    ended.c.event_type == CALL_ENDED,
+                    ended.c.id > cand.c.id,
                 ),
-            )
-            .order_by(cand.c.id)
-            .limit(limit)
-        )
-        if self._postgres:
+            ]
+        eligible = sa.select(cand.c.id).where(*where).order_by(cand.c.id).limit(limit)
+        if lock and self._postgres:
             eligible = eligible.with_for_update(skip_locked=True, of=cand)
+        return eligible
+
+    def _claim_rows(
+        self, conn: sa.Connection, lane: _Lane, now: float, limit: int, *, urgent: bool = False
+    ) -> list[_Row]:
+        if limit < 1:
+            return []
         stmt = (
             sa.update(outbox)
-            .where(outbox.c.id.in_(eligible))
+            .where(outbox.c.id.in_(self._eligible(lane, now, limit, urgent=urgent, lock=True)))
             .values(claimed_until=now + self.claim_seconds)
             .returning(*_ROW_COLUMNS)
         )
-        with write_transaction(self.engine) as conn:
-            result = conn.execute(stmt).all()
-        rows = [_Row(*r) for r in result]
+        rows = [_Row(*r) for r in conn.execute(stmt).all()]
         rows.sort(key=lambda r: r.id)
         return rows
 
@@ -417,11 +606,16 @@ class Dispatcher:
         """Deliver one claimed row; False when it was not attempted (stopping, paused, out of time)."""
         if not self._wait_turn(lane, start_before):
             return False
+        self._attempt(lane, row)
+        return True
+
+    def _attempt(self, lane: _Lane, row: _Row) -> None:
+        """One attempt at a row whose turn has come, and its outcome recorded."""
         try:
             event = CallEvent.from_dict(json.loads(row.payload))
         except Exception as exc:
             self._dead(lane, row, row.attempts, f"unreadable payload: {type(exc).__name__}")
-            return True
+            return
         attempts = row.attempts + 1
         try:
             lane.connector.handle(event, lane.refs)
@@ -449,7 +643,6 @@ class Dispatcher:
                 row.event_type,
                 attempts,
             )
-        return True
 
     def _wait_turn(self, lane: _Lane, start_before: float) -> bool:
         while True:

@@ -133,6 +133,8 @@ outbox = Table(
 )
 Index("ix_outbox_due", outbox.c.status, outbox.c.next_attempt_at)
 Index("ix_outbox_call", outbox.c.connector, outbox.c.entry_id, outbox.c.id)
+# The dispatcher looks for fresh caller-card rows to claim ahead of the backlog (migration 0003).
+Index("ix_outbox_urgent", outbox.c.connector, outbox.c.status, outbox.c.event_type, outbox.c.created_at)
 
 connector_refs = Table(
     "connector_refs",
