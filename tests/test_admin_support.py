@@ -11,6 +11,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import requests
 from flask import Flask
 from sqlalchemy import Engine, insert
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
@@ -71,6 +72,20 @@ def csrf_of(html: str) -> str:
     )
     assert found, "no CSRF token in the page"
     return found.group(1)
+
+
+def panel_session(base_url: str, username: str = "admin", password: str = PASSWORD) -> requests.Session:
+    """An HTTP session logged into the panel at `base_url` through its login form."""
+    http = requests.Session()
+    page = http.get(f"{base_url}/admin/login", timeout=10)
+    done = http.post(
+        f"{base_url}/admin/login",
+        data={"username": username, "password": password, "csrf_token": csrf_of(page.text)},
+        allow_redirects=False,
+        timeout=10,
+    )
+    assert done.status_code == 302, done.text
+    return http
 
 
 def login(client: Any, username: str, password: str = PASSWORD) -> Any:

@@ -31,7 +31,7 @@ from bridge.pbx.mango import scenarios
 from bridge.pbx.mango.client import MangoClient
 from bridge.pbx.mango.simulator.command_server import CommandServer, ReceivedCommand
 from tests.daemon import API_KEY, API_SALT, CALLBRIDGE, Daemon
-from tests.test_admin_support import PASSWORD, csrf_of
+from tests.test_admin_support import PASSWORD, csrf_of, panel_session
 
 MSK = ZoneInfo("Europe/Moscow")
 DAY = datetime.now(MSK).date() - timedelta(days=2)
@@ -67,18 +67,6 @@ def wait_for(what: str, check: Callable[[], T], timeout: float = 60.0, every: fl
         time.sleep(every)
 
 
-def panel_session(daemon: Daemon) -> requests.Session:
-    http = requests.Session()
-    page = http.get(f"{daemon.url}/admin/login", timeout=10)
-    done = http.post(
-        f"{daemon.url}/admin/login",
-        data={"username": "admin", "password": PASSWORD, "csrf_token": csrf_of(page.text)},
-        timeout=10,
-    )
-    assert done.status_code == 200 and "/admin/login" not in done.url
-    return http
-
-
 def queue_import(http: requests.Session, daemon: Daemon) -> None:
     page = http.get(f"{daemon.url}/admin/history", timeout=10)
     data = {"csrf_token": csrf_of(page.text), "date_from": FIRST.isoformat(), "date_to": LAST.isoformat()}
@@ -97,7 +85,7 @@ def test_a_killed_daemon_s_import_is_failed_within_the_stale_time_and_the_next_o
     second = Daemon(database_url, tmp_path, env=env)
     try:
         first.create_user("admin", PASSWORD)
-        http = panel_session(first)
+        http = panel_session(first.url)
         queue_import(http, first)
         wait_for("Mango to be asked", lambda: job_json(http, first, 1)["state"] == jobs.WAITING)
         # Mango keeps preparing the report for longer than the stale time; the job's heartbeat stays fresh.
@@ -110,7 +98,7 @@ def test_a_killed_daemon_s_import_is_failed_within_the_stale_time_and_the_next_o
         first.kill()
         killed_at = time.monotonic()
         second.start()
-        http = panel_session(second)
+        http = panel_session(second.url)
         failed = wait_for(
             "the stopped import to be failed",
             lambda: (job := job_json(http, second, 1))["state"] == jobs.FAILED and job,

@@ -15,7 +15,7 @@ from admin_module.users import create_user
 from bridge.pbx.mango.receiver import AllowList
 from bridge.pbx.mango.signing import signed_form
 from tests.daemon import API_KEY, API_SALT, Daemon
-from tests.test_admin_support import PASSWORD, csrf_of
+from tests.test_admin_support import PASSWORD, csrf_of, panel_session
 
 APPLIES_WITHIN = 2.0 + 1.5  # the 2 s settings cache, and some slack for a loaded machine
 
@@ -28,19 +28,6 @@ def daemon(database_url: str, engine: Engine, tmp_path: Path) -> Iterator[Daemon
         yield running
     finally:
         running.stop()
-
-
-def logged_in(daemon: Daemon) -> requests.Session:
-    panel = requests.Session()
-    page = panel.get(f"{daemon.url}/admin/login", timeout=5)
-    done = panel.post(
-        f"{daemon.url}/admin/login",
-        data={"username": "admin", "password": PASSWORD, "csrf_token": csrf_of(page.text)},
-        allow_redirects=False,
-        timeout=5,
-    )
-    assert done.status_code == 302, done.text
-    return panel
 
 
 def save_allow_list(panel: requests.Session, daemon: Daemon, ip_mode: str, allowed_ips: str = "") -> None:
@@ -76,7 +63,7 @@ def settles_to(daemon: Daemon, status: int) -> requests.Response:
 
 
 def test_the_allow_list_saved_in_the_panel_applies_without_a_restart(daemon: Daemon) -> None:
-    panel = logged_in(daemon)
+    panel = panel_session(daemon.url)
     assert webhook(daemon).status_code == 200  # open by default
 
     save_allow_list(panel, daemon, "list", "192.0.2.10\n198.51.100.0/24")

@@ -427,33 +427,18 @@ class MangoClient:
             if isinstance(ext_fields, str):
                 raise TypeError("ext_fields is a list of names, not a string")
             payload["ext_fields"] = list(ext_fields)
-        path = "config/users/request"
-        body = self._json_call(path, payload)
-        users = body.get("users")
-        if not isinstance(users, list):
-            raise MangoTransportError(f"Mango's reply to {path} has no 'users' list", path=path)
-        return [_parse_user(item) for item in users if isinstance(item, Mapping)]
+        return [_parse_user(item) for item in self._listed("config/users/request", payload, "users")]
 
     def groups(self, group_id: str | int | None = None) -> list[MangoGroup]:
         """The PBX's ring groups (all, or the one with `group_id`) with their operators (`show_users`)."""
         payload: dict[str, Any] = {"show_users": 1}
         if group_id is not None:
             payload["group_id"] = _text(group_id, "group_id")
-        path = "groups"
-        body = self._json_call(path, payload)
-        groups = body.get("groups")
-        if not isinstance(groups, list):
-            raise MangoTransportError(f"Mango's reply to {path} has no 'groups' list", path=path)
-        return [_parse_group(item) for item in groups if isinstance(item, Mapping)]
+        return [_parse_group(item) for item in self._listed("groups", payload, "groups")]
 
     def incoming_lines(self) -> list[IncomingLine]:
         """The PBX's lines (DIDs, 7-800 numbers, SIP lines) with their routing schemes."""
-        path = "incominglines"
-        body = self._json_call(path, {})
-        lines = body.get("lines")
-        if not isinstance(lines, list):
-            raise MangoTransportError(f"Mango's reply to {path} has no 'lines' list", path=path)
-        return [_parse_line(item) for item in lines if isinstance(item, Mapping)]
+        return [_parse_line(item) for item in self._listed("incominglines", {}, "lines")]
 
     def check(self) -> str:
         """Prove the key, salt, URL and network work (one `incominglines` query).
@@ -647,6 +632,13 @@ class MangoClient:
     ) -> dict[str, Any]:
         response = self._post(path, payload, command_id=command_id)
         return self._result_body(response, path)
+
+    def _listed(self, path: str, payload: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
+        """The objects in the `key` list of a query's reply (a reply without that list is an error)."""
+        items = self._json_call(path, payload).get(key)
+        if not isinstance(items, list):
+            raise MangoTransportError(f"Mango's reply to {path} has no '{key}' list", path=path)
+        return [item for item in items if isinstance(item, Mapping)]
 
     def _post(
         self, path: str, payload: Mapping[str, Any], *, command_id: str | None = None
