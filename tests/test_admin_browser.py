@@ -209,3 +209,30 @@ def test_script_as_a_caller_name_renders_as_text(browser: Any, engine: Engine, p
     assert evil in page.locator('tr[data-entry="xss-1"] td.employee').inner_text()
     page.wait_for_timeout(200)
     assert dialogs == []
+
+
+def test_the_widget_block_list_in_the_browser(browser: Any, engine: Engine, panel: LivePanel) -> None:
+    page = open_as(browser, panel.url, "admin")
+    page.goto(f"{panel.url}/admin/widget/blocked")
+    assert page.locator("#widget-blocked-none").is_visible()
+    page.select_option("#kind", "phone")
+    page.fill("#value", "8 (916) 123-45-67")
+    page.fill("#reason", "calls every hour <b>at night</b>")
+    page.click("#widget-block-submit")
+    page.wait_for_load_state()
+    row = page.locator('#widget-blocked tr[data-value="+79161234567"]')
+    assert row.locator("td.reason").inner_text() == "calls every hour <b>at night</b>"
+    page.select_option("#kind", "ip")
+    page.fill("#value", "not an address")
+    page.click("#widget-block-submit")
+    page.wait_for_load_state()
+    assert page.locator("#error-value").is_visible()
+    page.fill("#value", "203.0.113.0/24")
+    page.fill("#reason", "")
+    page.click("#widget-block-submit")
+    page.wait_for_load_state()
+    assert page.locator("#widget-blocked tbody tr").count() == 2
+    shot(page, "admin-blocklist.png")
+    row.locator("button.unblock").click()
+    page.wait_for_load_state()
+    assert page.locator('#widget-blocked tr[data-value="+79161234567"]').count() == 0
