@@ -4,6 +4,10 @@ Runs in one thread of the daemon. Each pass takes the oldest unprocessed raw eve
 transaction, updates the call snapshots, inserts the outbox rows and marks the raw events processed, so
 a crash at any point either redoes the whole pass or none of it. On PostgreSQL a transaction-scoped
 advisory lock lets several daemons share the database with one processor active at a time.
+
+During an ingest burst (a full batch, and the HTTP workers committed more while it ran) the processor
+caps its share of wall time (`backlog_duty`), so the workers keep the CPU for acknowledging events; the
+backlog is folded as soon as the burst ends. When it keeps up, nothing waits.
 """
 
 from __future__ import annotations
@@ -64,7 +68,10 @@ class EventProcessor:
         batch_size: int = 200,
         clock: Callable[[], float] = time.time,
         on_call_events: Callable[[Sequence[CallEvent]], None] | None = None,
+        backlog_duty: float = 0.5,
     ) -> None:
+        if not 0.0 < backlog_duty <= 1.0:
+            raise ValueError("backlog_duty must be in (0, 1]")
         self._engine = engine
         self._reader = reader(engine)
         self._connectors = list(connectors.values())
@@ -74,6 +81,7 @@ class EventProcessor:
         self._on_call_events = on_call_events
         self._wake = threading.Event()
         self._last_sweep = 0.0
+        self._backlog_duty = backlog_duty
 
     def wake(self) -> None:
         self._wake.set()
@@ -253,6 +261,8 @@ class EventProcessor:
     ) -> None:
         """Process until `stop` is set; polls the store (other processes insert raw events too)."""
         while not stop.is_set():
+            started = time.monotonic()
+            self._wake.clear()  # set again by a worker's commit during the pass
             try:
                 processed = self.run_once()
                 if self._clock() - self._last_sweep >= sweep_every:
@@ -264,4 +274,12 @@ class EventProcessor:
                 stop.wait(1.0)
             if processed == 0:
                 self._wake.wait(poll_interval)
-                self._wake.clear()
+            elif pause := self.backlog_pause(processed, time.monotonic() - started):
+                stop.wait(pause)
+
+    def backlog_pause(self, processed: int, busy: float) -> float:
+        """Seconds to leave the CPU to the HTTP workers after a pass of `busy` seconds: none unless the
+        pass was a full batch (more is waiting) and events were committed meanwhile (ingest is live)."""
+        if processed < self._batch_size or not self._wake.is_set() or self._backlog_duty >= 1.0:
+            return 0.0
+        return busy * (1.0 - self._backlog_duty) / self._backlog_duty

@@ -19,7 +19,7 @@ from bridge.connectors_runtime import load_connectors, mango_client, originate_s
 from bridge.ingest.writer import GroupCommitWriter
 from bridge.memo import cached, once
 from bridge.operator import make_operator
-from bridge.pbx.mango.receiver import MangoCredentials, make_receiver
+from bridge.pbx.mango.receiver import MangoCredentials, MangoReceiver
 from bridge.realtime.auth import signer_for
 from bridge.recordings.links import links_for
 from bridge.recordings.service import cache_for
@@ -37,8 +37,6 @@ def create_app(settings: Settings, engine: Engine, writer: GroupCommitWriter) ->
     app.config["MAX_CONTENT_LENGTH"] = settings.mango.max_body_bytes
     app.config["MAX_FORM_MEMORY_SIZE"] = settings.mango.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    if settings.http.trusted_proxies:
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.http.trusted_proxies)  # type: ignore[method-assign]
     install_error_handlers(app)
 
     admin_settings = SettingsStore(engine, settings)
@@ -47,14 +45,17 @@ def create_app(settings: Settings, engine: Engine, writer: GroupCommitWriter) ->
     credentials = MangoCredentials(
         lambda: (effective().mango.api_key, effective().mango.api_salt.get_secret_value())
     )
-    app.register_blueprint(
-        make_receiver(
-            credentials,
-            writer,
-            allowed_ips=lambda: effective().mango.allowed_ips,
-            max_body_bytes=settings.mango.max_body_bytes,
-        )
+    receiver = MangoReceiver(
+        credentials,
+        writer,
+        allowed_ips=lambda: effective().mango.allowed_ips,
+        max_body_bytes=settings.mango.max_body_bytes,
     )
+    app.register_blueprint(receiver.blueprint())
+    # Notifications skip Flask (a plain WSGI path), behind the proxy fix-up so the source address is real.
+    app.wsgi_app = receiver.wsgi(app.wsgi_app)  # type: ignore[method-assign]
+    if settings.http.trusted_proxies:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.http.trusted_proxies)  # type: ignore[method-assign]
     # Registered before the read API so that /api/calls/originate/<id> is not taken for a call id.
     signer = once(lambda: signer_for(settings, engine))  # the generated secret may need a database read
     app.register_blueprint(
@@ -96,7 +97,8 @@ def create_app(settings: Settings, engine: Engine, writer: GroupCommitWriter) ->
     for name, connector in connectors.items():
         blueprint = connector.blueprint()
         if blueprint is not None:
-            # Inbound hooks of a connector (OAuth install, click-to-call events) live under its name.
+            # Inbound hooks of a connector (OAuth install, click-to-call events) live under its name; every
+            # installed connector has them, answering 404 until it is enabled (bridge.web.connector_hooks).
             app.register_blueprint(blueprint, url_prefix=f"/connectors/{name}")
 
     @app.get("/")

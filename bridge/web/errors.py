@@ -30,6 +30,13 @@ _FRIENDLY = {
     405: "method not allowed here",
     413: "request body too large",
 }
+INTERNAL_ERROR = "internal error; the event was not accepted, please retry"
+
+
+def http_error(exc: HTTPException) -> tuple[int, str]:
+    """The status and message answered for a werkzeug HTTP exception."""
+    status = exc.code or 500
+    return status, _FRIENDLY.get(status, exc.description or exc.name)
 
 
 def install_error_handlers(app: Flask) -> None:
@@ -39,10 +46,9 @@ def install_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
-        status = exc.code or 500
-        return error_response(status, _FRIENDLY.get(status, exc.description or exc.name))
+        return error_response(*http_error(exc))
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
         log.exception("unexpected error: %s", type(exc).__name__)
-        return error_response(500, "internal error; the event was not accepted, please retry")
+        return error_response(500, INTERNAL_ERROR)

@@ -3,6 +3,9 @@
 Checks, in order: source IP (optional allow-list), body size, content type, the three form fields,
 `vpbx_api_key`, the signature over the raw `json` field (constant time), the JSON, the payload.
 Only then is the event committed, and only after the commit is it answered 200.
+
+Notifications are answered by a plain WSGI callable in front of the Flask app (`MangoReceiver.wsgi`);
+the rest of `/mango` (the GET status page) is a Flask blueprint running the same checks.
 """
 
 from __future__ import annotations
@@ -11,18 +14,28 @@ import ipaddress
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify, request
+from werkzeug.exceptions import HTTPException
+from werkzeug.http import HTTP_STATUS_CODES
+from werkzeug.wrappers import Request
+from werkzeug.wsgi import get_path_info
 
 from bridge.ingest.writer import GroupCommitWriter, RawRecord
+from bridge.pbx.events import PbxEvent
 from bridge.pbx.mango import parse as mango_parse
 from bridge.pbx.mango.signing import verify
-from bridge.web.errors import ApiError
+from bridge.web.errors import INTERNAL_ERROR, ApiError, http_error
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 log = logging.getLogger(__name__)
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+PREFIX = "/mango/"
 
 
 class MangoCredentials:
@@ -85,36 +98,60 @@ def _parse(items: Sequence[str]) -> tuple[Network, ...]:
     return tuple(networks)
 
 
-def make_receiver(
-    credentials: MangoCredentials,
-    writer: GroupCommitWriter,
-    *,
-    allowed_ips: Callable[[], Sequence[str]] | Sequence[str],
-    max_body_bytes: int,
-    commit_timeout: float = 10.0,
-) -> Blueprint:
-    """The `/mango` blueprint. `allowed_ips` is the list, or a callable giving the current one."""
-    bp = Blueprint("mango", __name__, url_prefix="/mango")
-    allow_list = AllowList(allowed_ips)
+class _FormRequest(Request):
+    """The request of the plain WSGI path: Flask's form limits, set per receiver, without an app context."""
 
-    @bp.before_request
-    def _guard() -> None:
-        if not allow_list.allows(request.remote_addr):
+    max_form_parts = 1000  # Flask's MAX_FORM_PARTS default
+
+
+def _json_body(data: dict[str, object]) -> bytes:
+    """The body Flask's `jsonify` gives for `data` in this app (compact, ASCII, keys in order, newline)."""
+    return (json.dumps(data, separators=(",", ":")) + "\n").encode()
+
+
+_OK_BODY = _json_body({"success": True})
+
+
+class MangoReceiver:
+    """The `/mango` receiver. `allowed_ips` is the list, or a callable giving the current one.
+
+    Notifications (`POST /mango/<path>`) take a plain WSGI path in front of the Flask app (`wsgi`), so
+    they skip Flask's contexts, URL map, session and hooks; everything else under `/mango` (the GET
+    status page, other methods, odd paths) goes through the Flask blueprint (`blueprint`). Both run the
+    same checks in the same order and give the same answers.
+    """
+
+    def __init__(
+        self,
+        credentials: MangoCredentials,
+        writer: GroupCommitWriter,
+        *,
+        allowed_ips: Callable[[], Sequence[str]] | Sequence[str],
+        max_body_bytes: int,
+        commit_timeout: float = 10.0,
+    ) -> None:
+        self._credentials = credentials
+        self._writer = writer
+        self._allow_list = AllowList(allowed_ips)
+        self._max_body_bytes = max_body_bytes
+        self._commit_timeout = commit_timeout
+        self._request_class = type(
+            "MangoFormRequest",
+            (_FormRequest,),
+            {"max_content_length": max_body_bytes, "max_form_memory_size": max_body_bytes},
+        )
+
+    def guard(self, remote_addr: str | None, method: str, content_length: int | None) -> None:
+        """Source address, then a length for a POST, then its size."""
+        if not self._allow_list.allows(remote_addr):
             raise ApiError(403, "source address not allowed")
-        length = request.content_length
-        if length is None and request.method == "POST":
+        if content_length is None and method == "POST":
             raise ApiError(411, "a Content-Length header is required (chunked bodies are not accepted)")
-        if length is not None and length > max_body_bytes:
-            raise ApiError(413, f"request body too large (limit {max_body_bytes} bytes)")
+        if content_length is not None and content_length > self._max_body_bytes:
+            raise ApiError(413, f"request body too large (limit {self._max_body_bytes} bytes)")
 
-    @bp.route("", methods=["GET"])
-    @bp.route("/", methods=["GET"])
-    @bp.route("/ping", methods=["GET"])
-    def status() -> Response:
-        return jsonify({"success": True, "service": "callbridge", "receiver": "mango"})
-
-    @bp.route("/<path:path>", methods=["POST"])
-    def notification(path: str) -> Response:
+    def accept(self, path: str, request: Request) -> None:
+        """Check, parse and commit one notification (a ping is checked, not stored); raises ApiError."""
         path = path.strip("/")
         if not mango_parse.is_known_path(path):
             raise ApiError(404, f"unknown Mango notification path '/{path[:64]}'")
@@ -126,7 +163,7 @@ def make_receiver(
         missing = [name for name in ("vpbx_api_key", "sign", "json") if not form.get(name)]
         if missing:
             raise ApiError(400, "missing form field(s): " + ", ".join(missing))
-        api_key, api_salt = credentials.get()
+        api_key, api_salt = self._credentials.get()
         if not api_key or not api_salt:
             raise ApiError(503, "callbridge has no Mango API key and salt configured yet")
         if form["vpbx_api_key"] != api_key:
@@ -142,8 +179,10 @@ def make_receiver(
             event = mango_parse.parse(path, payload)
         except mango_parse.ParseError as exc:
             raise ApiError(400, f"invalid /{path} notification: {exc}") from None
-        if path == "ping":
-            return jsonify({"success": True})
+        if path != "ping":
+            self._store(path, event, json_text)
+
+    def _store(self, path: str, event: PbxEvent | None, json_text: str) -> None:
         record = RawRecord(
             path=path,
             dedup_key=mango_parse.dedup_key(path, event, json_text),
@@ -152,11 +191,79 @@ def make_receiver(
             received_at=time.time(),
         )
         try:
-            writer.write(record, timeout=commit_timeout)
+            self._writer.write(record, timeout=self._commit_timeout)
         except Exception as exc:
             log.error("could not store /%s notification: %s", path, type(exc).__name__)
-            current_app.logger.debug("store failure", exc_info=True)
+            log.debug("store failure", exc_info=True)
             raise ApiError(503, "the event could not be stored right now; please resend") from None
-        return jsonify({"success": True})
 
-    return bp
+    # -- the Flask side: the status page and everything the plain path leaves to Flask ------------------
+
+    def blueprint(self) -> Blueprint:
+        bp = Blueprint("mango", __name__, url_prefix="/mango")
+
+        @bp.before_request
+        def _guard() -> None:
+            self.guard(request.remote_addr, request.method, request.content_length)
+
+        @bp.route("", methods=["GET"])
+        @bp.route("/", methods=["GET"])
+        @bp.route("/ping", methods=["GET"])
+        def status() -> Response:
+            return jsonify({"success": True, "service": "callbridge", "receiver": "mango"})
+
+        @bp.route("/<path:path>", methods=["POST"])
+        def notification(path: str) -> Response:
+            self.accept(path, request)
+            return jsonify({"success": True})
+
+        return bp
+
+    # -- the plain WSGI path ----------------------------------------------------------------------------
+
+    def wsgi(self, app: WSGIApplication) -> WSGIApplication:
+        """`app` with `POST /mango/<path>` answered here, before Flask (mount inside any proxy fix-up)."""
+
+        def receiver_app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+            path = _notification_path(environ)
+            if path is None:
+                return app(environ, start_response)
+            status, body = self._answer(environ, path)
+            start_response(
+                f"{status} {HTTP_STATUS_CODES.get(status, 'UNKNOWN').upper()}",
+                [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
+            )
+            return [body]
+
+        return receiver_app
+
+    def _answer(self, environ: WSGIEnvironment, path: str) -> tuple[int, bytes]:
+        request = self._request_class(environ)
+        try:
+            self.guard(request.remote_addr, "POST", request.content_length)
+            self.accept(path, request)
+            return 200, _OK_BODY
+        except ApiError as exc:
+            return exc.status, _json_body({"error": exc.message, "status": exc.status})
+        except HTTPException as exc:  # e.g. a multipart form over the limits
+            status, message = http_error(exc)
+            return status, _json_body({"error": message, "status": status})
+        except Exception as exc:
+            log.exception("unexpected error: %s", type(exc).__name__)
+            return 500, _json_body({"error": INTERNAL_ERROR, "status": 500})
+        finally:
+            request.close()
+
+
+def _notification_path(environ: WSGIEnvironment) -> str | None:
+    """The `<path>` of a request the blueprint's notification route would take, or None.
+
+    Only plain `POST /mango/<path>`; anything Flask would redirect or refuse (a doubled slash, an empty
+    path) is left to it.
+    """
+    if environ.get("REQUEST_METHOD") != "POST":
+        return None
+    path_info = get_path_info(environ)
+    if not path_info.startswith(PREFIX) or "//" in path_info:
+        return None
+    return path_info[len(PREFIX) :] or None
