@@ -12,8 +12,9 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import Engine, func, select
 
-from bridge.ingest.writer import GroupCommitWriter, RawRecord
+from bridge.ingest.writer import GroupCommitWriter
 from bridge.pbx.mango import parse as mango_parse
+from bridge.pbx.mango.receiver import raw_record
 from bridge.processing.processor import EventProcessor
 from bridge.store.schema import raw_events
 
@@ -37,13 +38,7 @@ def store_calls(engine: Engine, count: int) -> None:
             }
             text = json.dumps(payload)
             event = mango_parse.parse("events/call", payload)
-            record = RawRecord(
-                path="events/call",
-                dedup_key=mango_parse.dedup_key("events/call", event, text),
-                entry_id=mango_parse.entry_id_of(event),
-                payload=text,
-                received_at=time.time(),
-            )
+            record = raw_record("events/call", event, text)
             writer.submit(record)
         writer.write(record)  # the last one again: returns once everything before it is committed
     finally:

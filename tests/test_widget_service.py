@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -16,9 +15,9 @@ from pydantic import BaseModel
 from sqlalchemy import Engine, func, select
 
 from bridge.connector_api import CallEvent, Connector, RefStore
-from bridge.ingest.writer import RawRecord
 from bridge.pbx.mango import parse as mango_parse
 from bridge.pbx.mango.client import MangoClient
+from bridge.pbx.mango.receiver import raw_record
 from bridge.pbx.mango.signing import dump_json
 from bridge.pbx.mango.simulator import CommandServer
 from bridge.processing.processor import EventProcessor
@@ -128,13 +127,7 @@ def feed(engine: Engine, notes: list[Any]) -> None:
         for note in notes:
             text = dump_json(note.payload)
             event = mango_parse.parse(note.path, note.payload)
-            record = RawRecord(
-                path=note.path,
-                dedup_key=mango_parse.dedup_key(note.path, event, text),
-                entry_id=mango_parse.entry_id_of(event),
-                payload=text,
-                received_at=time.time(),
-            )
+            record = raw_record(note.path, event, text)
             insert_raw_events(conn, [record])
     processor = EventProcessor(engine, {})
     while processor.run_once():

@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 
 from bridge.processing.wakeup import sender_from_env
 from bridge.store.raw_events import insert_raw_events, insert_raw_events_sqlite
-from bridge.store.write_lock import sqlite_path, write_lock
+from bridge.store.write_lock import INGEST_AUTOCHECKPOINT, sqlite_path, write_lock
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,9 @@ class GroupCommitWriter:
                 return insert_raw_events(conn, records)
         if self._sqlite is None:
             self._sqlite = sqlite3.connect(self._sqlite_path, isolation_level=None, timeout=10)
-            for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=10000"):
+            # The processor checkpoints the WAL outside the write lock; this one only if it does not.
+            pragmas = ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=10000")
+            for pragma in (*pragmas, f"wal_autocheckpoint={INGEST_AUTOCHECKPOINT}"):
                 self._sqlite.execute(f"PRAGMA {pragma}")
         with write_lock(self._sqlite_path):
             return insert_raw_events_sqlite(self._sqlite, records)

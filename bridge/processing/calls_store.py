@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, Table, select
@@ -39,6 +39,32 @@ def load_emitted(conn: Connection, entry_id: str) -> tuple[frozenset[str], bool]
     return frozenset(json.loads(row.emitted)), True
 
 
+@dataclass
+class SnapshotRows:
+    """The rows of one or more `TrackResult`s, built before a write transaction so it stays short."""
+
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    legs: list[dict[str, Any]] = field(default_factory=list)
+    recordings: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, result: Any, *, last_event_at: float | None, now: float) -> None:
+        call = asdict(result.call)
+        call["extensions"] = json.dumps(list(call.get("extensions") or ()))
+        call["emitted"] = json.dumps(sorted(result.emitted))
+        call["last_event_at"] = last_event_at
+        call["updated_at"] = now
+        self.calls.append(call)
+        self.legs.extend(asdict(leg) for leg in result.legs)
+        self.recordings.extend({**asdict(rec), "updated_at": now} for rec in result.recordings)
+
+
+def save_rows(conn: Connection, rows: SnapshotRows) -> None:
+    """Upsert prepared snapshot rows: one statement per table, however many calls."""
+    _upsert(conn, calls, rows.calls, ["entry_id"])
+    _upsert(conn, legs, rows.legs, ["call_id"])
+    _upsert(conn, recordings, rows.recordings, ["recording_id"])
+
+
 def save_snapshot(
     conn: Connection,
     result: Any,
@@ -47,19 +73,9 @@ def save_snapshot(
     now: float,
 ) -> None:
     """Persist a `TrackResult`: the call row (with emitted keys), its legs and recordings."""
-    call = asdict(result.call)
-    call["extensions"] = json.dumps(list(call.get("extensions") or ()))
-    call["emitted"] = json.dumps(sorted(result.emitted))
-    call["last_event_at"] = last_event_at
-    call["updated_at"] = now
-    _upsert(conn, calls, [call], ["entry_id"])
-    _upsert(conn, legs, [asdict(leg) for leg in result.legs], ["call_id"])
-    _upsert(
-        conn,
-        recordings,
-        [{**asdict(rec), "updated_at": now} for rec in result.recordings],
-        ["recording_id"],
-    )
+    rows = SnapshotRows()
+    rows.add(result, last_event_at=last_event_at, now=now)
+    save_rows(conn, rows)
 
 
 def row_to_dict(row: Any) -> dict[str, Any]:

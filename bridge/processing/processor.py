@@ -25,7 +25,7 @@ from bridge.connector_api import CallEvent, Connector
 from bridge.outbox.enqueue import enqueue
 from bridge.pbx.events import TRACKED_EVENT_TYPES, CommandResultEvent, PbxEvent, SmsEvent
 from bridge.pbx.mango.parse import ParseError, parse
-from bridge.processing.calls_store import load_emitted, save_snapshot
+from bridge.processing.calls_store import SnapshotRows, load_emitted, save_rows, save_snapshot
 from bridge.store.engine import reader
 from bridge.store.schema import calls, commands, raw_events
 from bridge.store.write_lock import write_transaction
@@ -126,7 +126,11 @@ class EventProcessor:
                     self._track(self._add(conn, work, event, row.received_at), now)
                 elif isinstance(event, CommandResultEvent | SmsEvent):
                     results.append(event)
-        emitted_events: list[CallEvent] = []
+        # Everything is built before the write lock is taken: the transaction only runs statements.
+        snapshots = SnapshotRows()
+        for item in work.values():
+            snapshots.add(item.result, last_event_at=item.last_event_at, now=now)
+        per_call = [item.new_events for item in work.values() if item.new_events]
         with write_transaction(self._engine) as conn:
             if not self._locked(conn):
                 return 0
@@ -140,12 +144,10 @@ class EventProcessor:
                 return 0
             for result in results:
                 self._record_command_result(conn, result, now)
-            for item in work.values():
-                save_snapshot(conn, item.result, last_event_at=item.last_event_at, now=now)
-                if item.new_events:
-                    enqueue(conn, item.new_events, self._connectors, now=now)
-                    emitted_events.extend(item.new_events)
-        self._publish(emitted_events)
+            save_rows(conn, snapshots)
+            for new_events in per_call:
+                enqueue(conn, new_events, self._connectors, now=now)
+        self._publish([event for new_events in per_call for event in new_events])
         return len(rows)
 
     def _add(

@@ -112,6 +112,19 @@ def _json_body(data: dict[str, object]) -> bytes:
 _OK_BODY = _json_body({"success": True})
 
 
+def raw_record(
+    path: str, event: PbxEvent | None, json_text: str, received_at: float | None = None
+) -> RawRecord:
+    """The stored form of a checked notification: its dedup key and call, and the JSON as received."""
+    return RawRecord(
+        path=path,
+        dedup_key=mango_parse.dedup_key(path, event, json_text),
+        entry_id=mango_parse.entry_id_of(event),
+        payload=json_text,
+        received_at=time.time() if received_at is None else received_at,
+    )
+
+
 class MangoReceiver:
     """The `/mango` receiver. `allowed_ips` is the list, or a callable giving the current one.
 
@@ -183,13 +196,7 @@ class MangoReceiver:
             self._store(path, event, json_text)
 
     def _store(self, path: str, event: PbxEvent | None, json_text: str) -> None:
-        record = RawRecord(
-            path=path,
-            dedup_key=mango_parse.dedup_key(path, event, json_text),
-            entry_id=mango_parse.entry_id_of(event),
-            payload=json_text,
-            received_at=time.time(),
-        )
+        record = raw_record(path, event, json_text)
         try:
             self._writer.write(record, timeout=self._commit_timeout)
         except Exception as exc:
