@@ -15,6 +15,12 @@ from bridge.store.migrate import upgrade
 from tests.daemon import Daemon, free_port  # noqa: F401  (re-exported for tests)
 
 PG_ADMIN_URL = os.environ.get("CALLBRIDGE_TEST_DATABASE_URL")
+REDIS_URL = os.environ.get("CALLBRIDGE_TEST_REDIS_URL")
+# Several instances sharing PostgreSQL and Redis; CI provides both, so there a missing one fails the test.
+requires_postgres_and_redis = pytest.mark.skipif(
+    not (PG_ADMIN_URL and REDIS_URL) and not os.environ.get("CI"),
+    reason="needs CALLBRIDGE_TEST_DATABASE_URL (PostgreSQL) and CALLBRIDGE_TEST_REDIS_URL",
+)
 BACKENDS = ["sqlite"] + (["postgresql"] if PG_ADMIN_URL else [])
 
 

@@ -3,26 +3,19 @@ first; the popup reaches a client connected to the second."""
 
 from __future__ import annotations
 
-import os
 import uuid
 from pathlib import Path
 
-import pytest
 import redis
 
 from bridge.pbx.mango import scenarios
 from bridge.pbx.mango.simulator.poster import Poster
-from tests.conftest import PG_ADMIN_URL, _pg_database
+from tests.conftest import REDIS_URL, _pg_database, requires_postgres_and_redis
 from tests.daemon import API_KEY, API_SALT, Daemon
 from tests.fakes.realtime_client import DEMO_NAME, Client, demo_env
 from tests.test_realtime_e2e import cli_token, play_in_steps, ws_port
 
-REDIS_URL = os.environ.get("CALLBRIDGE_TEST_REDIS_URL")
-
-pytestmark = pytest.mark.skipif(
-    not (PG_ADMIN_URL and REDIS_URL),
-    reason="needs CALLBRIDGE_TEST_DATABASE_URL (PostgreSQL) and CALLBRIDGE_TEST_REDIS_URL",
-)
+pytestmark = requires_postgres_and_redis
 
 
 def test_popup_reaches_a_client_of_the_other_instance_through_redis(tmp_path: Path) -> None:

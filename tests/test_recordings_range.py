@@ -21,12 +21,11 @@ from bridge.recordings.cache import CacheLimitExceeded, RecordingCache, Sink
 from tests.test_admin_support import (
     API_KEY,
     API_SALT,
-    PASSWORD,
     LivePanel,
     add_call,
     add_recording,
-    csrf_of,
     live_panel,
+    panel_session,
     seed_users,
 )
 
@@ -54,19 +53,6 @@ def recording(engine: Engine) -> str:
     return recording_id
 
 
-def session(panel: LivePanel, username: str) -> requests.Session:
-    client = requests.Session()
-    page = client.get(f"{panel.url}/admin/login", timeout=5)
-    done = client.post(
-        f"{panel.url}/admin/login",
-        data={"username": username, "password": PASSWORD, "csrf_token": csrf_of(page.text)},
-        allow_redirects=False,
-        timeout=5,
-    )
-    assert done.status_code == 302, done.text
-    return client
-
-
 def mango_links_asked(panel: LivePanel) -> int:
     return sum(1 for r in panel.simulator.received if r.path == "queries/recording/post")
 
@@ -78,7 +64,7 @@ def play(client: requests.Session, panel: LivePanel, recording_id: str, **header
 def test_the_player_gets_ranges_and_mango_is_asked_once(
     engine: Engine, tmp_path: Path, panel: LivePanel, recording: str
 ) -> None:
-    admin = session(panel, "admin")
+    admin = panel_session(panel.url, "admin")
 
     first = play(admin, panel, recording, **FIRST)
     assert first.status_code == 206
@@ -124,7 +110,7 @@ def test_the_player_gets_ranges_and_mango_is_asked_once(
 
 
 def test_unsatisfiable_and_unusable_ranges(panel: LivePanel, recording: str) -> None:
-    admin = session(panel, "admin")
+    admin = panel_session(panel.url, "admin")
 
     beyond = play(admin, panel, recording, Range=f"bytes={SIZE}-")
     assert beyond.status_code == 416
@@ -150,7 +136,7 @@ def test_unsatisfiable_and_unusable_ranges(panel: LivePanel, recording: str) -> 
 
 
 def test_concurrent_seeks_on_a_cold_cache_ask_mango_once(panel: LivePanel, recording: str) -> None:
-    admin = session(panel, "admin")
+    admin = panel_session(panel.url, "admin")
     cookies = admin.cookies.get_dict()
     results: dict[int, requests.Response] = {}
 
@@ -174,12 +160,12 @@ def test_concurrent_seeks_on_a_cold_cache_ask_mango_once(panel: LivePanel, recor
 def test_access_is_checked_on_every_request_even_for_a_cached_file(
     engine: Engine, panel: LivePanel, recording: str
 ) -> None:
-    admin = session(panel, "admin")
+    admin = panel_session(panel.url, "admin")
     assert play(admin, panel, recording, **FIRST).status_code == 206  # now cached
 
     # A manager (extension 102) and an accountant may not hear a call of 101, cached or not.
     for username in ("manager", "accountant"):
-        refused = play(session(panel, username), panel, recording, **FIRST)
+        refused = play(panel_session(panel.url, username), panel, recording, **FIRST)
         assert refused.status_code == 403, username
         assert refused.headers["Content-Type"].startswith("text/html"), username
     # Nobody logged in: sent to the login page, no audio.
@@ -196,7 +182,7 @@ def test_access_is_checked_on_every_request_even_for_a_cached_file(
 
 
 def test_a_mango_failure_is_a_clear_502_and_is_not_cached(panel: LivePanel, recording: str) -> None:
-    admin = session(panel, "admin")
+    admin = panel_session(panel.url, "admin")
     panel.simulator.inject("queries/recording/post", result=3320)  # "recording not found"
     failed = play(admin, panel, recording, **FIRST)
     assert failed.status_code == 502

@@ -4,7 +4,6 @@ to supervisors, with the caller's card; and through Redis to a client of another
 
 from __future__ import annotations
 
-import os
 import subprocess
 import threading
 import time
@@ -22,7 +21,7 @@ from bridge.pbx.mango import scenarios
 from bridge.pbx.mango.simulator import CommandServer
 from bridge.pbx.mango.simulator.poster import Poster
 from bridge.store.schema import legs
-from tests.conftest import PG_ADMIN_URL, _pg_database
+from tests.conftest import REDIS_URL, _pg_database, requires_postgres_and_redis
 from tests.daemon import API_KEY, API_SALT, CALLBRIDGE, Daemon
 from tests.fakes.realtime_client import DEMO_NAME, Client, demo_env
 from tests.test_realtime_e2e import cli_token, ws_port
@@ -31,7 +30,6 @@ from widget.popups import GroupManagers
 GROUP = scenarios.GROUP  # the short number the simulator's ring groups carry as `to.acd_group`
 LINE = "74951234567"
 SHOP = "http://shop.localhost:8765"
-REDIS_URL = os.environ.get("CALLBRIDGE_TEST_REDIS_URL")
 
 
 def add_site(daemon: Daemon, key: str, group: str = GROUP) -> None:
@@ -156,10 +154,7 @@ def test_request_of_a_group_nobody_is_known_for_goes_to_supervisors_only(daemon:
         boss.close()
 
 
-@pytest.mark.skipif(
-    not (PG_ADMIN_URL and REDIS_URL),
-    reason="needs CALLBRIDGE_TEST_DATABASE_URL (PostgreSQL) and CALLBRIDGE_TEST_REDIS_URL",
-)
+@requires_postgres_and_redis
 def test_callback_request_reaches_a_client_of_another_instance_through_redis(
     tmp_path: Path, mango: CommandServer
 ) -> None:

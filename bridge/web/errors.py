@@ -19,8 +19,13 @@ class ApiError(Exception):
         self.message = message
 
 
+def error_payload(status: int, message: str) -> dict[str, object]:
+    """The JSON body of every error answer."""
+    return {"error": message, "status": status}
+
+
 def error_response(status: int, message: str) -> Response:
-    response = jsonify({"error": message, "status": status})
+    response = jsonify(error_payload(status, message))
     response.status_code = status
     return response
 

@@ -27,7 +27,7 @@ from bridge.ingest.writer import GroupCommitWriter, RawRecord
 from bridge.pbx.events import PbxEvent
 from bridge.pbx.mango import parse as mango_parse
 from bridge.pbx.mango.signing import verify
-from bridge.web.errors import INTERNAL_ERROR, ApiError, http_error
+from bridge.web.errors import INTERNAL_ERROR, ApiError, error_payload, http_error
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -251,15 +251,15 @@ class MangoReceiver:
             self.accept(path, request)
             return 200, _OK_BODY
         except ApiError as exc:
-            return exc.status, _json_body({"error": exc.message, "status": exc.status})
+            status, message = exc.status, exc.message
         except HTTPException as exc:  # e.g. a multipart form over the limits
             status, message = http_error(exc)
-            return status, _json_body({"error": message, "status": status})
         except Exception as exc:
             log.exception("unexpected error: %s", type(exc).__name__)
-            return 500, _json_body({"error": INTERNAL_ERROR, "status": 500})
+            status, message = 500, INTERNAL_ERROR
         finally:
             request.close()
+        return status, _json_body(error_payload(status, message))
 
 
 def _notification_path(environ: WSGIEnvironment) -> str | None:
