@@ -154,6 +154,15 @@ class HistorySettings(_Section):
     stale_seconds: float = Field(default=60.0, ge=10, le=3600)
 
 
+class LoginSettings(_Section):
+    """Password logins to the panel and the operator page: failed attempts allowed per window."""
+
+    window_seconds: float = Field(default=300.0, ge=1, le=86400)
+    per_user_address: int = Field(default=5, ge=1, le=1000)  # one user name from one address
+    per_user: int = Field(default=20, ge=1, le=10_000)  # one user name from anywhere
+    per_address: int = Field(default=50, ge=1, le=100_000)  # every user name from one address
+
+
 class LogSettings(_Section):
     level: str = "INFO"
 
@@ -174,6 +183,7 @@ class Settings(_Section):
     dispatcher: DispatcherSettings = Field(default_factory=DispatcherSettings)
     phones: PhoneSettings = Field(default_factory=PhoneSettings)
     history: HistorySettings = Field(default_factory=HistorySettings)
+    login: LoginSettings = Field(default_factory=LoginSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     # Per-connector sections, validated by each connector's own config model (see bridge.registry).
     connectors: dict[str, dict[str, Any]] = Field(default_factory=dict)
