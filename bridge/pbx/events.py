@@ -168,6 +168,17 @@ class PingEvent:
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
+@dataclass(frozen=True)
+class CallTimeoutEvent:
+    """Written by callbridge itself (not the PBX) when a call saw no event for the longest a call may
+    last: no more events are expected, so the tracker closes the call as incomplete. `at` is callbridge's
+    clock."""
+
+    entry_id: str
+    at: float
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+
 PbxEvent = (
     CallLegEvent
     | SummaryEvent
@@ -178,7 +189,15 @@ PbxEvent = (
     | CommandResultEvent
     | StatReadyEvent
     | PingEvent
+    | CallTimeoutEvent
 )
 
 # Events the call tracker folds into a call; the others are stored and routed elsewhere.
-TRACKED_EVENT_TYPES = (CallLegEvent, SummaryEvent, RecordingEvent, RecordAddedEvent, DtmfEvent)
+TRACKED_EVENT_TYPES = (
+    CallLegEvent,
+    SummaryEvent,
+    RecordingEvent,
+    RecordAddedEvent,
+    DtmfEvent,
+    CallTimeoutEvent,
+)

@@ -13,6 +13,7 @@ from typing import Any
 
 from bridge.pbx.events import (
     CallLegEvent,
+    CallTimeoutEvent,
     CommandResultEvent,
     DtmfEvent,
     Party,
@@ -24,6 +25,7 @@ from bridge.pbx.events import (
     StatReadyEvent,
     SummaryEvent,
 )
+from bridge.pbx.timeout import TIMEOUT_PATH, parse_timeout, timeout_dedup_key
 
 COMMAND_RESULT_PATHS = (
     "callback",
@@ -250,6 +252,8 @@ def parse(path: str, payload: Any) -> PbxEvent | None:
     """The typed event for a notification; None for accepted paths that we keep but do not interpret."""
     if not isinstance(payload, dict):
         raise ParseError("the 'json' field must hold a JSON object")
+    if path == TIMEOUT_PATH:  # callbridge's own event; never a known path for the Mango receiver
+        return parse_timeout(payload)
     if path in _PARSERS:
         return _PARSERS[path](payload)
     if path.startswith("result/") and path[len("result/") :] in COMMAND_RESULT_PATHS:
@@ -281,6 +285,8 @@ def dedup_key(path: str, event: PbxEvent | None, json_text: str) -> str:
             return f"result:{event.command}:{event.command_id}:{event.result}"
         case StatReadyEvent():
             return f"stat:{event.key}"
+        case CallTimeoutEvent():
+            return timeout_dedup_key(event.entry_id)
     digest = hashlib.sha256(f"{path}\n{json_text}".encode()).hexdigest()
     return f"{path}:{digest}"
 
