@@ -57,6 +57,9 @@ class HttpSettings(_Section):
     threads: int = Field(default=4, ge=1, le=256)
     # Trust X-Forwarded-For from this many proxies (for the IP allow-list behind a reverse proxy).
     trusted_proxies: int = Field(default=0, ge=0, le=5)
+    # A client must send its request headers, and then its body, within these many seconds (slow clients).
+    header_timeout_seconds: float = Field(default=5.0, ge=0.1, le=300)
+    body_timeout_seconds: float = Field(default=10.0, ge=0.1, le=300)
     # The address users and vendors reach callbridge at, e.g. https://calls.example.com (for hook URLs).
     public_url: str = ""
 
