@@ -8,36 +8,45 @@
 CORS: a browser gets `Access-Control-Allow-Origin` only when its `Origin` is one of the site's registered
 origins; any other origin is answered 403 without CORS headers. Requests without an `Origin` (servers,
 curl) are served. Every refusal is JSON `{"error", "code", "status", "message"}`, where `message` is the
-site's text for the visitor's language; 429 carries `Retry-After`.
+site's text for the visitor's language; 429 carries `Retry-After`. Bad input (a body over 16 KiB, deep or
+malformed JSON, NUL characters or lone surrogates anywhere, wrong types) is refused with 4xx and a reason
+before it reaches the store (`widget.input`).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request, send_from_directory
+from flask import Blueprint, Response, g, jsonify, request, send_from_directory
 from sqlalchemy import Engine
 
 from bridge.connector_api import Connector
 from bridge.pbx.mango.client import MangoClient
-from widget.service import CallbackForm, WidgetError, WidgetService
+from widget.errors import WidgetError
+from widget.input import MAX_BODY_BYTES, check_text, parse_body
+from widget.service import CallbackForm, WidgetService
 from widget.sites import Site
 from widget.texts import merged_texts, pick_language
 
 log = logging.getLogger("callbridge.widget")
 
 STATIC_DIR = Path(__file__).parent / "static"
-MAX_BODY_BYTES = 16 * 1024
 _ERROR_TEXT = {
     "invalid_phone": "error_phone",
+    "number_not_allowed": "error_number",
     "rate_limited": "error_rate",
+    "daily_cap": "error_daily_cap",
     "refused": "error_refused",
+    "expired": "error_token_used",
+    "token_used": "error_token_used",
     "blocked": "error_refused",
 }
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{8,64}")
 
 __all__ = ["make_widget_blueprint", "service_from_settings"]
 
@@ -87,7 +96,7 @@ def make_widget_blueprint(
         status: int, code: str, message: str, site: Site | None, *, retry_after: int | None = None
     ) -> Response:
         lang = pick_language(
-            request.args.get("lang") or _json_field("lang") or request.accept_languages.best,
+            request.args.get("lang") or _body_field("lang") or request.accept_languages.best,
             site.config.language if site and site.config.language != "auto" else "ru",
         )
         texts = merged_texts(site.config.texts if site else {})[lang]
@@ -124,6 +133,14 @@ def make_widget_blueprint(
         site = svc.sites.get(key)
         return site if site is not None and site.enabled else None
 
+    @bp.errorhandler(WidgetError)
+    def bad_input(exc: WidgetError) -> Response:
+        """Bad input found before the site is known (query string, path, body)."""
+        return error(exc.status, exc.code, exc.message, getattr(g, "widget_site", None))
+
+    def site_arg() -> str | None:
+        return _text_arg("site", "the site key")
+
     @bp.get("/callback.js")
     def script() -> Response:
         response = send_from_directory(STATIC_DIR, "callback.js", max_age=300)
@@ -132,7 +149,7 @@ def make_widget_blueprint(
 
     @bp.get("/config")
     def config() -> Response:
-        site = find_site(request.args.get("site"))
+        site = find_site(site_arg())
         refused = origin_refused(site)
         if refused is not None:
             return refused
@@ -142,7 +159,7 @@ def make_widget_blueprint(
 
     @bp.route("/callback", methods=["OPTIONS"])
     def callback_preflight() -> Response:
-        site = find_site(request.args.get("site"))
+        site = find_site(site_arg())
         sent = origin()
         # The widget puts `site` in the query string, so the preflight knows whose origins to check.
         if site is None or (sent is not None and sent not in site.config.origins):
@@ -151,20 +168,21 @@ def make_widget_blueprint(
 
     @bp.post("/callback")
     def callback() -> Response:
-        key = request.args.get("site") or _json_field("site")
+        key = site_arg()
+        if key is None:
+            body_key = _read_body().get("site")
+            if body_key is not None and not isinstance(body_key, str):
+                raise WidgetError(400, "bad_request", "'site' must be a string")
+            key = body_key
         site = find_site(key)
         refused = origin_refused(site)
         if refused is not None:
             return refused
         if site is None:
             return error(404, "unknown_site", "no widget is registered under this site key", None)
-        if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-            return error(413, "too_large", "the request body is too large", site)
-        data = request.get_json(silent=True, force=True) if request.get_data(cache=True) else None
-        if not isinstance(data, dict):
-            return error(400, "bad_request", "send the request as a JSON object", site)
+        g.widget_site = site
         try:
-            form = CallbackForm.from_json(data)
+            form = CallbackForm.from_json(_read_body())
             state = svc.submit(site, form, request.remote_addr)
         except WidgetError as exc:
             return error(exc.status, exc.code, exc.message, site, retry_after=exc.retry_after)
@@ -174,7 +192,8 @@ def make_widget_blueprint(
 
     @bp.route("/status/<token>", methods=["GET", "OPTIONS"])
     def status(token: str) -> Response:
-        if len(token) > 64:
+        check_text(token, "the status token")
+        if not _TOKEN.fullmatch(token):
             return error(404, "unknown_request", "no such request", None)
         origins = svc.origins_for_token(token)
         sent = origin()
@@ -190,6 +209,27 @@ def make_widget_blueprint(
     return bp
 
 
-def _json_field(name: str) -> Any:
-    data = request.get_json(silent=True, force=True) if request.method == "POST" else None
-    return data.get(name) if isinstance(data, dict) else None
+def _text_arg(name: str, what: str | None = None) -> str | None:
+    """A query-string value, refused with 400 when it holds a NUL character."""
+    value = request.args.get(name)
+    return None if value is None else check_text(value, what or f"'{name}'")
+
+
+def _read_body() -> dict[str, Any]:
+    """The POSTed JSON object, read at most once per request (`widget.input.parse_body`)."""
+    cached = g.get("widget_body")
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    length = request.content_length
+    if length is not None and length > MAX_BODY_BYTES:
+        raise WidgetError(413, "too_large", f"the request body is too large: at most {MAX_BODY_BYTES} bytes")
+    data = parse_body(request.stream.read(MAX_BODY_BYTES + 1))
+    g.widget_body = data
+    return data
+
+
+def _body_field(name: str) -> str | None:
+    """A string field of the body once it was read (for the error's language), else None."""
+    data = g.get("widget_body")
+    value = data.get(name) if isinstance(data, dict) else None
+    return value if isinstance(value, str) else None

@@ -1,6 +1,8 @@
 """Abuse limits kept in the store, so they hold across every worker process and every instance.
 
-Each accepted request leaves one row in `widget_hits` per scope (ip, number, visitor, site). A request is
+Each accepted request leaves one row in `widget_hits` per scope (ip, network, number, visitor, site), where
+the network is the address's /24 (IPv4) or /56 (IPv6), so many addresses of one network share a limit. A
+request is
 refused when a scope already holds `count` rows younger than `seconds` (a sliding window). The check and
 the insert run in the caller's transaction; on PostgreSQL a transaction-scoped advisory lock per
 (scope, key) makes concurrent requests for the same key queue up, so no limit is overrun. On SQLite the
@@ -10,6 +12,7 @@ transaction itself is exclusive (`BEGIN IMMEDIATE`).
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,14 +21,15 @@ from sqlalchemy import Connection, delete, func, insert, select, text
 from widget.settings import Limit
 from widget.tables import widget_hits
 
-__all__ = ["Check", "LimitExceeded", "check_and_record", "prune"]
+__all__ = ["Check", "LimitExceeded", "advisory_lock", "check_and_record", "network_of", "prune"]
 
 _LOCK_NAMESPACE = 0x7769  # "wi"
+IPV4_PREFIX, IPV6_PREFIX = 24, 56
 
 
 @dataclass(frozen=True)
 class Check:
-    scope: str  # ip | number | visitor | site
+    scope: str  # ip | network | number | visitor | site
     key: str
     limit: Limit
 
@@ -42,6 +46,7 @@ class LimitExceeded:
     def message(self) -> str:
         what = {
             "ip": "from this address",
+            "network": "from this network",
             "number": "for this number",
             "visitor": "from this visitor",
             "site": "for this site",
@@ -57,15 +62,31 @@ def _lock_id(scope: str, key: str) -> int:
     return int.from_bytes(digest[:4], "big", signed=True)
 
 
+def network_of(ip: str) -> str | None:
+    """The /24 (IPv4) or /56 (IPv6) network of an address, e.g. "203.0.113.0/24"; None if not an address."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    prefix = IPV4_PREFIX if address.version == 4 else IPV6_PREFIX
+    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
+
+
+def advisory_lock(conn: Connection, scope: str, key: str) -> None:
+    """On PostgreSQL, queue up behind other transactions holding (scope, key); SQLite's are exclusive."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(
+            text("SELECT pg_advisory_xact_lock(CAST(:ns AS integer), CAST(:k AS integer))"),
+            {"ns": _LOCK_NAMESPACE, "k": _lock_id(scope, key)},
+        )
+
+
 def check_and_record(conn: Connection, checks: Sequence[Check], now: float) -> LimitExceeded | None:
     """Refuse (returning the first limit hit) or record one hit per check. Call inside a transaction."""
-    postgres = conn.dialect.name == "postgresql"
     for check in sorted(checks, key=lambda c: (c.scope, c.key)):  # one lock order: no deadlocks
-        if postgres:
-            conn.execute(
-                text("SELECT pg_advisory_xact_lock(CAST(:ns AS integer), CAST(:k AS integer))"),
-                {"ns": _LOCK_NAMESPACE, "k": _lock_id(check.scope, check.key)},
-            )
+        advisory_lock(conn, check.scope, check.key)
     for check in checks:
         since = now - check.limit.seconds
         count, oldest = conn.execute(

@@ -9,7 +9,7 @@ number of them may share a database. Each pass:
 2. follows calls in progress (`WidgetService.refresh`): connected, or failed -> retry or give up;
 3. hands claims that outlived `claim_seconds` (a process died while sending) to step 2, which fails the
    attempt when Mango never reports on its command;
-4. now and then deletes abuse-limit hits older than any window.
+4. now and then deletes abuse-limit hits older than any window, and used form tokens past their life.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from sqlalchemy import Engine, select, update
 
 from bridge.connector_api import Connector
 from bridge.pbx.mango.client import MangoClient
+from widget import tokens
 from widget.limits import prune
 from widget.service import CALLING, DIALLING, FAILED, SCHEDULED, WAITING, WidgetService
 from widget.sites import load_site
@@ -63,6 +64,7 @@ class WidgetScheduler:
             self._last_prune = now
             with self.engine.begin() as conn:
                 prune(conn, now - self.keep_hits_seconds)
+                tokens.prune(conn, now - tokens.FORM_TOKEN_MAX_AGE - 3600)
         return changed
 
     def run_forever(self, stop: threading.Event) -> None:

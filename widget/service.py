@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy import Connection, Engine, case, insert, select, update
 
 from bridge.connector_api import CallEvent, Connector
@@ -43,8 +42,10 @@ from bridge.pbx.mango.errors import (
     MangoTransportError,
 )
 from bridge.store.schema import calls, commands, legs
-from widget import outcome
-from widget.limits import Check, LimitExceeded, check_and_record
+from widget import daily_cap, outcome, tokens
+from widget.errors import WidgetError
+from widget.limits import Check, LimitExceeded, check_and_record, network_of
+from widget.numbers import check_number
 from widget.popups import GroupManagers, Rosters, announce
 from widget.settings import SiteConfig
 from widget.sites import Site, SiteCache, blocked, load_site
@@ -56,8 +57,7 @@ log = logging.getLogger("callbridge.widget")
 COMMAND_PATH = "commands/callback_group"
 UTM_KEYS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
 _VISITOR = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
-_FORM_SALT = "callbridge-widget-form"
-FORM_TOKEN_MAX_AGE = 12 * 3600
+FORM_TOKEN_MAX_AGE = tokens.FORM_TOKEN_MAX_AGE
 
 # Statuses: see the module docstring.
 SCHEDULED, QUEUED, DIALLING, CALLING, RETRY, DONE, FAILED = (
@@ -72,15 +72,7 @@ SCHEDULED, QUEUED, DIALLING, CALLING, RETRY, DONE, FAILED = (
 WAITING = (SCHEDULED, QUEUED, RETRY)
 
 
-class WidgetError(Exception):
-    """A request the widget cannot accept: `status` (HTTP), `code` (for the widget's texts), message."""
-
-    def __init__(self, status: int, code: str, message: str, *, retry_after: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.retry_after = retry_after
+__all__ = ["CallbackForm", "WidgetError", "WidgetService"]
 
 
 @dataclass(frozen=True)
@@ -114,7 +106,7 @@ class CallbackForm:
         utm = {
             key: str(value)[:200]
             for key, value in utm_raw.items()
-            if key in UTM_KEYS and isinstance(value, str | int) and str(value)
+            if key in UTM_KEYS and isinstance(value, str | int) and not isinstance(value, bool) and str(value)
         }
         visitor = text("visitor_id", 64)
         return cls(
@@ -180,13 +172,13 @@ class WidgetService:
     def region(self, config: SiteConfig) -> str:
         return config.region or self.default_region
 
-    @staticmethod
-    def _serializer(site: Site) -> URLSafeSerializer:
-        return URLSafeSerializer(site.secret, salt=_FORM_SALT)
-
     def form_token(self, site: Site, now: float | None = None) -> str:
-        """A signed token of when the widget was shown, for the minimum fill time."""
-        return str(self._serializer(site).dumps({"t": round(self.clock() if now is None else now, 3)}))
+        """A signed token of when the widget was shown, good for one accepted request (`widget.tokens`)."""
+        return tokens.issue(site.secret, self.clock() if now is None else now)
+
+    def countries(self, config: SiteConfig) -> list[str]:
+        """The countries the site calls: its setting, else the site's region alone."""
+        return config.countries or [self.region(config)]
 
     def public_config(self, site: Site, now: float | None = None) -> dict[str, Any]:
         """What `GET /widget/config` answers: texts, look, countdown, schedule state and a form token."""
@@ -218,18 +210,18 @@ class WidgetService:
             log.info("widget refused a request site=%s reason=honeypot", site.key)
             raise WidgetError(400, "refused", "the request was refused")
         try:
-            issued = float(self._serializer(site).loads(form.form_token)["t"])
-        except (BadSignature, KeyError, TypeError, ValueError):
-            log.info("widget refused a request site=%s reason=form_token", site.key)
-            raise WidgetError(
-                400, "refused", "the request has no valid form token: load the widget's config first"
-            ) from None
-        age = now - issued
-        if age < site.config.limits.min_fill_seconds:
-            log.info("widget refused a request site=%s reason=too_fast age=%.2f", site.key, age)
-            raise WidgetError(400, "refused", "the form was sent too quickly after it was shown")
-        if age > FORM_TOKEN_MAX_AGE:
-            raise WidgetError(400, "expired", "the form is too old: reload the page and send it again")
+            tokens.verify(site.secret, form.form_token, now, site.config.limits.min_fill_seconds)
+        except WidgetError as exc:
+            log.info("widget refused a request site=%s reason=%s: %s", site.key, exc.code, exc.message)
+            raise
+
+    def _check_number(self, site: Site, phone: str) -> None:
+        refused = check_number(phone, self.countries(site.config), site.config.number_types)
+        if refused is not None:
+            log.info(
+                "widget refused a number site=%s country=%s type=%s", site.key, refused.country, refused.kind
+            )
+            raise WidgetError(422, "number_not_allowed", refused.message)
 
     def submit(
         self, site: Site, form: CallbackForm, ip: str | None, now: float | None = None
@@ -245,6 +237,7 @@ class WidgetService:
             phone = to_e164(form.phone, self.region(config))
         except InvalidPhoneNumber as exc:
             raise WidgetError(422, "invalid_phone", f"the phone number cannot be dialled: {exc}") from None
+        self._check_number(site, phone)
 
         schedule = config.schedule()
         is_open = schedule.is_open(now)
@@ -258,11 +251,19 @@ class WidgetService:
         ]
         if ip:
             checks.append(Check("ip", f"{site.key}|{ip}", limits.per_ip))
+            network = network_of(ip)
+            if network is not None:
+                checks.append(Check("network", f"{site.key}|{network}", limits.per_network))
         if form.visitor_id:
             checks.append(Check("visitor", f"{site.key}|{form.visitor_id}", limits.per_visitor))
         managers = self.managers.of(self.engine, config.group)  # who the popup goes to (cached, read-only)
 
-        with self.engine.begin() as conn:
+        with self.engine.begin() as conn:  # any refusal below rolls back: the token stays unused
+            if not tokens.claim(conn, form.form_token, site.key, now):
+                log.info("widget refused a request site=%s reason=token_used", site.key)
+                raise WidgetError(
+                    409, "token_used", "this form has already sent a request: reload the page to send another"
+                )
             if blocked(conn, phone, ip):
                 log.info("widget refused a request site=%s reason=blocked", site.key)
                 raise WidgetError(403, "blocked", "callback requests from this number or address are blocked")
@@ -270,6 +271,11 @@ class WidgetService:
             if refusal is not None:
                 log.info("widget limit site=%s scope=%s", site.key, refusal.scope)
                 raise WidgetError(429, "rate_limited", refusal.message, retry_after=refusal.retry_after)
+            try:
+                daily_cap.check(conn, site.key, config, phone, now)
+            except daily_cap.CapReached as exc:
+                log.warning("widget daily cap reached site=%s cap=%s", site.key, exc.cap)
+                raise WidgetError(429, "daily_cap", str(exc), retry_after=exc.retry_after) from None
             next_at: float | None
             if is_open:
                 status, next_at = QUEUED, now + 5.0  # the request's own process dials; the scheduler backs up

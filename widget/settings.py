@@ -21,6 +21,11 @@ _SHORT_NUMBER = re.compile(r"^[0-9]{1,16}$")
 _COLOUR = re.compile(r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")
 
 POSITIONS = ("bottom-right", "bottom-left", "top-right", "top-left")
+# Number types a site may allow (`phonenumbers` names, lower case). Premium rate, shared cost, personal,
+# UAN, VoIP, pager, voicemail, satellite and international networks, and unknown types are never dialled.
+NUMBER_TYPES = ("mobile", "fixed_line", "fixed_line_or_mobile", "toll_free")
+NumberType = Literal["mobile", "fixed_line", "fixed_line_or_mobile", "toll_free"]
+DEFAULT_NUMBER_TYPES: tuple[NumberType, ...] = ("mobile", "fixed_line", "fixed_line_or_mobile")
 
 
 class _Model(BaseModel):
@@ -40,8 +45,10 @@ class Limits(_Model):
     per_ip: Limit = Limit(count=5, seconds=600)
     per_number: Limit = Limit(count=3, seconds=3600)
     per_visitor: Limit = Limit(count=3, seconds=600)
+    per_network: Limit = Limit(count=10, seconds=600)  # one /24 (IPv4) or /56 (IPv6) network
     per_site: Limit = Limit(count=120, seconds=60)
     min_fill_seconds: float = Field(default=3.0, ge=0, le=600)  # widget shown -> request sent, at least
+    daily_numbers: int = Field(default=100, ge=0, le=100_000)  # distinct numbers a day; 0 = no cap
 
 
 class Colours(_Model):
@@ -78,6 +85,8 @@ class SiteConfig(_Model):
     group: str  # the managers' group short number, rung first
     line: str  # the company line (DID) the visitor sees calling
     region: str | None = None  # for numbers without a country code; None = the daemon's default
+    countries: list[str] = Field(default_factory=list)  # countries dialled; empty = the region only
+    number_types: list[NumberType] = Field(default_factory=lambda: list(DEFAULT_NUMBER_TYPES))
     timezone: str = "Europe/Moscow"
     hours: dict[str, list[str]] = Field(
         default_factory=lambda: {day: ["09:00-18:00"] for day in ("mon", "tue", "wed", "thu", "fri")}
@@ -122,6 +131,22 @@ class SiteConfig(_Model):
         if not re.match(r"^[A-Za-z]{2}$", value):
             raise ValueError("a region is a two-letter country code such as RU")
         return value.upper()
+
+    @field_validator("countries")
+    @classmethod
+    def _countries(cls, value: list[str]) -> list[str]:
+        codes = [str(item).strip().upper() for item in value if str(item).strip()]
+        for code in codes:
+            if not re.match(r"^[A-Z]{2}$", code):
+                raise ValueError(f"{code!r}: a country is a two-letter code such as RU")
+        return sorted(set(codes))
+
+    @field_validator("number_types")
+    @classmethod
+    def _number_types(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("allow at least one number type, e.g. mobile")
+        return [kind for kind in NUMBER_TYPES if kind in value]
 
     @field_validator("timezone")
     @classmethod
@@ -169,6 +194,6 @@ class SiteConfig(_Model):
 
 def check_key(key: str) -> str:
     """A site key: 3-64 letters, digits, '-' or '_' (it appears in the embed tag)."""
-    if not _KEY.match(key or ""):
+    if not isinstance(key, str) or not _KEY.fullmatch(key):
         raise ValueError("a site key is 3-64 letters, digits, '-' or '_'")
     return key

@@ -64,6 +64,11 @@ def _site(row: object) -> Site:
 
 
 def load_site(conn_or_engine: Engine | Connection, key: str) -> Site | None:
+    """The site, or None; a key no site can have (wrong characters, NUL, too long) is not looked up."""
+    try:
+        check_key(key)
+    except (ValueError, TypeError):
+        return None
     query = select(widget_sites).where(widget_sites.c.key == key)
     if isinstance(conn_or_engine, Engine):
         with conn_or_engine.connect() as conn:

@@ -1,6 +1,7 @@
 """The widget's tables, in the core's `metadata` so Alembic and the test fixtures see them.
 
-Migration: `bridge/store/migrations/versions/w001_widget.py` must match these definitions.
+Migrations: `bridge/store/migrations/versions/w001_widget.py` and `w002_widget_guards.py` must match these
+definitions.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from sqlalchemy import Boolean, Column, Float, Index, Integer, String, Table, Te
 
 from bridge.store.schema import Id, legs, metadata
 
-__all__ = ["widget_blocklist", "widget_hits", "widget_requests", "widget_sites"]
+__all__ = ["widget_blocklist", "widget_form_tokens", "widget_hits", "widget_requests", "widget_sites"]
 
 # One row per site that may embed the widget. `config` is the JSON of `widget.settings.SiteConfig`
 # (origins, group, line, schedule, texts, look, limits); `secret` signs the widget's form tokens.
@@ -60,6 +61,8 @@ widget_requests = Table(
 )
 Index("ix_widget_requests_due", widget_requests.c.status, widget_requests.c.next_attempt_at)
 Index("ix_widget_requests_command", widget_requests.c.command_id)
+# The daily cap counts a site's distinct numbers since midnight.
+Index("ix_widget_requests_site_created", widget_requests.c.site_key, widget_requests.c.created_at)
 
 # Accepted requests per limit scope ("ip", "number", "visitor", "site") and key, for sliding-window
 # abuse limits shared by every worker process. Old rows are pruned by the scheduler.
@@ -73,6 +76,17 @@ widget_hits = Table(
 )
 Index("ix_widget_hits_lookup", widget_hits.c.scope, widget_hits.c.key, widget_hits.c.at)
 Index("ix_widget_hits_at", widget_hits.c.at)
+
+# Form tokens that served an accepted request (sha256 of the token): each token is good for one request.
+# Rows older than the tokens' 12-hour life are pruned by the scheduler.
+widget_form_tokens = Table(
+    "widget_form_tokens",
+    metadata,
+    Column("digest", String(64), primary_key=True),
+    Column("site_key", String(64), nullable=False),
+    Column("used_at", Float, nullable=False),
+)
+Index("ix_widget_form_tokens_used_at", widget_form_tokens.c.used_at)
 
 # Numbers (E.164) and IP addresses or networks that may not request callbacks, on every site.
 widget_blocklist = Table(

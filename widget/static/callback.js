@@ -396,11 +396,13 @@
           submit.disabled = false;
           if (!answer.ok) {
             var code = answer.data && answer.data.code;
+            if (code === "token_used" || code === "expired") configAt = 0; // a fresh form token next time
             showError((answer.data && answer.data.message) || T(code === "invalid_phone" ? "error_phone" : "error_generic"));
             input.focus();
             return;
           }
           var state = answer.data;
+          configAt = 0; // a form token serves one request: the next one fetches a fresh token
           form.hidden = true;
           result.hidden = false;
           stopTimers();
