@@ -30,7 +30,8 @@ class CallEvent:
 
     `key` is unique within the call (`entry_id`) and stable across redelivery and re-folding, e.g.
     ``call.ringing:<call_id>`` or ``call.ended``; the outbox builds its idempotency key from it.
-    Times are Unix epoch seconds (UTC). `customer_number` is the external party as the PBX gave it
+    Times are Unix epoch seconds (UTC); `occurred_at` and the call's times are the PBX's, `received_at`
+    is callbridge's. `customer_number` is the external party as the PBX gave it
     (digits or a SIP URI); connectors normalise it with `bridge.connector_api.phones`.
     """
 
@@ -56,6 +57,10 @@ class CallEvent:
     command_id: str | None = None
     transferred_from: str | None = None
     transfer_kind: str | None = None
+    # When callbridge received the PBX event that made this CallEvent due, by callbridge's own clock (None
+    # when not from a live notification). Measure an event's age from this, not from `occurred_at`, which
+    # is the PBX's clock and may be off from ours.
+    received_at: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

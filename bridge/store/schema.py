@@ -40,7 +40,7 @@ calls = Table(
     metadata,
     Column("entry_id", String(160), primary_key=True),
     Column("direction", String(16), nullable=False, default="unknown"),
-    Column("status", String(16), nullable=False),  # ringing | answered | ended | missed
+    Column("status", String(16), nullable=False),  # ringing | answered | ended | missed | unknown
     Column("customer_number", String(128), nullable=True),
     Column("line_number", String(128), nullable=True),
     Column("answered_by", String(32), nullable=True),
@@ -48,6 +48,8 @@ calls = Table(
     Column("extensions", Text, nullable=False, default="[]"),  # JSON list
     Column("missed", Boolean, nullable=False, default=False),
     Column("closed", Boolean, nullable=False, default=False),
+    # closed by callbridge's timeout (tracker.max_call_seconds) before the PBX told the end
+    Column("incomplete", Boolean, nullable=False, default=False, server_default="0"),
     Column("started_at", Float, nullable=True),
     Column("answered_at", Float, nullable=True),
     Column("ended_at", Float, nullable=True),

@@ -74,11 +74,17 @@ def _live_events(fold: Fold, facts: Facts) -> list[tuple[CallEvent, bool]]:
 def _closing(fold: Fold, facts: Facts) -> CallEvent:
     """`call.ended` with everything known at the close."""
     call = facts.call
-    occurred = call.ended_at if call.ended_at is not None else (call.started_at or 0.0)
+    known = (call.ended_at, call.started_at, fold.timed_out_at)
+    occurred = next((t for t in known if t is not None), 0.0)
     recording_ids = tuple(
         r.recording_id for r in sorted(fold.recordings.values(), key=lambda r: (r.first_seen, r.recording_id))
     )
-    extra: dict = {"status": call.status, "responsible": call.responsible, "missed": call.missed}
+    extra: dict = {
+        "status": call.status,
+        "responsible": call.responsible,
+        "missed": call.missed,
+        "incomplete": call.incomplete,
+    }
     if facts.transfers:
         extra["transferred_to"] = facts.transfers[-1].to_extension
     if fold.dtmf:

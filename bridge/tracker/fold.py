@@ -14,6 +14,7 @@ from typing import TypeVar
 
 from bridge.pbx.events import (
     CallLegEvent,
+    CallTimeoutEvent,
     DtmfEvent,
     LegState,
     Party,
@@ -104,6 +105,7 @@ class Fold:
     summary: SummaryEvent | None
     recordings: dict[str, RecordingFold]  # by recording_id
     dtmf: tuple[DtmfEvent, ...]
+    timed_out_at: float | None = None  # callbridge decided no more events will come (CallTimeoutEvent)
 
     def ordered_legs(self) -> list[LegFold]:
         """Legs by the time they appeared (ties by call_id)."""
@@ -186,6 +188,7 @@ def fold(events: Iterable[object]) -> Fold:
     rec_events: dict[str, list[RecordingEvent]] = defaultdict(list)
     rec_added: dict[str, list[RecordAddedEvent]] = defaultdict(list)
     dtmf: set[DtmfEvent] = set()
+    timeouts: list[float] = []
     entry_ids: set[str] = set()
     for event in events:
         match event:
@@ -199,6 +202,8 @@ def fold(events: Iterable[object]) -> Fold:
                 rec_added[event.recording_id].append(event)
             case DtmfEvent():
                 dtmf.add(event)
+            case CallTimeoutEvent():
+                timeouts.append(event.at)
             case _:
                 continue
         entry_ids.add(event.entry_id)
@@ -217,4 +222,5 @@ def fold(events: Iterable[object]) -> Fold:
             for rid in recording_ids
         },
         dtmf=tuple(sorted(dtmf, key=lambda e: (e.timestamp, e.seq, repr(e)))),
+        timed_out_at=min(timeouts) if timeouts else None,
     )

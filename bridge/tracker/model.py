@@ -13,7 +13,7 @@ from typing import Any
 from bridge.connector_api.events import CallEvent
 
 DIRECTIONS = ("incoming", "outgoing", "internal", "unknown")
-STATUSES = ("ringing", "answered", "ended", "missed")
+STATUSES = ("ringing", "answered", "ended", "missed", "unknown")
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,7 @@ class CallSnapshot:
 
     entry_id: str
     direction: str = "unknown"  # incoming | outgoing | internal | unknown
-    status: str = "ringing"  # ringing | answered | ended | missed
+    status: str = "ringing"  # ringing | answered | ended | missed | unknown (no leg seen, not closed)
     customer_number: str | None = None
     line_number: str | None = None
     answered_by: str | None = None
@@ -30,6 +30,7 @@ class CallSnapshot:
     extensions: tuple[str, ...] = ()
     missed: bool = False
     closed: bool = False
+    incomplete: bool = False  # closed by callbridge's timeout before the PBX told the end
     started_at: float | None = None
     answered_at: float | None = None
     ended_at: float | None = None

@@ -127,11 +127,26 @@ def _seconds(later: float | None, earlier: float | None) -> int | None:
 def is_closed(
     fold: Fold, emitted: frozenset[str], now: float, close_after: float, last_event_at: float | None
 ) -> bool:
-    """Closed by the summary, by an earlier close (`call.ended` already emitted), or by the timeout: every
-    leg Disconnected and nothing new for `close_after` seconds."""
-    if fold.summary is not None or CALL_ENDED in emitted:
+    """Closed by the summary, by an earlier close (`call.ended` already emitted), by callbridge's timeout
+    event (the call outlived the longest a call may last), or by the timeout: every leg Disconnected and
+    nothing new for `close_after` seconds."""
+    if fold.summary is not None or CALL_ENDED in emitted or fold.timed_out_at is not None:
         return True
     return all_disconnected(fold) and last_event_at is not None and now - last_event_at >= close_after
+
+
+def _last_known_time(fold: Fold) -> float | None:
+    """The newest PBX time of any event of the call (legs, DTMF, recordings)."""
+    times = [e.timestamp for e in fold.leg_events()] + [d.timestamp for d in fold.dtmf]
+    for rec in fold.recordings.values():
+        times += [e.timestamp for e in rec.events] + [a.timestamp for a in rec.added]
+    return float(max(times)) if times else None
+
+
+def is_incomplete(fold: Fold) -> bool:
+    """Closed by callbridge's timeout while the events still do not tell the end: no summary, and a leg
+    that never ended (or no leg at all). Final events that arrive later make the call complete again."""
+    return fold.timed_out_at is not None and fold.summary is None and not all_disconnected(fold)
 
 
 def decide(fold: Fold, *, closed: bool) -> Facts:
@@ -141,6 +156,7 @@ def decide(fold: Fold, *, closed: bool) -> Facts:
     moved = tuple(transfers(fold))
     summary_answered = summary is not None and summary.answered
     answered = summary_answered or bool(answers)
+    incomplete = closed and is_incomplete(fold)
 
     answered_by: str | None = None
     answered_at: float | None = None
@@ -150,6 +166,8 @@ def decide(fold: Fold, *, closed: bool) -> Facts:
             answered_by = summary.from_.extension or summary.to.extension
         else:
             answered_by = summary.to.extension
+        if answers and answered_by in {t.to_extension for t in moved}:
+            answered_by = None  # the summary names a transfer target: the first answerer stays
         answered_at = float(summary.talk_time)
     if answers:
         first_leg, first_employee = answers[0]
@@ -169,6 +187,8 @@ def decide(fold: Fold, *, closed: bool) -> Facts:
         if summary is not None:
             ended_at = float(summary.end_time)
             disconnect_reason = summary.disconnect_reason
+        elif incomplete:  # the end is unknown: the last moment the PBX told us anything
+            ended_at = _last_known_time(fold)
         ended_legs = [leg for leg in fold.legs.values() if leg.ended_at is not None]
         if ended_at is None:
             ends = [leg.ended_at for leg in ended_legs if leg.ended_at is not None]
@@ -178,7 +198,8 @@ def decide(fold: Fold, *, closed: bool) -> Facts:
             last = max(ended_legs, key=lambda leg: (leg.ended_at, leg.call_id in answered_ids, leg.call_id))
             disconnect_reason = last.disconnect_reason
 
-    missed = closed and direction == "incoming" and not answered
+    # An incomplete call is not called missed: its answer may be among the events that never came.
+    missed = closed and direction == "incoming" and not answered and not incomplete
     if missed:
         responsible = (summary.to.extension if summary is not None else None) or _earliest_ringing(fold)
     elif answered:
@@ -194,8 +215,10 @@ def decide(fold: Fold, *, closed: bool) -> Facts:
         status = "ended"
     elif answered:
         status = "answered"
-    else:
+    elif fold.legs:
         status = "ringing"
+    else:  # only a recording or DTMF of a call we never saw ringing: nothing rings, nothing is live
+        status = "unknown"
 
     talk = wait = duration = None
     if answered:
@@ -218,6 +241,7 @@ def decide(fold: Fold, *, closed: bool) -> Facts:
         extensions=_extensions(fold),
         missed=missed,
         closed=closed,
+        incomplete=incomplete,
         started_at=started_at,
         answered_at=answered_at,
         ended_at=ended_at,
