@@ -44,7 +44,7 @@ from admin_module.live import register_live_routes
 from admin_module.missed import follow_ups
 from admin_module.roles import can
 from admin_module.settings_store import SettingsError, SettingsStore, parse_ip_list
-from admin_module.users import list_users, set_extension, set_lang
+from admin_module.users import authenticate, list_users, set_extension, set_lang
 from bridge.api.calls_query import STATUSES
 from bridge.config import Settings
 from bridge.config.model import MANGO_SOURCE_IPS
@@ -125,7 +125,7 @@ def make_admin_blueprint(
         app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(hours=12)
         app.jinja_env.autoescape = True
 
-    limiter = auth.LoginLimiter(engine)
+    limiter = auth.LoginLimiter(engine, auth.LoginLimits.from_settings(settings))
 
     def t(key: str, **values: object) -> str:
         user = g.get("admin_user")
@@ -137,7 +137,9 @@ def make_admin_blueprint(
 
     @bp.before_request
     def _before() -> Any:
-        g.admin_user = auth.load_user(engine)
+        active = auth.load_session(engine)  # checked in the store on every request
+        g.admin_user = active.user if active is not None else None
+        g.admin_session_expires = active.expires_at if active is not None else None
         if request.method == "POST":
             try:
                 validate_csrf(request.form.get("csrf_token"))
@@ -201,34 +203,31 @@ def make_admin_blueprint(
         error = None
         status = 200
         if request.method == "POST":
-            username = (request.form.get("username") or "").strip()
-            wait = limiter.retry_after(username, request.remote_addr)
-            if wait > 0:
-                error, status = t("too_many", minutes=max(1, round(wait / 60))), 429
-            elif form.validate_on_submit():
-                user = auth_user(username, form.password.data or "")
-                if user is None:
-                    limiter.failed(username, request.remote_addr)
-                    error, status = t("bad_login"), 401
-                else:
-                    limiter.succeeded(username)
-                    auth.log_in(user)
+            username = (form.username.data or "").strip()
+            password = form.password.data or ""
+            try:
+                user = None
+                if form.validate_on_submit():
+                    check = lambda: authenticate(engine, username, password)  # noqa: E731
+                    user = limiter.attempt(username, request.remote_addr, check)
+            except auth.TooManyAttempts as exc:
+                error, status = t("too_many", minutes=exc.minutes), 429
+            else:
+                if user is not None:
+                    auth.log_in(engine, user, app_session_seconds())
                     target = request.args.get("next") or ""
                     if not target.startswith("/admin") or target.startswith("//"):
                         target = url_for("admin.index")
                     return redirect(target)
-            else:
                 error, status = t("bad_login"), 401
         return render_template("admin/login.html", form=form, error=error), status
 
-    def auth_user(username: str, password: str) -> Any:
-        from admin_module.users import authenticate
-
-        return authenticate(engine, username, password)
+    def app_session_seconds() -> float:
+        return current_app.permanent_session_lifetime.total_seconds()
 
     @bp.post("/logout")
     def logout() -> Any:
-        auth.log_out()
+        auth.log_out(engine)  # every session of this user, in every browser
         return redirect(url_for("admin.login"))
 
     @bp.post("/lang")

@@ -7,8 +7,9 @@ from typing import Any
 
 import click
 
+from admin_module import sessions
 from admin_module.roles import ROLES
-from admin_module.users import LANGS, UserError, create_user, list_users
+from admin_module.users import LANGS, UserError, create_user, list_users, set_disabled, set_password
 
 
 @click.group("admin")
@@ -16,15 +17,30 @@ def admin() -> None:
     """Users of the admin panel."""
 
 
+_PASSWORD = click.option(
+    "--password", default=None, help="The password (visible in the process list: prefer --password-stdin)."
+)
+_PASSWORD_STDIN = click.option(
+    "--password-stdin", is_flag=True, help="Read the password from the first line of standard input."
+)
+
+
+def _read_password(password: str | None, password_stdin: bool) -> str:
+    """The password from the option, the first line of standard input, or a hidden prompt."""
+    if password_stdin:
+        if password is not None:
+            raise click.UsageError("give --password or --password-stdin, not both")
+        return sys.stdin.readline().rstrip("\r\n")
+    if password is None:
+        return str(click.prompt("Password", hide_input=True, confirmation_prompt=True))
+    return password
+
+
 @admin.command("create-user")
 @click.option("--username", required=True, help="Login name (letters, digits, . _ @ -).")
 @click.option("--role", type=click.Choice(ROLES), required=True, help="admin, manager or accountant.")
-@click.option(
-    "--password", default=None, help="The password (visible in the process list: prefer --password-stdin)."
-)
-@click.option(
-    "--password-stdin", is_flag=True, help="Read the password from the first line of standard input."
-)
+@_PASSWORD
+@_PASSWORD_STDIN
 @click.option("--lang", type=click.Choice(LANGS), default="ru", show_default=True)
 @click.option("--extension", default=None, help="The PBX extension this user answers (managers).")
 @click.pass_obj
@@ -38,12 +54,7 @@ def create_user_command(
     extension: str | None,
 ) -> None:
     """Create a panel user; the password is stored as an argon2 hash."""
-    if password_stdin:
-        if password is not None:
-            raise click.UsageError("give --password or --password-stdin, not both")
-        password = sys.stdin.readline().rstrip("\r\n")
-    if password is None:
-        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    password = _read_password(password, password_stdin)
     try:
         user = create_user(obj.engine, username, password, role, lang=lang, extension=extension)
     except UserError as exc:
@@ -54,6 +65,45 @@ def create_user_command(
 @admin.command("list-users")
 @click.pass_obj
 def list_users_command(obj: Any) -> None:
-    """Every panel user: name, role, language, extension."""
+    """Every panel user: name, role, language, extension, state (with live sessions)."""
     for user in list_users(obj.engine):
-        click.echo(f"{user.username}\t{user.role}\t{user.lang}\t{user.extension or '-'}")
+        state = "disabled" if user.disabled else f"active ({sessions.count(obj.engine, user.id)} sessions)"
+        click.echo(f"{user.username}\t{user.role}\t{user.lang}\t{user.extension or '-'}\t{state}")
+
+
+@admin.command("set-password")
+@click.option("--username", required=True, help="The user's login name.")
+@_PASSWORD
+@_PASSWORD_STDIN
+@click.pass_obj
+def set_password_command(obj: Any, username: str, password: str | None, password_stdin: bool) -> None:
+    """Give a user a new password; every session of theirs ends (they log in again)."""
+    try:
+        ended = set_password(obj.engine, username, _read_password(password, password_stdin))
+    except UserError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"new password for {username!r}; {ended} session(s) ended")
+
+
+@admin.command("disable-user")
+@click.option("--username", required=True, help="The user's login name.")
+@click.pass_obj
+def disable_user_command(obj: Any, username: str) -> None:
+    """Refuse a user's logins and end every session of theirs (`enable-user` undoes it)."""
+    try:
+        ended = set_disabled(obj.engine, username, True)
+    except UserError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"disabled {username!r}; {ended} session(s) ended")
+
+
+@admin.command("enable-user")
+@click.option("--username", required=True, help="The user's login name.")
+@click.pass_obj
+def enable_user_command(obj: Any, username: str) -> None:
+    """Let a disabled user log in again."""
+    try:
+        set_disabled(obj.engine, username, False)
+    except UserError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"enabled {username!r}")

@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Response, current_app, g, jsonify, send_from_directory, session
+from flask import Blueprint, Response, g, jsonify, send_from_directory
 from sqlalchemy import Engine
 
+from admin_module import sessions
+from admin_module.login_limiter import LoginLimiter, LoginLimits, TooManyAttempts
 from admin_module.roles import ADMIN, can
+from admin_module.users import authenticate
 from bridge.config import Settings
 from bridge.memo import once
 from bridge.operator import blueprint as operator_blueprint
-from bridge.operator.blueprint import LoginRefused
+from bridge.operator.blueprint import LOGIN_SECONDS, SESSION_PREFIX, LoginRefused
 from bridge.realtime.auth import EMPLOYEE, SUPERVISOR, Identity, TokenSigner, signer_for, valid_extension
 from bridge.realtime.session import browser_session
 
@@ -83,9 +87,7 @@ def register_live_routes(
         identity = identity_for(user.role, user.extension)
         if identity is None:
             return jsonify({"error": "no live popups for this user (no extension)"}), 403
-        logged_in_at = session.get("admin_at")
-        started = logged_in_at if isinstance(logged_in_at, int | float) else time.time()
-        not_after = started + current_app.permanent_session_lifetime.total_seconds()
+        not_after = g.get("admin_session_expires") or time.time()
         return jsonify(browser_session(settings, get_signer(), identity, not_after=not_after))
 
     @bp.get("/live/<name>")
@@ -108,32 +110,59 @@ def register_live_routes(
     return live_config
 
 
-def password_login(engine: Engine) -> Callable[[str, str, str | None], Identity]:
-    """Log panel users in to the operator page with their panel password (same rate limit as the panel).
+class OperatorPasswordLogins:
+    """Panel users log in to the operator page with their panel password (same limits as the panel).
 
-    Returns `login(username, password, address) -> Identity` (their extension, or every call for an
-    administrator without one); raises `LoginRefused` with the reason.
+    The login is a server-side session like the panel's (`sessions.py`): the operator page's cookie holds
+    `SESSION_PREFIX` + its token, checked in the store on every request, so logging out (here or in the
+    panel), a new password or a disabled user ends it. The identity is the user's extension, or every call
+    for an administrator without one, read afresh on every request.
     """
-    from admin_module.auth import LoginLimiter
-    from admin_module.users import authenticate
 
-    limiter = LoginLimiter(engine)
+    def __init__(self, engine: Engine, limits: LoginLimits | None = None) -> None:
+        self._engine = engine
+        self._limiter = LoginLimiter(engine, limits)
 
-    def login(username: str, password: str, address: str | None) -> Identity:
+    def login(self, username: str, password: str, address: str | None) -> tuple[Identity, str]:
+        """(identity, cookie value); raises `LoginRefused` with the reason."""
         username = username.strip()
-        wait = limiter.retry_after(username, address)
-        if wait > 0:
-            raise LoginRefused(f"Too many failed attempts. Try again in {max(1, round(wait / 60))} min.")
-        user = authenticate(engine, username, password)
+        try:
+            user = self._limiter.attempt(
+                username, address, lambda: authenticate(self._engine, username, password)
+            )
+        except TooManyAttempts as exc:
+            raise LoginRefused(f"Too many failed attempts. Try again in {exc.minutes} min.") from None
         if user is None:
-            limiter.failed(username, address)
             raise LoginRefused("Wrong user name or password.")
-        limiter.succeeded(username)
-        identity = identity_for(user.role, user.extension)
-        if identity is None:
+        if identity_for(user.role, user.extension) is None:
             raise LoginRefused(
                 "This user has no extension: ask the administrator to map one under Employees."
             )
-        return identity
+        token = sessions.start(self._engine, user.id, sessions.OPERATOR, ttl=LOGIN_SECONDS)
+        identity = self.identity(SESSION_PREFIX + token)
+        if identity is None:  # ended between the two statements: as if the password were wrong
+            raise LoginRefused("Wrong user name or password.")
+        return identity, SESSION_PREFIX + token
 
-    return login
+    def identity(self, cookie: str) -> Identity | None:
+        """Who the session in `cookie` speaks for; None when it has ended (or the user lost the extension)."""
+        if not cookie.startswith(SESSION_PREFIX):
+            return None
+        active = sessions.resolve(self._engine, cookie[len(SESSION_PREFIX) :], sessions.OPERATOR)
+        if active is None:
+            return None
+        found = identity_for(active.user.role, active.user.extension)
+        return None if found is None else replace(found, expires_at=active.expires_at)
+
+    def logout(self, cookie: str) -> None:
+        """End every session of the cookie's user (the panel's too), like the panel's logout."""
+        if not cookie.startswith(SESSION_PREFIX):
+            return
+        active = sessions.resolve(self._engine, cookie[len(SESSION_PREFIX) :], sessions.OPERATOR)
+        if active is not None:
+            sessions.end_all(self._engine, active.user.id)
+
+
+def password_login(engine: Engine, settings: Settings | None = None) -> OperatorPasswordLogins:
+    """The operator page's password logins, with the `login.*` limits of `settings` (defaults without)."""
+    return OperatorPasswordLogins(engine, LoginLimits.from_settings(settings) if settings else None)

@@ -5,20 +5,22 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Connection, Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from admin_module.roles import ROLES
-from admin_module.tables import admin_users
+from admin_module.tables import admin_sessions, admin_users
 from bridge.store.engine import reader
 
 _HASHER = PasswordHasher()
-_USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+_USERNAME = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
 LANGS = ("ru", "en")
 MIN_PASSWORD = 8
+MAX_PASSWORD = 1024  # longer input is refused unchecked (argon2 hashes any length; this bounds the cost)
 # Verifying against this when the user does not exist keeps the timing the same for both cases.
 _DUMMY_HASH = _HASHER.hash("not-a-real-password")
 
@@ -34,23 +36,46 @@ class PanelUser:
     role: str
     lang: str
     extension: str | None
+    disabled: bool = False
 
 
-def _user(row: object) -> PanelUser:
-    return PanelUser(row.id, row.username, row.role, row.lang, row.extension)  # type: ignore[attr-defined]
+def user_from_row(row: Any) -> PanelUser:
+    """A `PanelUser` from a row holding `admin_users`' columns."""
+    return PanelUser(row.id, row.username, row.role, row.lang, row.extension, bool(row.disabled))
+
+
+def valid_username(username: object) -> bool:
+    """Whether `username` can name a user at all (anything else is never looked up in the store)."""
+    return isinstance(username, str) and bool(_USERNAME.fullmatch(username))
+
+
+def _password_bytes(password: object) -> bytes | None:
+    """The password as UTF-8, or None when it cannot be one (not text, too long, lone surrogates)."""
+    if not isinstance(password, str) or len(password) > MAX_PASSWORD:
+        return None
+    try:
+        return password.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+
+
+def _check_new_password(password: str | None) -> None:
+    if len(password or "") < MIN_PASSWORD:
+        raise UserError(f"the password must have at least {MIN_PASSWORD} characters")
+    if _password_bytes(password) is None:
+        raise UserError(f"the password may have at most {MAX_PASSWORD} characters of valid text")
 
 
 def create_user(
     engine: Engine, username: str, password: str, role: str, *, lang: str = "ru", extension: str | None = None
 ) -> PanelUser:
-    if not _USERNAME.match(username or ""):
+    if not valid_username(username):
         raise UserError("the user name may hold 1-64 letters, digits and . _ @ -")
     if role not in ROLES:
         raise UserError(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
     if lang not in LANGS:
         raise UserError(f"unknown language {lang!r}; expected one of {', '.join(LANGS)}")
-    if len(password or "") < MIN_PASSWORD:
-        raise UserError(f"the password must have at least {MIN_PASSWORD} characters")
+    _check_new_password(password)
     now = time.time()
     try:
         with engine.begin() as conn:
@@ -75,38 +100,89 @@ def create_user(
 def get_user(engine: Engine, user_id: int) -> PanelUser | None:
     with reader(engine).connect() as conn:
         row = conn.execute(select(admin_users).where(admin_users.c.id == user_id)).first()
-    return None if row is None else _user(row)
+    return None if row is None else user_from_row(row)
 
 
 def get_user_by_name(engine: Engine, username: str) -> PanelUser | None:
     with reader(engine).connect() as conn:
         row = conn.execute(select(admin_users).where(admin_users.c.username == username)).first()
-    return None if row is None else _user(row)
+    return None if row is None else user_from_row(row)
 
 
 def list_users(engine: Engine) -> list[PanelUser]:
     with reader(engine).connect() as conn:
-        return [_user(row) for row in conn.execute(select(admin_users).order_by(admin_users.c.username))]
+        return [
+            user_from_row(row) for row in conn.execute(select(admin_users).order_by(admin_users.c.username))
+        ]
 
 
 def authenticate(engine: Engine, username: str, password: str) -> PanelUser | None:
-    """The user when the password matches; None otherwise (same cost whether the user exists or not)."""
-    with reader(engine).connect() as conn:
-        row = conn.execute(select(admin_users).where(admin_users.c.username == username)).first()
+    """The user when the password matches and the user is enabled; None otherwise.
+
+    Costs one argon2 verification whether the user exists or not. Input that cannot be a user name or a
+    password (NUL, lone surrogates, over-long) is never sent to the store and simply does not match.
+    """
+    row = None
+    if valid_username(username):
+        with reader(engine).connect() as conn:
+            row = conn.execute(select(admin_users).where(admin_users.c.username == username)).first()
+    secret = _password_bytes(password)
     try:
-        _HASHER.verify(row.password_hash if row is not None else _DUMMY_HASH, password)
+        _HASHER.verify(row.password_hash if row is not None else _DUMMY_HASH, secret or b"\0")
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return None
-    if row is None:
+    if row is None or secret is None or row.disabled:
         return None
     if _HASHER.check_needs_rehash(row.password_hash):
         with engine.begin() as conn:
             conn.execute(
                 update(admin_users)
                 .where(admin_users.c.id == row.id)
-                .values(password_hash=_HASHER.hash(password), updated_at=time.time())
+                .values(password_hash=_HASHER.hash(secret), updated_at=time.time())
             )
-    return _user(row)
+    return user_from_row(row)
+
+
+def end_sessions(conn: Connection, user_id: int) -> int:
+    """Delete every session of `user_id` within `conn`'s transaction; returns how many there were."""
+    return conn.execute(delete(admin_sessions).where(admin_sessions.c.user_id == user_id)).rowcount
+
+
+def _require(conn: Connection, username: str) -> int:
+    user_id = conn.execute(select(admin_users.c.id).where(admin_users.c.username == username)).scalar()
+    if user_id is None:
+        raise UserError(f"no user {username!r}")
+    return int(user_id)
+
+
+def set_password(engine: Engine, username: str, password: str) -> int:
+    """A new password for `username`; ends every session of theirs. Returns how many were ended."""
+    if not valid_username(username):
+        raise UserError(f"no user {username!r}")
+    _check_new_password(password)
+    password_hash = _HASHER.hash(password)
+    with engine.begin() as conn:
+        user_id = _require(conn, username)
+        conn.execute(
+            update(admin_users)
+            .where(admin_users.c.id == user_id)
+            .values(password_hash=password_hash, updated_at=time.time())
+        )
+        return end_sessions(conn, user_id)
+
+
+def set_disabled(engine: Engine, username: str, disabled: bool) -> int:
+    """Disable (ending every session) or enable `username`. Returns how many sessions were ended."""
+    if not valid_username(username):
+        raise UserError(f"no user {username!r}")
+    with engine.begin() as conn:
+        user_id = _require(conn, username)
+        conn.execute(
+            update(admin_users)
+            .where(admin_users.c.id == user_id)
+            .values(disabled=disabled, updated_at=time.time())
+        )
+        return end_sessions(conn, user_id) if disabled else 0
 
 
 def set_lang(engine: Engine, user_id: int, lang: str) -> None:

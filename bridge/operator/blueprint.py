@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from flask import Blueprint, Response, jsonify, make_response, redirect, render_template, request, url_for
 from sqlalchemy import Engine
@@ -25,14 +25,23 @@ COOKIE = "cb_operator"
 MAX_CALLS = 200
 
 
-PasswordLogin = Callable[[str, str, str | None], Identity]
-
-
 class LoginRefused(Exception):
     """A password login refused; the message is for the person logging in."""
 
 
 LOGIN_SECONDS = 12 * 3600  # a password login lasts a working day, like the admin panel's
+SESSION_PREFIX = "s."  # a password login's cookie: a server-side session, not a signed access code
+
+
+class PasswordLogin(Protocol):
+    """Password logins kept on the server: `login` -> (identity, cookie value starting with
+    `SESSION_PREFIX`) or `LoginRefused`; `identity(cookie)` is None once the session has ended."""
+
+    def login(self, username: str, password: str, address: str | None) -> tuple[Identity, str]: ...
+
+    def identity(self, cookie: str) -> Identity | None: ...
+
+    def logout(self, cookie: str) -> None: ...
 
 
 def make_operator(
@@ -42,8 +51,8 @@ def make_operator(
     *,
     password_login: PasswordLogin | None = None,
 ) -> Blueprint:
-    """`password_login(username, password, address) -> Identity` lets employees log in with a panel
-    password (raising `LoginRefused` with the reason); without it only access codes work."""
+    """`password_login` lets employees log in with a panel password (a session checked on every request,
+    ended by logging out); without it only access codes work."""
     bp = Blueprint(
         "operator",
         __name__,
@@ -59,6 +68,11 @@ def make_operator(
         token = given.strip() if scheme.lower() == "bearer" else request.cookies.get(COOKIE, "")
         if not token:
             raise ApiError(401, "not logged in")
+        if token.startswith(SESSION_PREFIX):
+            identity = password_login.identity(token) if password_login is not None else None
+            if identity is None:
+                raise ApiError(401, "logged out")
+            return identity, token
         try:
             return signer().verify(token), token
         except TokenError as exc:
@@ -94,9 +108,7 @@ def make_operator(
         """The identity and the cookie token of a login form: a password, or a pasted access code."""
         username = (request.form.get("username") or "").strip()
         if username and password_login is not None:
-            identity = password_login(username, request.form.get("password") or "", request.remote_addr)
-            token = signer().issue(identity, LOGIN_SECONDS)
-            return signer().verify(token), token
+            return password_login.login(username, request.form.get("password") or "", request.remote_addr)
         token = (request.form.get("token") or "").strip()
         return signer().verify(token), token
 
@@ -120,6 +132,9 @@ def make_operator(
 
     @bp.post("/logout")
     def logout() -> Response:
+        cookie = request.cookies.get(COOKIE, "")
+        if password_login is not None and cookie.startswith(SESSION_PREFIX):
+            password_login.logout(cookie)  # ends the session on the server, not only this cookie
         response = redirect(url_for("operator.page"), code=303)
         response.delete_cookie(COOKIE, path="/operator")
         return response
