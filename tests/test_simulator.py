@@ -596,10 +596,12 @@ def test_recording_start_twice_is_4102(server: CommandServer, bridge: Loopback) 
 
 
 def test_transfer_validates_method_and_answers(server: CommandServer, bridge: Loopback) -> None:
-    server.calls["leg-t"] = "entry-t"
+    scenario = scenarios.build("incoming_answered", seed=23)
+    connected = next(n for n in scenario.notifications if n.payload.get("call_state") == "Connected")
+    server.remember(scenario.notifications[: scenario.notifications.index(connected) + 1])
     body = {
         "command_id": "t1",
-        "call_id": "leg-t",
+        "call_id": connected.payload["call_id"],
         "to_number": "102",
         "initiator": "101",
         "method": "teleport",
@@ -651,12 +653,12 @@ def test_groups_list_their_operators_when_asked(server: CommandServer) -> None:
     bare = _post(server, "groups", {}).json()
     assert bare["result"] == 1000
     assert [(g["id"], g["extension"], "operators" in g) for g in bare["groups"]] == [
-        (200, "200", False),
-        (300, "300", False),
+        (10050200, "200", False),
+        (10050300, "300", False),
     ]
-    [group] = _post(server, "groups", {"group_id": "300", "show_users": 1}).json()["groups"]
+    [group] = _post(server, "groups", {"group_id": "10050300", "show_users": 1}).json()["groups"]
     assert group["operators"] == [
-        {"id": 300000103, "name": "Вера Петрова", "extension": "103", "priority": 0, "order": 0}
+        {"id": 300000103, "name": "Вера Петрова", "extension": "103", "priority": 1, "order": 1}
     ]
 
 

@@ -9,14 +9,17 @@ someone answered); `/events/summary` comes after the last Disconnected; recordin
 
 Ids have the shape of §2.1: entry_id = base64 of a digit string, call_id = base64 of
 "1:<product>:<node>:<n>", recording_id = base64 of "1:<product>:<entry digits>:<k>". They are unique per
-(scenario, seed). Every fourth seed (seed % 4 == 3) makes *opaque* ids whose base64 holds `+`, `/` and `=`,
-so that URL encoding of ids gets exercised (Mango's ids are opaque, §2.1).
+(scenario, seed, run): `run` is a string of digits mixed into every id (empty by default), so that the
+simulator can replay a scenario with fresh ids (`fresh_run()`) while tests keep fixed ones. Every fourth
+seed (seed % 4 == 3) makes *opaque* ids whose base64 holds `+`, `/` and `=`, so that URL encoding of ids
+gets exercised (Mango's ids are opaque, §2.1).
 """
 
 from __future__ import annotations
 
 import base64
 import random
+import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -50,6 +53,7 @@ SCENARIO_NAMES: tuple[str, ...] = (
     "internal_call",
 )
 _ROUTED_INDEX = 90  # id space of `routed_from_ivr` when used on its own
+_TRANSFER_INDEX = 91  # id space of `transferred`
 
 
 @dataclass(frozen=True)
@@ -115,18 +119,22 @@ class _Builder:
     records: int = 0
     recording_ids: list[str] = field(default_factory=list)
     entry_id: str = ""
+    run: str = ""
 
     def __post_init__(self) -> None:
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
+        if not (self.run == "" or self.run.isdigit()):
+            raise ValueError(f"run must be a string of digits, got {self.run!r}")
         self.opaque = self.seed % 4 == 3
-        self.digits = f"{7 + self.index % 3}{self.index:02d}{self.seed:08d}"
+        self.digits = f"{7 + self.index % 3}{self.index:02d}{self.run}{self.seed:08d}"
         self.entry_id = self.entry_id or _b64(self.digits, self.opaque)
 
     def new_leg(self) -> str:
         self.legs += 1
         node = 500 + self.seed % 100
-        return _b64(f"1:{self.product}:{node}:{self.index:02d}{self.seed:08d}{self.legs:02d}", self.opaque)
+        leg = f"{self.run}{self.index:02d}{self.seed:08d}{self.legs:02d}"
+        return _b64(f"1:{self.product}:{node}:{leg}", self.opaque)
 
     def leg(
         self,
@@ -214,32 +222,16 @@ class _Builder:
     def recording_finished(self, recording_id: str, call_id: str, extension: str, ts: int) -> None:
         """Completed (1000, Cloud) and, a little later, `/events/record/added`."""
         self.seqs[recording_id] += 1
-        self.notes.append(
-            Notification(
-                "events/recording",
-                {
-                    "recording_id": recording_id,
-                    "recording_state": "Completed",
-                    "seq": self.seqs[recording_id],
-                    "entry_id": self.entry_id,
-                    "call_id": call_id,
-                    "extension": extension,
-                    "timestamp": ts,
-                    "completion_code": 1000,
-                    "recipient": "Cloud",
-                },
-            )
-        )
-        self.notes.append(
-            Notification(
-                "events/record/added",
-                {
-                    "entry_id": self.entry_id,
-                    "product_id": self.product,
-                    "user_id": _user_id(extension),
-                    "timestamp": ts + self.rng.randint(1, 5),
-                    "recording_id": recording_id,
-                },
+        self.notes.extend(
+            recording_completed(
+                recording_id=recording_id,
+                entry_id=self.entry_id,
+                call_id=call_id,
+                extension=extension,
+                seq=self.seqs[recording_id],
+                ts=ts,
+                added_ts=ts + self.rng.randint(1, 5),
+                product=self.product,
             )
         )
         self.recording_ids.append(recording_id)
@@ -334,6 +326,46 @@ class _Builder:
         )
 
 
+def recording_completed(
+    *,
+    recording_id: str,
+    entry_id: str,
+    call_id: str,
+    extension: str,
+    seq: int,
+    ts: int,
+    added_ts: int | None = None,
+    product: int = PRODUCT_ID,
+) -> list[Notification]:
+    """A recording's `Completed` (1000, Cloud) at `ts` and its `/events/record/added` at `added_ts`."""
+    return [
+        Notification(
+            "events/recording",
+            {
+                "recording_id": recording_id,
+                "recording_state": "Completed",
+                "seq": seq,
+                "entry_id": entry_id,
+                "call_id": call_id,
+                "extension": extension,
+                "timestamp": ts,
+                "completion_code": 1000,
+                "recipient": "Cloud",
+            },
+        ),
+        Notification(
+            "events/record/added",
+            {
+                "entry_id": entry_id,
+                "product_id": product,
+                "user_id": _user_id(extension),
+                "timestamp": ts + 1 if added_ts is None else added_ts,
+                "recording_id": recording_id,
+            },
+        ),
+    ]
+
+
 def _customer(number: str | None, taken_from: str | None = None) -> dict[str, Any]:
     return {"number": number, "taken_from_call_id": taken_from}
 
@@ -344,6 +376,11 @@ def _employee(extension: str, line: str | None = None, **extra: Any) -> dict[str
 
 def _line_party(line: str | None) -> dict[str, Any]:
     return {"number": line, "line_number": line}
+
+
+def fresh_run() -> str:
+    """A new random `run` tag (8 digits): ids built with it differ from every other run's."""
+    return f"{secrets.randbelow(10**8):08d}"
 
 
 def _start(start: int | None) -> int:
@@ -452,7 +489,6 @@ def _transfer(
 ) -> Expected:
     """§2.5 item 4 (PDF 248, 249): e0 answers, holds, calls e1; the customer replaces e0 on the new leg."""
     first, second = exts[0], exts[1]
-    kind = "consultative" if consultative else "blind"
     ivr, t = b.through_ivr(t0, customer, line)
     forward = t
     a = b.new_leg()
@@ -466,11 +502,66 @@ def _transfer(
     talk = t
     rec_a = b.answer(a, t, a_common, first, recording)
     t += b.rng.randint(20, 60)
+    t, new, rec_b = _hand_over(
+        b,
+        t,
+        a=a,
+        customer=customer,
+        ivr=ivr,
+        line=line,
+        first=first,
+        second=second,
+        consultative=consultative,
+        api_v2=api_v2,
+        recording=recording,
+    )
+    b.incoming_summary(
+        customer, _employee(first), line, create=t0, forward=forward, talk=talk, end=t, reason=BY_CALLER
+    )
+    b.finish_recording(rec_a, a, first, t)
+    b.finish_recording(rec_b, new, second, t)
+    return Expected(
+        "ended",
+        "incoming",
+        first,
+        False,
+        second,
+        tuple(sorted({first, second})),
+        tuple(b.recording_ids),
+        customer,
+        transferred_to=second,
+    )
+
+
+def _hand_over(
+    b: _Builder,
+    t: int,
+    *,
+    a: str,
+    customer: str | None,
+    ivr: str | None,
+    line: str | None,
+    first: str,
+    second: str,
+    consultative: bool,
+    api_v2: bool,
+    recording: bool,
+    command_id: str | None = None,
+) -> tuple[int, str, str | None]:
+    """The answered leg `a` (customer <-> `first`) is transferred to `second` at `t`, who talks with the
+    customer until the customer hangs up. Returns (that end time, the new leg, its recording id if any).
+
+    `a` goes OnHold; a new leg rings `second` from `first` (consultative: `taken_from_call_id` = `a`, and
+    they talk first); `a` ends 1120; the customer replaces `first` as the new leg's calling party, with
+    `taken_from_call_id` = `a` (blind: a second Appeared). `api_v2` adds `hold_initiator`,
+    `was_transferred` and `transfer`. `command_id` marks the new leg when a command made it.
+    """
+    kind = "consultative" if consultative else "blind"
     held_to = _employee(first, line, hold_initiator=True if api_v2 else None)
     b.leg(a, t, "OnHold", location="abonent", from_=_customer(customer, ivr), to=held_to)
     t += b.rng.randint(1, 5)
     new = b.new_leg()
-    consult: dict[str, Any] = {"location": "abonent", "to": _employee(second)}
+    consult: dict[str, Any] = {"location": "abonent", "to": _employee(second), "command_id": command_id}
     employee_from = {"extension": first, "number": sip_uri(first)}
     if consultative:
         employee_from["taken_from_call_id"] = a
@@ -499,25 +590,53 @@ def _transfer(
     if not consultative:
         b.leg(new, t, "Appeared", **handed)
         t += b.rng.randint(3, 10)
-    rec_b = b.answer(new, t, handed, second, recording and not consultative)
+    rec = b.answer(new, t, handed, second, recording and not consultative)
     t += b.rng.randint(20, 120)
     b.leg(new, t, "Disconnected", **handed, disconnect_reason=BY_CALLER)
-    b.incoming_summary(
-        customer, _employee(first), line, create=t0, forward=forward, talk=talk, end=t, reason=BY_CALLER
+    return t, new, rec
+
+
+def transferred(
+    *,
+    call_id: str,
+    entry_id: str,
+    seq: int,
+    first: str,
+    to_extension: str,
+    consultative: bool,
+    command_id: str | None = None,
+    customer: str | None = "79161234567",
+    line: str | None = "74951234567",
+    taken_from: str | None = None,
+    start: int | None = None,
+    seed: int = 0,
+    run: str = "",
+    api_v2: bool = True,
+    recording: bool = True,
+) -> list[Notification]:
+    """What Mango sends after `commands/transfer` of the Connected leg `call_id` (its last seq `seq`), which
+    joins the customer and employee `first`, to employee `to_extension` (§2.5 item 4, PDF 248, 249).
+
+    The call's legs up to the customer hanging up on `to_extension`; no summary (the caller adds the one
+    for the whole entry). `taken_from` is the leg `call_id` came from (the IVR leg).
+    """
+    b = _Builder(_TRANSFER_INDEX, seed, _rng("transferred", seed), entry_id=entry_id, run=run)
+    b.seqs[call_id] = int(seq)
+    _hand_over(
+        b,
+        _start(start),
+        a=call_id,
+        customer=customer,
+        ivr=taken_from,
+        line=line,
+        first=str(first),
+        second=str(to_extension),
+        consultative=consultative,
+        api_v2=api_v2,
+        recording=recording,
+        command_id=command_id or None,
     )
-    b.finish_recording(rec_a, a, first, t)
-    b.finish_recording(rec_b, new, second, t)
-    return Expected(
-        "ended",
-        "incoming",
-        first,
-        False,
-        second,
-        tuple(sorted({first, second})),
-        tuple(b.recording_ids),
-        customer,
-        transferred_to=second,
-    )
+    return list(b.notes)
 
 
 def _ivr_abandoned(b: _Builder, t0: int, customer: str, line: str) -> Expected:
@@ -659,6 +778,7 @@ def click_to_call(
     start: int | None = None,
     outcome: str | None = None,
     recording: bool = True,
+    run: str = "",
 ) -> Scenario:
     """What Mango sends after `commands/callback` (§2.5 item 2), `/result/callback` first; every leg carries
     `command_id`. `outcome` ("answered", "no_answer", "busy") overrides `answered` for the dialled target."""
@@ -666,7 +786,7 @@ def click_to_call(
     if outcome not in (ANSWERED, NOT_ANSWERED, CALLEE_BUSY):
         raise ValueError(f"outcome must be one of answered, no_answer, busy; got {outcome!r}")
     name = "click_to_call" if outcome == ANSWERED else "click_to_call_no_answer"
-    b = _Builder(SCENARIO_NAMES.index(name), seed, _rng(name, seed))
+    b = _Builder(SCENARIO_NAMES.index(name), seed, _rng(name, seed), run=run)
     expected = _click_to_call(
         b,
         _start(start),
@@ -695,6 +815,7 @@ def routed_from_ivr(
     answered: bool = True,
     summary: bool = True,
     recording: bool = True,
+    run: str = "",
 ) -> list[Notification]:
     """What Mango sends after `commands/route` for a leg waiting in the IVR (§2.5 item 3, PDF 247).
 
@@ -704,7 +825,7 @@ def routed_from_ivr(
     1000 comes after the new leg appears. With `summary`, the entry's summary (create_time =
     `ivr_started_at` or `start`) and, for an answered call with `recording`, the recording events follow.
     """
-    b = _Builder(_ROUTED_INDEX, seed, _rng("routed_from_ivr", seed), entry_id=entry_id)
+    b = _Builder(_ROUTED_INDEX, seed, _rng("routed_from_ivr", seed), entry_id=entry_id, run=run)
     _routed(
         b,
         ivr_call_id=ivr_call_id,
@@ -825,12 +946,14 @@ def build(
     recording: bool = True,
     loser_reason: int = INTERCEPTED,
     api_v2: bool = False,
+    run: str = "",
 ) -> Scenario:
-    """The scenario `name` (one of SCENARIO_NAMES) with ids unique to (name, seed), starting at `start`.
+    """The scenario `name` (one of SCENARIO_NAMES) with ids unique to (name, seed, run), starting at `start`.
 
     `loser_reason` is the disconnect reason of the ring-group legs that lose after someone answered (the
     real value is unknown, mango.md §2.4: 1182, 1110 or 1120). `api_v2` adds the API v2 fields
-    (`transfer`, `was_transferred`, `hold_initiator`) to the transfer scenarios.
+    (`transfer`, `was_transferred`, `hold_initiator`) to the transfer scenarios. `run` (digits, see
+    `fresh_run()`) is mixed into every id: the same scenario with another run is another call.
     """
     if name not in SCENARIO_NAMES:
         raise ValueError(f"unknown scenario {name!r}; choose from {', '.join(SCENARIO_NAMES)}")
@@ -845,8 +968,9 @@ def build(
             seed=seed,
             start=start,
             recording=recording,
+            run=run,
         )
-    b = _Builder(SCENARIO_NAMES.index(name), seed, _rng(name, seed))
+    b = _Builder(SCENARIO_NAMES.index(name), seed, _rng(name, seed), run=run)
     t0 = _start(start)
     if name == "incoming_answered":
         expected = _incoming_answered(b, t0, customer, line, _need(extensions, 1, name), recording)

@@ -73,6 +73,12 @@ def _defaults(ctx: click.Context) -> tuple[str | None, str, str]:
 )
 @click.option("--rate", type=click.FloatRange(min=0.0, min_open=True), help="Cap on events per second.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the calls and the delivery.")
+@click.option(
+    "--fixed-ids",
+    is_flag=True,
+    help="Give the calls the same ids on every run (from --seed). By default each run has fresh ids, "
+    "since the bridge ignores a call it has already seen.",
+)
 @click.option("--burst", type=click.IntRange(min=1), help="Play N events made of many generated calls.")
 @click.option("--customer", default="79161234567", show_default=True, help="Caller number of the scenarios.")
 @click.option("--timeout", default=10.0, show_default=True, type=float, help="Seconds per HTTP request.")
@@ -114,6 +120,7 @@ def simulate(
     concurrency: int,
     rate: float | None,
     seed: int,
+    fixed_ids: bool,
     burst: int | None,
     customer: str,
     timeout: float,
@@ -155,9 +162,11 @@ def simulate(
             "no Mango API key and salt: pass --api-key/--api-salt or set CALLBRIDGE_MANGO_API_KEY/_SALT"
         )
     names = list(scenarios.SCENARIO_NAMES) if play_all else list(scenario_names)
+    run = "" if fixed_ids else scenarios.fresh_run()
 
     if serve_commands:
-        _serve(bridge_url, api_key, api_salt, host, port, pace, seed, names, count, customer, quiet, ivr_wait)
+        _serve(bridge_url, api_key, api_salt, host, port, pace, seed, run, names, count, customer, quiet,
+               ivr_wait)  # fmt: skip
         return
     if not bridge_url:
         raise click.UsageError("no bridge URL: pass --bridge-url (e.g. http://127.0.0.1:8080/mango)")
@@ -168,11 +177,11 @@ def simulate(
     for repeat in range(count):
         for i, name in enumerate(names):
             call_seed = seed * 1_000_003 + repeat * len(names) + i
-            calls.append((name, scenarios.build(name, seed=call_seed, customer=customer)))
+            calls.append((name, scenarios.build(name, seed=call_seed, customer=customer, run=run)))
     if burst:
         from .generate import generate_calls
 
-        calls.extend((s.name, s) for s in generate_calls(burst, seed=seed))
+        calls.extend((s.name, s) for s in generate_calls(burst, seed=seed, run=run))
     _play(calls, bridge_url, api_key, api_salt, shuffle, duplicate, concurrency, rate, seed, timeout,
           report_path, quiet)  # fmt: skip
 
@@ -238,6 +247,7 @@ def _serve(
     port: int,
     pace: float,
     seed: int,
+    run: str,
     names: list[str],
     count: int,
     customer: str,
@@ -261,7 +271,7 @@ def _serve(
         bridge_url=bridge_url,
         host=host,
         port=port,
-        rng=random.Random(seed),
+        rng=random.Random(seed) if run == "" else random.Random(),  # fresh ids unless --fixed-ids
         pace=pace,
         on_command=show,
     )
@@ -273,10 +283,10 @@ def _serve(
         for i, name in enumerate(names):
             call_seed = seed * 1_000_003 + repeat * len(names) + i
             if name == "ivr_then_route":  # wait in the IVR: the bridge decides where the call goes
-                call_id = server.ring_ivr(customer=customer, wait=ivr_wait, seed=call_seed)
+                call_id = server.ring_ivr(customer=customer, wait=ivr_wait, seed=call_seed, run=run)
                 click.echo(f"-> {name}: call {call_id} waits {ivr_wait:g}s in the IVR for commands/route")
                 continue
-            scenario = scenarios.build(name, seed=call_seed, customer=customer)
+            scenario = scenarios.build(name, seed=call_seed, customer=customer, run=run)
             server.play(scenario.notifications)
             click.echo(f"-> played {name} entry={scenario.entry_id}")
     click.echo("Ctrl-C to stop")

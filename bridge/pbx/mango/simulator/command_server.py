@@ -31,7 +31,8 @@ from werkzeug.wrappers import Request, Response
 
 from bridge.pbx.mango.signing import dump_json, recording_link_sign, verify
 
-from . import group_callback
+from . import call_end, group_callback
+from . import groups as groups_query
 from .audio import silent_mp3
 from .group_callback import ANSWERED
 from .poster import NotificationLike, Poster, SendRecord
@@ -57,6 +58,8 @@ BAD_KEY = 3105
 BAD_JSON = 3400
 UNSUPPORTED = 4001
 CALL_MISSING = 4101
+NOT_POSSIBLE = 4100
+BAD_NUMBER = 3200
 ALREADY_RECORDING = 4102
 INTERCEPTED = 1182  # what the losing legs of a group call end with (mango.md §2.4: not documented)
 
@@ -248,6 +251,7 @@ class CommandServer:
         self.results: dict[str, int] = {}
         self.losing_reason = INTERCEPTED
         self.record_calls = True  # calls the server creates get recording events
+        self.api_v2 = True  # transfers carry `transfer`, `was_transferred`, `hold_initiator` (mango.md §2.1)
         self.stats_polls_before_ready = 1
         self.stats_ttl = 600.0
 
@@ -257,6 +261,8 @@ class CommandServer:
 
         self._ended: set[str] = set()
         self._last_leg: dict[str, dict[str, Any]] = {}
+        self._entry_events: dict[str, list[dict[str, Any]]] = {}  # entry_id -> its /events/call payloads
+        self._open_recordings: dict[str, dict[str, Any]] = {}  # recording_id -> newest Started payload
         self._recording_calls: set[str] = set()
         self._entry_started: dict[str, int] = {}
         self._timers: list[threading.Timer] = []
@@ -592,7 +598,52 @@ class CommandServer:
         call_id = str(payload["call_id"])
         if not self._live(call_id):
             return self._fail_async("call/hangup", payload, CALL_MISSING)
-        return self._command("call/hangup", payload, [])
+        with self._cond:
+            leg = dict(self._last_leg.get(call_id, {}))
+            entry_id = self.calls[call_id]
+        if leg and leg.get("location") not in ("ivr", "abonent"):  # §3: only in ivr or abonent
+            return self._fail_async("call/hangup", payload, NOT_POSSIBLE)
+        return self._command("call/hangup", payload, self._hangup_events(entry_id))
+
+    def _hangup_events(self, entry_id: str) -> list[NotificationLike]:
+        """The whole call ends: each live leg of the entry Disconnected 1181, the summary, the recordings."""
+        with self._cond:
+            events = list(self._entry_events.get(entry_id, []))
+            live = [
+                dict(leg)
+                for call_id, leg in self._last_leg.items()
+                if self.calls.get(call_id) == entry_id and call_id not in self._ended
+            ]
+        end = max(int(time.time()), call_end.last_moment(events) + 1)
+        notes: list[NotificationLike] = [
+            call_end.disconnect(leg, end, call_end.BY_EXTERNAL_COMMAND) for leg in live
+        ]
+        return notes + self._ending(entry_id, events, notes, end, call_end.BY_EXTERNAL_COMMAND)
+
+    def _ending(
+        self,
+        entry_id: str,
+        events: list[dict[str, Any]],
+        notes: Sequence[NotificationLike],
+        end: int,
+        reason: int,
+    ) -> list[NotificationLike]:
+        """The entry's summary (its known `events` plus the new `notes`) and its recordings' completion."""
+        with self._cond:
+            running = [r for r in self._open_recordings.values() if r.get("entry_id") == entry_id]
+        completed = {
+            n.payload.get("recording_id") for n in notes if n.payload.get("recording_state") == "Completed"
+        }
+        running += [
+            n.payload
+            for n in notes
+            if n.path == "events/recording" and n.payload.get("recording_state") == "Started"
+        ]
+        calls = events + [dict(n.payload) for n in notes if n.path == "events/call"]
+        return [
+            call_end.summary(entry_id, calls, end=end, reason=reason),
+            *call_end.finished_recordings([r for r in running if r["recording_id"] not in completed], end),
+        ]
 
     def _do_commands_route(self, payload: dict[str, Any]) -> Response:
         call_id = str(payload["call_id"])
@@ -643,6 +694,7 @@ class CommandServer:
         wait: float = 10.0,
         fallback_extension: str | None = None,
         seed: int | None = None,
+        run: str = "",
     ) -> str:
         """Play an incoming call that enters the IVR and waits there for `commands/route` (mango.md §5).
 
@@ -653,6 +705,7 @@ class CommandServer:
         scenario = _scenarios().build(
             "ivr_then_route",
             seed=self._next_seed() if seed is None else seed,
+            run=run,
             customer=customer,
             line=line or self.line,
             start=int(time.time()),
@@ -686,11 +739,58 @@ class CommandServer:
         self._emit([n for n in notes if not n.path.startswith("result/")])
 
     def _do_commands_transfer(self, payload: dict[str, Any]) -> Response:
-        if payload.get("method", "blind") not in ("blind", "hold"):
+        method = payload.get("method", "blind")
+        if method not in ("blind", "hold"):
             return _json({"result": BAD_PARAMS})
-        if not self._live(str(payload["call_id"])):
+        call_id = str(payload["call_id"])
+        if not self._live(call_id):
             return self._fail_async("transfer", payload, CALL_MISSING)
-        return self._command("transfer", payload, [])
+        with self._cond:
+            leg = dict(self._last_leg.get(call_id, {}))
+            entry_id = self.calls[call_id]
+            events = list(self._entry_events.get(entry_id, []))
+        from_, to = leg.get("from") or {}, leg.get("to") or {}
+        initiator = str(payload["initiator"])
+        if leg.get("call_state") != "Connected":  # §3: the leg must be Connected
+            return self._fail_async("transfer", payload, NOT_POSSIBLE)
+        if initiator not in {str(v) for v in (*from_.values(), *to.values())}:
+            return self._fail_async("transfer", payload, BAD_PARAMS)  # not a party of this leg
+        if initiator != str(to.get("extension")) or from_.get("extension"):
+            return self._fail_async(
+                "transfer", payload, NOT_POSSIBLE
+            )  # only a customer's call, by its employee
+        target = self._transfer_target(str(payload["to_number"]))
+        if target is None:
+            return self._fail_async("transfer", payload, BAD_NUMBER)
+        start = max(int(time.time()), call_end.last_moment(events) + 1)
+        notes = _scenarios().transferred(
+            call_id=call_id,
+            entry_id=entry_id,
+            seq=_as_int(leg.get("seq")),
+            first=initiator,
+            to_extension=target,
+            consultative=method == "hold",
+            command_id=str(payload.get("command_id") or ""),
+            customer=from_.get("number"),
+            line=to.get("line_number") or self.line,
+            taken_from=from_.get("taken_from_call_id"),
+            start=start,
+            seed=self._next_seed(),
+            api_v2=self.api_v2,
+            recording=self.record_calls,
+        )
+        last = notes[-1].payload
+        ending = self._ending(
+            entry_id, events, notes, _as_int(last["timestamp"]), _as_int(last["disconnect_reason"])
+        )
+        return self._command("transfer", payload, [*notes, *ending])
+
+    def _transfer_target(self, to_number: str) -> str | None:
+        """The employee a transfer to `to_number` reaches: an extension, or a group's first operator."""
+        if to_number in self._known_extensions():
+            return to_number
+        operators = self.groups.get(to_number)
+        return str(operators[0]) if operators else None
 
     def _do_commands_recording_start(self, payload: dict[str, Any]) -> Response:
         call_id = str(payload["call_id"])
@@ -750,22 +850,10 @@ class CommandServer:
         return _json({"users": shaped})
 
     def _do_groups(self, payload: dict[str, Any]) -> Response:
-        names = {str(_nested(u, "telephony.extension")): _nested(u, "general.name") for u in self.users}
-        ids = {str(_nested(u, "telephony.extension")): _nested(u, "general.user_id") for u in self.users}
-        wanted = payload.get("group_id")
-        groups = []
-        for short, operators in self.groups.items():
-            group_id = int(short) if short.isdigit() else short
-            if wanted not in (None, "") and str(wanted) != str(group_id):
-                continue
-            group: dict[str, Any] = {"id": group_id, "name": f"Группа {short}", "extension": short}
-            if str(payload.get("show_users")) == "1":
-                group["operators"] = [
-                    {"id": ids.get(ext), "name": names.get(ext), "extension": ext, "priority": 0, "order": i}
-                    for i, ext in enumerate(operators)
-                ]
-            groups.append(group)
-        return _json({"result": OK, "groups": groups})
+        try:
+            return _json(groups_query.answer(self.groups, self.users, payload))
+        except groups_query.GroupsQueryError as exc:
+            return _json({"result": exc.code})
 
     def _do_incominglines(self, payload: dict[str, Any]) -> Response:
         return _json({"result": OK, "lines": self.lines})
@@ -910,7 +998,11 @@ class CommandServer:
             return self._poster
 
     def _observe(self, note: NotificationLike) -> None:
-        if note.path.strip("/") != "events/call":
+        path = note.path.strip("/")
+        if path == "events/recording":
+            self._observe_recording(note.payload)
+            return
+        if path != "events/call":
             return
         payload = note.payload
         call_id = payload.get("call_id")
@@ -919,6 +1011,7 @@ class CommandServer:
         with self._cond:
             entry_id = str(payload.get("entry_id", ""))
             self.calls[str(call_id)] = entry_id
+            self._entry_events.setdefault(entry_id, []).append(dict(payload))
             ts = _as_int(payload.get("timestamp"))
             if ts and (entry_id not in self._entry_started or ts < self._entry_started[entry_id]):
                 self._entry_started[entry_id] = ts
@@ -927,6 +1020,16 @@ class CommandServer:
                 self._last_leg[str(call_id)] = dict(payload)
             if payload.get("call_state") == "Disconnected":
                 self._ended.add(str(call_id))
+
+    def _observe_recording(self, payload: Mapping[str, Any]) -> None:
+        recording_id = payload.get("recording_id")
+        if not recording_id:
+            return
+        with self._cond:
+            if payload.get("recording_state") == "Completed":
+                self._open_recordings.pop(str(recording_id), None)
+            else:
+                self._open_recordings[str(recording_id)] = dict(payload)
 
 
 def _json(body: Any, status: int = 200) -> Response:

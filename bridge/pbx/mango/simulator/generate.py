@@ -24,9 +24,10 @@ def _scenarios() -> Any:
     return scenarios
 
 
-def generate_calls(n_events: int, *, seed: int = 0, start: int = BASE_START) -> list[Any]:
+def generate_calls(n_events: int, *, seed: int = 0, start: int = BASE_START, run: str = "") -> list[Any]:
     """Distinct calls (each a `scenarios.Scenario`) of mixed types until they hold at least `n_events`
-    notifications. The same `seed` gives the same calls; every call has its own entry id and customer."""
+    notifications. The same `seed` gives the same calls; every call has its own entry id and customer.
+    `run` (digits, `scenarios.fresh_run()`) is mixed into every id."""
     scenarios = _scenarios()
     rng = random.Random(seed)
     names = list(scenarios.SCENARIO_NAMES)
@@ -43,7 +44,12 @@ def generate_calls(n_events: int, *, seed: int = 0, start: int = BASE_START) -> 
         name = rng.choices(names, weights)[0]
         customer = "79" + "".join(rng.choice("0123456789") for _ in range(9))
         scenario = scenarios.build(
-            name, seed=rng.randrange(1 << 31), start=at, customer=customer, recording=rng.random() < 0.5
+            name,
+            seed=rng.randrange(1 << 31),
+            start=at,
+            customer=customer,
+            recording=rng.random() < 0.5,
+            run=run,
         )
         if scenario.entry_id in seen_entries:
             continue
