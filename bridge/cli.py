@@ -137,6 +137,7 @@ def _add_subcommands() -> None:
     from bridge.checks import check
     from bridge.connectors_cli import connectors
     from bridge.employees import employees_cli
+    from bridge.events_cli import events
     from bridge.history.cli import import_history
     from bridge.outbox.cli import deliveries
     from bridge.pbx.mango.simulator.cli import simulate
@@ -150,6 +151,7 @@ def _add_subcommands() -> None:
     cli.add_command(connectors)
     cli.add_command(employees_cli)
     cli.add_command(import_history)
+    cli.add_command(events)
 
 
 _add_subcommands()

@@ -13,6 +13,7 @@ import io
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlencode
 from typing import TYPE_CHECKING
 
 import pytest
@@ -126,6 +127,20 @@ CASES: dict[str, Request] = {
         "input_stream": io.BytesIO(b"vpbx_api_key=x&json=" + b"a" * 4096),
         "content_type": "application/x-www-form-urlencoded",
     },
+    "chunked-form": lambda tag: {
+        "input_stream": io.BytesIO(urlencode(form({**CALL, "call_id": f"chunked-{tag}"})).encode()),
+        "content_type": "application/x-www-form-urlencoded",
+        "terminated": True,
+    },
+    "chunked-too-large": lambda tag: {
+        "input_stream": io.BytesIO(urlencode(form({**CALL, "padding": "x" * MAX_BODY})).encode()),
+        "content_type": "application/x-www-form-urlencoded",
+        "terminated": True,
+    },
+    "huge-int": lambda tag: {"data": form({**CALL, "seq": 2**70})},
+    "nul": lambda tag: {"data": form({**CALL, "call_id": "a\x00b"})},
+    "lone-surrogate": lambda tag: {"data": form(json.dumps({**CALL, "entry_id": "\ud800"}))},
+    "deep": lambda tag: {"data": form(json.dumps(CALL)[:-1] + ',"x":' + "[" * 1500 + "]" * 1500 + "}")},
     "status-page": lambda tag: {"method": "GET", "path": "/mango"},
     "get-notification": lambda tag: {"method": "GET", "path": "/mango/events/call"},
     "doubled-slash": lambda tag: {"path": "/mango//events/call", "data": form(CALL)},
@@ -133,12 +148,16 @@ CASES: dict[str, Request] = {
 
 
 def answer(app: WSGIApplication, request: dict) -> tuple[str, str | None, str | None, bytes]:
+    request = dict(request)
+    terminated = request.pop("terminated", False)  # the server decoded the chunks and ends the stream
     args = {"method": "POST", "path": "/mango/events/call", **request}
     environ = EnvironBuilder(**args).get_environ()
     environ["REMOTE_ADDR"] = "127.0.0.1"  # as the HTTP server sets it
     if "input_stream" in request:  # a chunked upload: no Content-Length
         del environ["CONTENT_LENGTH"]
         environ["HTTP_TRANSFER_ENCODING"] = "chunked"
+        if terminated:
+            environ["wsgi.input_terminated"] = True
     body, status, headers = run_wsgi_app(app, environ, buffered=True)
     return status, headers.get("Content-Type"), headers.get("Content-Length"), b"".join(body)
 
@@ -176,12 +195,18 @@ def test_every_answer_is_the_same_on_both_paths(engine: Engine, apps) -> None:
         "json-body": "415 UNSUPPORTED MEDIA TYPE",
         "too-large": "413 REQUEST ENTITY TOO LARGE",
         "chunked": "411 LENGTH REQUIRED",
+        "chunked-form": "200 OK",
+        "chunked-too-large": "413 REQUEST ENTITY TOO LARGE",
+        "huge-int": "400 BAD REQUEST",
+        "nul": "400 BAD REQUEST",
+        "lone-surrogate": "400 BAD REQUEST",
+        "deep": "400 BAD REQUEST",
         "status-page": "200 OK",
         "get-notification": "405 METHOD NOT ALLOWED",
         "doubled-slash": "308 PERMANENT REDIRECT",
     }
-    # Each path stored its own stored/trailing-slash/multipart events; the resend was stored once.
-    assert stored(engine) == 2 * 3 + 1
+    # Each path stored its own stored/trailing-slash/multipart/chunked events; the resend was stored once.
+    assert stored(engine) == 2 * 4 + 1
 
 
 def test_refusals_from_settings_and_failures_are_the_same_on_both_paths(engine: Engine, apps) -> None:

@@ -3,6 +3,10 @@
 One thread per process owns the writes, so concurrent requests share one transaction (and one fsync)
 instead of queueing on the database's write lock one by one. A request is answered 200 only after the
 commit that holds its event has returned.
+
+When a group fails for a reason other than the database itself (a value one event carries that the
+database refuses), its events are written one by one: the good ones are stored and acknowledged, and only
+the bad one fails, with `EventRefused`.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 
 from bridge.processing.wakeup import sender_from_env
+from bridge.store.errors import describe, transient
 from bridge.store.raw_events import insert_raw_events, insert_raw_events_sqlite
 from bridge.store.write_lock import INGEST_AUTOCHECKPOINT, sqlite_path, write_lock
 
@@ -36,6 +41,10 @@ class RawRecord:
 
 class WriterStopped(RuntimeError):
     """The writer is shutting down and takes no more events."""
+
+
+class EventRefused(ValueError):
+    """The database refuses a value of this event (not a database outage): resending cannot help."""
 
 
 class GroupCommitWriter:
@@ -107,12 +116,44 @@ class GroupCommitWriter:
                 return
             try:
                 stored = self._commit([record for record, _ in batch])
-            except Exception as exc:  # the database is down or locked: every waiter gets the error
-                log.error("ingest commit failed for %d events: %s", len(batch), type(exc).__name__)
-                for _, future in batch:
-                    future.set_exception(exc)
+            except Exception as exc:
+                if transient(exc):  # the database is down or locked: every waiter gets the error
+                    log.error("ingest commit failed for %d events: %s", len(batch), type(exc).__name__)
+                    for _, future in batch:
+                        future.set_exception(exc)
+                else:
+                    self._commit_one_by_one(batch, exc)
                 continue
-            for record, future in batch:
-                future.set_result(record.dedup_key in stored)
-            if callable(self._on_commit):
-                self._on_commit()
+            self._settle(batch, stored)
+
+    def _settle(self, batch: list[tuple[RawRecord, Future[bool]]], stored: set[str]) -> None:
+        for record, future in batch:
+            future.set_result(record.dedup_key in stored)
+        if callable(self._on_commit):
+            self._on_commit()
+
+    def _commit_one_by_one(self, batch: list[tuple[RawRecord, Future[bool]]], error: Exception) -> None:
+        """After a group failed on a value rather than the database: each event in its own transaction,
+        so the good ones are stored and only the bad one is refused."""
+        if len(batch) == 1:
+            self._refuse(batch[0], error)
+            return
+        log.warning(
+            "ingest commit of %d events failed (%s); storing them one by one", len(batch), describe(error)
+        )
+        for item in batch:
+            try:
+                stored = self._commit([item[0]])
+            except Exception as exc:
+                if transient(exc):
+                    item[1].set_exception(exc)
+                else:
+                    self._refuse(item, exc)
+                continue
+            self._settle([item], stored)
+
+    @staticmethod
+    def _refuse(item: tuple[RawRecord, Future[bool]], error: Exception) -> None:
+        record, future = item
+        log.warning("ingest refused a /%s event: %s", record.path, describe(error))
+        future.set_exception(EventRefused(describe(error, 160)))

@@ -5,7 +5,6 @@ The group takes the engine from the click context (``ctx.obj.engine``), which th
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from typing import Any
 
@@ -13,6 +12,9 @@ import click
 import sqlalchemy as sa
 
 from bridge.outbox.queries import STATUSES, DeliveryRow, counts, list_deliveries, retry_deliveries
+from bridge.text_table import shorten as _shorten
+from bridge.text_table import table as _table
+from bridge.text_table import when as _when
 
 __all__ = ["deliveries"]
 
@@ -22,30 +24,6 @@ def _engine(ctx: click.Context) -> sa.Engine:
     if not isinstance(engine, sa.Engine):
         raise click.UsageError("no database configured (the command needs ctx.obj.engine)")
     return engine
-
-
-def _when(ts: float | None) -> str:
-    if ts is None:
-        return "-"
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-
-
-def _shorten(text: str | None, width: int) -> str:
-    if not text:
-        return ""
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def _table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [len(h) for h in headers]
-    for row in rows:
-        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(headers, widths, strict=True)).rstrip()]
-    lines.append("  ".join("-" * w for w in widths))
-    for row in rows:
-        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-    return "\n".join(lines)
 
 
 def _row_cells(row: DeliveryRow) -> list[str]:

@@ -40,8 +40,9 @@ exceed the worst handle time of a connector (its HTTP timeouts), or a crashed-lo
 delivered twice (handle is idempotent anyway).
 
 Outcomes. Success: ``done``, ``delivered_at``. `RetryableDeliveryError` (and any unexpected exception,
-logged without its arguments): ``attempts + 1``, ``next_attempt_at = now + policy.next_delay(...)``
-(full-jitter backoff, or the vendor's Retry-After when longer); when the budget is spent, ``dead``.
+even SystemExit from a connector, logged without its arguments): ``attempts + 1``,
+``next_attempt_at = now + policy.next_delay(...)`` (full-jitter backoff, or the vendor's Retry-After when
+longer); when the budget is spent, ``dead``.
 `PermanentDeliveryError` or an unreadable payload: ``dead`` at once. ``last_error`` is passed through
 `redact` and bounded, whatever the connector put in its message. ``attempts`` counts every attempt made,
 the successful one included.
@@ -61,6 +62,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 import traceback
@@ -618,7 +620,7 @@ class Dispatcher:
             return
         attempts = row.attempts + 1
         try:
-            lane.connector.handle(event, lane.refs)
+            _handle(lane.connector, event, lane.refs)
         except PermanentDeliveryError as exc:
             self._dead(lane, row, attempts, str(exc))
         except RetryableDeliveryError as exc:
@@ -668,7 +670,7 @@ class Dispatcher:
             return
         now = self._clock()
         delay = self.policy.next_delay(attempts, retry_after)
-        error = redact(message, _ERROR_LIMIT)
+        error = _error_text(message)
         if retry_after is not None and retry_after > 0:
             with lane.lock:
                 lane.paused_until = max(lane.paused_until, now + min(retry_after, self.policy.max_pause))
@@ -685,7 +687,7 @@ class Dispatcher:
         )
 
     def _dead(self, lane: _Lane, row: _Row, attempts: int, message: str) -> None:
-        error = redact(message, _ERROR_LIMIT)
+        error = _error_text(message)
         self._finish(row.id, status="dead", attempts=attempts, last_error=error)
         log.warning(
             "delivery dead connector=%s entry_id=%s id=%d type=%s attempts=%d error=%s",
@@ -696,6 +698,26 @@ class Dispatcher:
             attempts,
             error,
         )
+
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _error_text(message: str) -> str:
+    """A connector's error message as stored in ``last_error``: redacted, bounded, and without the NUL
+    or lone surrogates a database refuses (so recording the outcome cannot fail on it)."""
+    return _UNSTORABLE.sub("?", redact(message, _ERROR_LIMIT))
+
+
+class ConnectorExit(RuntimeError):
+    """A connector's `handle` raised SystemExit or GeneratorExit: a failed attempt, not a worker's end."""
+
+
+def _handle(connector: Connector, event: CallEvent, refs: SqlRefStore) -> None:
+    try:
+        connector.handle(event, refs)
+    except (SystemExit, GeneratorExit) as exc:
+        raise ConnectorExit(f"handle() raised {type(exc).__name__}") from None
 
 
 def _describe(exc: BaseException) -> str:

@@ -57,6 +57,12 @@ class SnapshotRows:
         self.legs.extend(asdict(leg) for leg in result.legs)
         self.recordings.extend({**asdict(rec), "updated_at": now} for rec in result.recordings)
 
+    def extend(self, other: SnapshotRows) -> None:
+        """Add the rows of `other` (another call's)."""
+        self.calls.extend(other.calls)
+        self.legs.extend(other.legs)
+        self.recordings.extend(other.recordings)
+
 
 def save_rows(conn: Connection, rows: SnapshotRows) -> None:
     """Upsert prepared snapshot rows: one statement per table, however many calls."""

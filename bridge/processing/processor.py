@@ -18,8 +18,9 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import Connection, Engine, select, text, update
+from sqlalchemy import Connection, Engine, Row, select, text, update
 
 from bridge.connector_api import CallEvent, Connector
 from bridge.outbox.enqueue import enqueue
@@ -27,6 +28,9 @@ from bridge.pbx.events import TRACKED_EVENT_TYPES, CommandResultEvent, PbxEvent,
 from bridge.pbx.mango.parse import ParseError, parse
 from bridge.processing.calls_store import SnapshotRows, load_emitted, save_rows, save_snapshot
 from bridge.store.engine import reader
+from bridge.store.errors import describe as _describe
+from bridge.store.errors import transient
+from bridge.store.raw_events import UNPROCESSED, quarantine
 from bridge.store.schema import calls, commands, raw_events
 from bridge.store.write_lock import write_transaction
 from bridge.tracker import track
@@ -46,12 +50,33 @@ class _CallWork:
     last_event_at: float | None = None
     new_events: list[CallEvent] = field(default_factory=list)
     result: object | None = None
+    row_ids: list[int] = field(default_factory=list)  # this pass's raw events folded into the call
+
+
+@dataclass
+class _Unit:
+    """What one call (or one command result) of a pass writes; written alone when a batch write fails."""
+
+    row_ids: list[int]
+    snapshot: SnapshotRows = field(default_factory=SnapshotRows)
+    events: list[CallEvent] = field(default_factory=list)
+    results: list[CommandResultEvent | SmsEvent] = field(default_factory=list)
+
+
+@dataclass
+class _Plan:
+    """A pass, built outside the write lock: the units to write and the raw events to quarantine."""
+
+    units: list[_Unit] = field(default_factory=list)
+    plain_ids: list[int] = field(default_factory=list)  # stored, nothing to fold (pings, kept paths)
+    poisoned: dict[int, str] = field(default_factory=dict)  # raw event id -> why it cannot be folded
 
 
 def _decode(path: str, payload: str) -> PbxEvent | None:
+    """A stored event already folded once; one that no longer parses is left out."""
     try:
         return parse(path, json.loads(payload))
-    except (ParseError, ValueError) as exc:
+    except (ParseError, ValueError, RecursionError) as exc:
         log.error("stored /%s event no longer parses: %s", path, exc)
         return None
 
@@ -94,11 +119,15 @@ class EventProcessor:
         )
 
     def run_once(self) -> int:
-        """Process one batch of raw events; returns how many were processed.
+        """Process one batch of raw events; returns how many were processed or quarantined.
 
         The tracker runs outside the write lock (a read-only pass), then one short write transaction
         stores the results. The write first marks the batch processed *only if it still is
         unprocessed*, so a second processor that raced us (another instance) changes nothing.
+
+        An event that cannot be parsed or folded is quarantined and the rest go on; when the batch write
+        fails, the calls are written one by one and only a call whose own write fails is quarantined.
+        A database failure (`transient`) quarantines nothing: the pass fails and is retried.
         """
         now = self._clock()
         with self._reader.connect() as conn:
@@ -110,45 +139,119 @@ class EventProcessor:
                     raw_events.c.payload,
                     raw_events.c.received_at,
                 )
-                .where(raw_events.c.processed_at.is_(None))
+                .where(UNPROCESSED)
                 .order_by(raw_events.c.id)
                 .limit(self._batch_size)
             ).all()
             if not rows:
                 return 0
-            work: dict[str, _CallWork] = {}
-            results: list[CommandResultEvent | SmsEvent] = []
-            for row in rows:
-                event = _decode(row.path, row.payload)
-                if isinstance(event, TRACKED_EVENT_TYPES):
-                    # Fold after every event, in arrival order, so a ringing that was current when it
-                    # arrived still pops up even if its answer came in the same pass.
-                    self._track(self._add(conn, work, event, row.received_at), now)
-                elif isinstance(event, CommandResultEvent | SmsEvent):
-                    results.append(event)
+            plan = self._plan(conn, rows, now)
+        try:
+            written = self._write(plan.units, plan.plain_ids, plan.poisoned, now)
+        except Exception as exc:
+            if transient(exc):
+                raise
+            log.warning(
+                "a pass of %d events failed to write (%s); writing it call by call", len(rows), _describe(exc)
+            )
+            written = self._write_one_by_one(plan, now)
+        if written is None:
+            return 0
+        self._publish([event for unit in written for event in unit.events])
+        return len(rows)
+
+    def _plan(self, conn: Connection, rows: Sequence[Row[Any]], now: float) -> _Plan:
+        """Parse and fold a batch; an event that fails either is poisoned, the others go on."""
+        plan = _Plan()
+        work: dict[str, _CallWork] = {}
+        for row in rows:
+            try:
+                event = parse(row.path, json.loads(row.payload))
+            except Exception as exc:
+                plan.poisoned[row.id] = f"does not parse: {_describe(exc)}"
+                continue
+            if isinstance(event, TRACKED_EVENT_TYPES):
+                try:
+                    item = self._add(conn, work, event, row.received_at)
+                except Exception as exc:
+                    if transient(exc):
+                        raise
+                    plan.poisoned[row.id] = f"cannot be folded: {_describe(exc)}"
+                    continue
+                # Fold after every event, in arrival order, so a ringing that was current when it
+                # arrived still pops up even if its answer came in the same pass.
+                try:
+                    self._track(item, now)
+                except Exception as exc:
+                    item.events.pop()
+                    plan.poisoned[row.id] = f"cannot be folded: {_describe(exc)}"
+                    continue
+                item.row_ids.append(row.id)
+            elif isinstance(event, CommandResultEvent | SmsEvent):
+                plan.units.append(_Unit(row_ids=[row.id], results=[event]))
+            else:
+                plan.plain_ids.append(row.id)
         # Everything is built before the write lock is taken: the transaction only runs statements.
-        snapshots = SnapshotRows()
         for item in work.values():
-            snapshots.add(item.result, last_event_at=item.last_event_at, now=now)
-        per_call = [item.new_events for item in work.values() if item.new_events]
+            if item.result is None or not item.row_ids:
+                continue
+            unit = _Unit(row_ids=item.row_ids, events=item.new_events)
+            try:
+                unit.snapshot.add(item.result, last_event_at=item.last_event_at, now=now)
+            except Exception as exc:
+                plan.poisoned.update(dict.fromkeys(item.row_ids, f"cannot be stored: {_describe(exc)}"))
+                continue
+            plan.units.append(unit)
+        for row_id, error in plan.poisoned.items():
+            log.warning("raw event %d quarantined: %s", row_id, error)
+        return plan
+
+    def _write(
+        self, units: Sequence[_Unit], plain_ids: Sequence[int], poisoned: Mapping[int, str], now: float
+    ) -> Sequence[_Unit] | None:
+        """Write units in one transaction, marking their raw events processed (and `plain_ids`) and
+        quarantining `poisoned`; None when another processor took the events first."""
+        ids = [row_id for unit in units for row_id in unit.row_ids] + list(plain_ids)
         with write_transaction(self._engine) as conn:
             if not self._locked(conn):
-                return 0
-            claimed = conn.execute(
-                update(raw_events)
-                .where(raw_events.c.id.in_([row.id for row in rows]), raw_events.c.processed_at.is_(None))
-                .values(processed_at=now)
-            ).rowcount
-            if claimed != len(rows):
-                conn.rollback()
-                return 0
-            for result in results:
-                self._record_command_result(conn, result, now)
+                return None
+            if ids:
+                claimed = conn.execute(
+                    update(raw_events).where(raw_events.c.id.in_(ids), UNPROCESSED).values(processed_at=now)
+                ).rowcount
+                if claimed != len(ids):
+                    conn.rollback()
+                    return None
+            for error in set(poisoned.values()):
+                quarantine(conn, [row_id for row_id, why in poisoned.items() if why == error], error, now)
+            snapshots = SnapshotRows()
+            for unit in units:
+                for result in unit.results:
+                    self._record_command_result(conn, result, now)
+                snapshots.extend(unit.snapshot)
             save_rows(conn, snapshots)
-            for new_events in per_call:
-                enqueue(conn, new_events, self._connectors, now=now)
-        self._publish([event for new_events in per_call for event in new_events])
-        return len(rows)
+            for unit in units:
+                if unit.events:
+                    enqueue(conn, unit.events, self._connectors, now=now)
+        return units
+
+    def _write_one_by_one(self, plan: _Plan, now: float) -> list[_Unit] | None:
+        """The fallback after a failed batch write: each unit alone, so one bad call cannot fail its
+        neighbours; a unit whose own write fails is quarantined."""
+        written: list[_Unit] = []
+        poisoned = dict(plan.poisoned)
+        for unit in plan.units:
+            try:
+                if self._write([unit], [], {}, now) is not None:
+                    written.append(unit)
+            except Exception as exc:
+                if transient(exc):
+                    raise
+                error = f"cannot be stored: {_describe(exc)}"
+                log.warning("raw events %s quarantined: %s", unit.row_ids, error)
+                poisoned.update(dict.fromkeys(unit.row_ids, error))
+        self._write([], plan.plain_ids, poisoned, now)
+        return written
 
     def _add(
         self, conn: Connection, work: dict[str, _CallWork], event: PbxEvent, received_at: float
@@ -222,13 +325,17 @@ class EventProcessor:
                 item = self._load_call(conn, entry_id)
                 if not item.events:
                     continue
-                result = track(
-                    item.events,
-                    item.emitted,
-                    now=now,
-                    close_after=self._close_after,
-                    last_event_at=item.last_event_at,
-                )
+                try:
+                    result = track(
+                        item.events,
+                        item.emitted,
+                        now=now,
+                        close_after=self._close_after,
+                        last_event_at=item.last_event_at,
+                    )
+                except Exception as exc:  # one call that cannot be folded must not stop the others
+                    log.warning("stale call %s cannot be folded: %s", entry_id, _describe(exc))
+                    continue
                 if result.new_events or result.call.closed:
                     updates.append((item, result))
         if not updates:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import ColumnElement, Connection, Engine, and_, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from bridge.store.engine import reader
 from bridge.store.schema import raw_events
+from bridge.store.write_lock import write_transaction
 
 if TYPE_CHECKING:
     from bridge.ingest.writer import RawRecord
@@ -79,3 +82,85 @@ def insert_raw_events_sqlite(db: sqlite3.Connection, records: Sequence[RawRecord
         db.execute("ROLLBACK")
         raise
     return fresh
+
+
+# -- quarantine: events the processor could not fold ------------------------------------------------------
+
+ERROR_LIMIT = 1000
+
+# Waiting to be folded: neither processed nor quarantined.
+UNPROCESSED: ColumnElement[bool] = and_(
+    raw_events.c.processed_at.is_(None), raw_events.c.quarantined_at.is_(None)
+)
+
+
+@dataclass(frozen=True)
+class QuarantinedEvent:
+    """A raw event set aside by the processor, with the reason."""
+
+    id: int
+    path: str
+    entry_id: str | None
+    received_at: float
+    quarantined_at: float
+    error: str
+
+
+def quarantine(conn: Connection, ids: Sequence[int], error: str, now: float) -> int:
+    """Set unprocessed raw events aside with `error` (bounded); returns how many were set aside."""
+    if not ids:
+        return 0
+    return conn.execute(
+        update(raw_events)
+        .where(raw_events.c.id.in_(list(ids)), UNPROCESSED)
+        .values(quarantined_at=now, error=error[:ERROR_LIMIT])
+    ).rowcount
+
+
+def count_quarantined(conn: Connection) -> int:
+    query = select(func.count()).select_from(raw_events).where(raw_events.c.quarantined_at.is_not(None))
+    return conn.execute(query).scalar_one()
+
+
+def list_quarantined(engine: Engine, limit: int = 100) -> list[QuarantinedEvent]:
+    """Quarantined events, newest first."""
+    query = (
+        select(
+            raw_events.c.id,
+            raw_events.c.path,
+            raw_events.c.entry_id,
+            raw_events.c.received_at,
+            raw_events.c.quarantined_at,
+            raw_events.c.error,
+        )
+        .where(raw_events.c.quarantined_at.is_not(None))
+        .order_by(raw_events.c.id.desc())
+        .limit(limit)
+    )
+    with reader(engine).connect() as conn:
+        return [QuarantinedEvent(*(tuple(row[:5]) + (row.error or "",))) for row in conn.execute(query)]
+
+
+def release_quarantined(engine: Engine, event_id: int) -> bool:
+    """Put a quarantined event back to be folded again; False when it is not quarantined."""
+    with write_transaction(engine) as conn:
+        done = conn.execute(
+            update(raw_events)
+            .where(raw_events.c.id == event_id, raw_events.c.quarantined_at.is_not(None))
+            .values(quarantined_at=None, error=None)
+        ).rowcount
+    return bool(done)
+
+
+def quarantine_state(engine: Engine, event_id: int) -> tuple[str, str | None] | None:
+    """('processed' | 'quarantined' | 'waiting', error) for a raw event, or None if there is none."""
+    query = select(raw_events.c.processed_at, raw_events.c.quarantined_at, raw_events.c.error).where(
+        raw_events.c.id == event_id
+    )
+    with reader(engine).connect() as conn:
+        row = conn.execute(query).first()
+    if row is None:
+        return None
+    if row.quarantined_at is not None:
+        return "quarantined", row.error
+    return ("processed" if row.processed_at is not None else "waiting"), None

@@ -31,9 +31,13 @@ raw_events = Table(
     Column("payload", Text, nullable=False),  # the raw `json` form field exactly as signed
     Column("received_at", Float, nullable=False),
     Column("processed_at", Float, nullable=True),
+    # Set (with the error) when the processor could not fold the event; it is skipped until retried.
+    Column("quarantined_at", Float, nullable=True),
+    Column("error", Text, nullable=True),
 )
 Index("ix_raw_events_entry", raw_events.c.entry_id)
 Index("ix_raw_events_unprocessed", raw_events.c.processed_at, raw_events.c.id)
+Index("ix_raw_events_quarantined", raw_events.c.quarantined_at)
 
 calls = Table(
     "calls",

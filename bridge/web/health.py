@@ -16,6 +16,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Engine, func, select, text
 
 from bridge.store.engine import reader
+from bridge.store.raw_events import UNPROCESSED, count_quarantined
 from bridge.store.schema import calls, outbox, raw_events
 
 
@@ -28,8 +29,9 @@ class StoreCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         with self._engine.connect() as conn:
             pending_raw = conn.execute(
-                select(func.count()).select_from(raw_events).where(raw_events.c.processed_at.is_(None))
+                select(func.count()).select_from(raw_events).where(UNPROCESSED)
             ).scalar_one()
+            quarantined = count_quarantined(conn)
             total_raw = conn.execute(select(func.max(raw_events.c.id))).scalar() or 0
             by_status = conn.execute(select(calls.c.status, func.count()).group_by(calls.c.status)).all()
             deliveries = conn.execute(
@@ -37,9 +39,14 @@ class StoreCollector(Collector):
                     outbox.c.connector, outbox.c.status
                 )
             ).all()
-        raw = GaugeMetricFamily("callbridge_raw_events", "Raw PBX events stored", labels=["state"])
+        raw = GaugeMetricFamily(
+            "callbridge_raw_events",
+            "Raw PBX events stored; unprocessed waits to be folded, quarantined could not be",
+            labels=["state"],
+        )
         raw.add_metric(["stored"], float(total_raw))
         raw.add_metric(["unprocessed"], float(pending_raw))
+        raw.add_metric(["quarantined"], float(quarantined))
         yield raw
         call_gauge = GaugeMetricFamily("callbridge_calls", "Calls in the store", labels=["status"])
         for status, count in by_status:

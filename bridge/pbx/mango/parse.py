@@ -8,6 +8,9 @@ and unknown fields (kept untouched in `raw`).
 from __future__ import annotations
 
 import hashlib
+import json
+import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -45,6 +48,9 @@ KEPT_UNINTERPRETED_PATHS = (
     "events/user/session_end",
 )
 MAX_ID_LENGTH = 128
+MAX_DEPTH = 32  # objects and arrays inside one another; Mango's payloads nest three deep
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+_BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
 _CALL_STATES = {"Appeared", "Connected", "OnHold", "Disconnected"}
 
 
@@ -62,12 +68,16 @@ def _int(value: Any, name: str) -> int:
     if isinstance(value, bool):
         raise ParseError(f"field '{name}' must be an integer")
     if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value.strip())
-    raise ParseError(f"field '{name}' must be an integer, got {type(value).__name__}")
+        number = value
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, str) and value.strip().lstrip("-").isdigit() and len(value.strip()) <= 20:
+        number = int(value.strip())
+    else:
+        raise ParseError(f"field '{name}' must be an integer, got {type(value).__name__}")
+    if not INT64_MIN <= number <= INT64_MAX:
+        raise ParseError(f"field '{name}' is out of range (integers must fit in 64 bits, signed)")
+    return number
 
 
 def _opt_int(payload: dict[str, Any], name: str) -> int | None:
@@ -239,6 +249,62 @@ _PARSERS: dict[str, Callable[[dict[str, Any]], PbxEvent]] = {
     "result/stat": _stat,
     "ping": lambda payload: PingEvent(raw=payload),
 }
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def load_json(text: str) -> Any:
+    """The `json` field decoded and checked against `check_bounds`; raises ParseError saying why not."""
+    try:
+        payload = json.loads(text, parse_constant=_refuse_constant)
+    except json.JSONDecodeError as exc:
+        raise ParseError(f"the 'json' field is not valid JSON: {exc.msg} at {exc.pos}") from None
+    except ValueError as exc:
+        raise ParseError(f"the 'json' field is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ParseError(f"the 'json' field is nested deeper than {MAX_DEPTH} levels") from None
+    check_bounds(payload)
+    return payload
+
+
+def _name(where: str, key: object) -> str:
+    """A printable field name for error messages (bad characters escaped, length bounded)."""
+    text = str(key).encode("unicode_escape").decode("ascii")[:48]
+    return f"{where}.{text}" if where else text
+
+
+def _check_text(text: str, where: str) -> None:
+    found = _BAD_TEXT.search(text)
+    if found is None:
+        return
+    what = "a NUL character" if found.group() == "\x00" else "a lone UTF-16 surrogate (not valid Unicode)"
+    raise ParseError(f"field '{where or '(top level)'}' contains {what}")
+
+
+def check_bounds(payload: Any) -> None:
+    """Values every store and tracker can hold: integers within signed 64 bits, finite numbers, no NUL
+    or lone surrogate in any string or key, at most `MAX_DEPTH` levels of nesting. Raises ParseError."""
+    stack: list[tuple[Any, int, str]] = [(payload, 1, "")]
+    while stack:
+        value, depth, where = stack.pop()
+        if isinstance(value, dict | list):
+            if depth > MAX_DEPTH:
+                raise ParseError(f"the 'json' field is nested deeper than {MAX_DEPTH} levels")
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for key, child in items:
+                if isinstance(key, str):
+                    _check_text(key, _name(where, key))
+                stack.append((child, depth + 1, _name(where, key)))
+        elif isinstance(value, str):
+            _check_text(value, where)
+        elif isinstance(value, bool):
+            continue
+        elif isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
+            raise ParseError(f"field '{where}' is out of range (integers must fit in 64 bits, signed)")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ParseError(f"field '{where}' is not a finite number")
 
 
 def is_known_path(path: str) -> bool:

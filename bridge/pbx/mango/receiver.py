@@ -1,8 +1,10 @@
 """The Mango webhook receiver: `/mango/<path>` for every notification Mango sends.
 
-Checks, in order: source IP (optional allow-list), body size, content type, the three form fields,
-`vpbx_api_key`, the signature over the raw `json` field (constant time), the JSON, the payload.
-Only then is the event committed, and only after the commit is it answered 200.
+Checks, in order: source IP (optional allow-list), body size (a Content-Length, or a chunked body read up
+to the same cap), content type, the three form fields, `vpbx_api_key`, the signature over the raw `json`
+field (constant time), the JSON and its bounds (`parse.check_bounds`: 64-bit integers, no NUL or lone
+surrogate, limited nesting), the payload. Only then is the event committed, and only after the commit is
+it answered 200. A value the database still refuses is answered 422 (the writer stores its neighbours).
 
 Notifications are answered by a plain WSGI callable in front of the Flask app (`MangoReceiver.wsgi`);
 the rest of `/mango` (the GET status page) is a Flask blueprint running the same checks.
@@ -10,6 +12,7 @@ the rest of `/mango` (the GET status page) is a Flask blueprint running the same
 
 from __future__ import annotations
 
+import io
 import ipaddress
 import json
 import logging
@@ -23,7 +26,7 @@ from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.wrappers import Request
 from werkzeug.wsgi import get_path_info
 
-from bridge.ingest.writer import GroupCommitWriter, RawRecord
+from bridge.ingest.writer import EventRefused, GroupCommitWriter, RawRecord
 from bridge.pbx.events import PbxEvent
 from bridge.pbx.mango import parse as mango_parse
 from bridge.pbx.mango.signing import verify
@@ -154,14 +157,30 @@ class MangoReceiver:
             {"max_content_length": max_body_bytes, "max_form_memory_size": max_body_bytes},
         )
 
-    def guard(self, remote_addr: str | None, method: str, content_length: int | None) -> None:
-        """Source address, then a length for a POST, then its size."""
-        if not self._allow_list.allows(remote_addr):
+    def guard(self, request: Request) -> None:
+        """Source address, then a length for a POST (or a body the server delimits), then its size."""
+        if not self._allow_list.allows(request.remote_addr):
             raise ApiError(403, "source address not allowed")
-        if content_length is None and method == "POST":
-            raise ApiError(411, "a Content-Length header is required (chunked bodies are not accepted)")
-        if content_length is not None and content_length > self._max_body_bytes:
-            raise ApiError(413, f"request body too large (limit {self._max_body_bytes} bytes)")
+        length = request.content_length
+        if length is None and request.method == "POST" and not _delimited(request.environ):
+            raise ApiError(411, "a Content-Length header or a chunked body is required")
+        if length is not None and length > self._max_body_bytes:
+            raise self._too_large()
+
+    def _too_large(self) -> ApiError:
+        return ApiError(413, f"request body too large (limit {self._max_body_bytes} bytes)")
+
+    def _read_streamed(self, request: Request) -> None:
+        """Read a body without a Content-Length (chunked) up to the cap, so the form parses from memory
+        and a body over the cap is refused like one whose length says so."""
+        if request.content_length is not None:
+            return
+        stream = request.environ["wsgi.input"]
+        data = stream.read(self._max_body_bytes + 1)
+        if len(data) > self._max_body_bytes:
+            raise self._too_large()
+        request.environ["wsgi.input"] = io.BytesIO(data)
+        request.get_data(cache=True)  # kept on the request: the form parser reads it from there
 
     def accept(self, path: str, request: Request) -> None:
         """Check, parse and commit one notification (a ping is checked, not stored); raises ApiError."""
@@ -172,6 +191,7 @@ class MangoReceiver:
             raise ApiError(
                 415, "expected a form (application/x-www-form-urlencoded) with vpbx_api_key, sign and json"
             )
+        self._read_streamed(request)
         form = request.form
         missing = [name for name in ("vpbx_api_key", "sign", "json") if not form.get(name)]
         if missing:
@@ -185,9 +205,9 @@ class MangoReceiver:
         if not verify(api_key, json_text, api_salt, form["sign"]):
             raise ApiError(403, "signature does not match (check the API salt)")
         try:
-            payload = json.loads(json_text)
-        except ValueError as exc:
-            raise ApiError(400, f"the 'json' field is not valid JSON: {exc.msg} at {exc.pos}") from None
+            payload = mango_parse.load_json(json_text)
+        except mango_parse.ParseError as exc:
+            raise ApiError(400, str(exc)) from None
         try:
             event = mango_parse.parse(path, payload)
         except mango_parse.ParseError as exc:
@@ -199,6 +219,8 @@ class MangoReceiver:
         record = raw_record(path, event, json_text)
         try:
             self._writer.write(record, timeout=self._commit_timeout)
+        except EventRefused as exc:
+            raise ApiError(422, f"the store refused a value of this event ({exc})") from None
         except Exception as exc:
             log.error("could not store /%s notification: %s", path, type(exc).__name__)
             log.debug("store failure", exc_info=True)
@@ -211,7 +233,7 @@ class MangoReceiver:
 
         @bp.before_request
         def _guard() -> None:
-            self.guard(request.remote_addr, request.method, request.content_length)
+            self.guard(request)
 
         @bp.route("", methods=["GET"])
         @bp.route("/", methods=["GET"])
@@ -247,7 +269,7 @@ class MangoReceiver:
     def _answer(self, environ: WSGIEnvironment, path: str) -> tuple[int, bytes]:
         request = self._request_class(environ)
         try:
-            self.guard(request.remote_addr, "POST", request.content_length)
+            self.guard(request)
             self.accept(path, request)
             return 200, _OK_BODY
         except ApiError as exc:
@@ -260,6 +282,12 @@ class MangoReceiver:
         finally:
             request.close()
         return status, _json_body(error_payload(status, message))
+
+
+def _delimited(environ: WSGIEnvironment) -> bool:
+    """Whether the server ends the input stream itself (it decoded a chunked body), so reading it to
+    the end is safe without a Content-Length."""
+    return bool(environ.get("wsgi.input_terminated"))
 
 
 def _notification_path(environ: WSGIEnvironment) -> str | None:
