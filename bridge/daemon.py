@@ -24,6 +24,7 @@ from bridge.history.runner import make_history_runner
 from bridge.outbox.dispatcher import Dispatcher
 from bridge.outbox.retry import RetryPolicy
 from bridge.processing.processor import EventProcessor
+from bridge.processing.stale_calls import StaleCallSweeper
 from bridge.processing.wakeup import EVENTS, WAKE, WakeupListener
 from bridge.store.engine import make_engine
 from bridge.store.migrate import upgrade
@@ -83,6 +84,12 @@ class BackgroundWorkers:
         self.history_runner = make_history_runner(settings, engine)
         self._threads.append(
             threading.Thread(target=self.history_runner.run_forever, args=(self.stop_event,), name="history")
+        )
+        self.stale_calls = StaleCallSweeper(
+            engine, max_call_seconds=settings.tracker.max_call_seconds, on_written=self.processor.wake
+        )
+        self._threads.append(
+            threading.Thread(target=self.stale_calls.run_forever, args=(self.stop_event,), name="stale-calls")
         )
         for thread in self._threads:
             thread.daemon = True

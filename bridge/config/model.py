@@ -138,6 +138,8 @@ class ApiSettings(_Section):
 class TrackerSettings(_Section):
     # Close a call from its legs when every leg is disconnected and no summary came for this long.
     close_after_seconds: float = Field(default=120.0, gt=0)
+    # Close a call as ended, incomplete, when no event came for this long (its final events never came).
+    max_call_seconds: float = Field(default=14400.0, gt=0)
 
 
 class DispatcherSettings(_Section):

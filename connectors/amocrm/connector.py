@@ -165,7 +165,9 @@ class AmoCrmConnector(Connector):
 
     def _popup(self, event: CallEvent, refs: RefStore, phone: str) -> None:
         max_age = self.settings.popup_max_age_seconds
-        age = self._clock() - event.occurred_at
+        # callbridge's own clock on both sides: Mango's timestamp may be minutes off the host's clock
+        rang_at = event.received_at if event.received_at is not None else event.occurred_at
+        age = self._clock() - rang_at
         if max_age and age > max_age:
             log.info("amocrm: popup dropped, the call rang %.0f s ago entry_id=%s", age, event.entry_id)
             return
