@@ -4,87 +4,85 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import datetime
 
 from flask import Blueprint, Response, jsonify, request
 from sqlalchemy import Engine
 
 from bridge.api.auth import require_bearer
-from bridge.api.calls_query import DIRECTIONS, STATUSES, CallFilter, get_call, list_calls
+from bridge.api.calls_query import (
+    DIRECTIONS,
+    MAX_ENTRY_ID,
+    STATUSES,
+    BadCursor,
+    CallFilter,
+    decode_cursor,
+    get_call,
+    list_calls,
+)
+from bridge.api.params import moment, refuse_unreadable_input, whole_number
 from bridge.web.errors import ApiError
 
 MAX_LIMIT = 200
+_EXTENSION = re.compile(r"[0-9A-Za-z_.-]{1,32}")
+# A phone number as people write it: digits, spaces and + - ( ) . separators; no wildcards.
+_NUMBER = re.compile(r"[0-9+() .-]{1,40}")
 
 
-def _parse_time(name: str, value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise ApiError(
-            400, f"'{name}' must be Unix seconds or an ISO 8601 time, got '{value[:40]}'"
-        ) from None
-    if moment.tzinfo is None:
-        raise ApiError(400, f"'{name}' needs a time zone (e.g. 2026-11-25T10:00:00+03:00)")
-    return moment.timestamp()
+def _one_of(name: str, value: str | None, allowed: tuple[str, ...]) -> str | None:
+    if value and value not in allowed:
+        raise ApiError(400, f"'{name}' must be one of {', '.join(allowed)}")
+    return value or None
 
 
 def _filter_from_request() -> CallFilter:
     args = request.args
-    status = args.get("status") or None
-    if status and status not in STATUSES:
-        raise ApiError(400, f"'status' must be one of {', '.join(STATUSES)}")
-    direction = args.get("direction") or None
-    if direction and direction not in DIRECTIONS:
-        raise ApiError(400, f"'direction' must be one of {', '.join(DIRECTIONS)}")
     extension = args.get("extension") or None
-    if extension and not re.fullmatch(r"[0-9A-Za-z_.-]{1,32}", extension):
-        raise ApiError(400, "'extension' must be a short extension number")
+    if extension and not _EXTENSION.fullmatch(extension):
+        raise ApiError(400, "'extension' must be a short extension number (letters, digits, _ . -)")
     number = args.get("number") or None
     digits = None
     if number:
-        digits = re.sub(r"\D", "", number)
+        if not _NUMBER.fullmatch(number):
+            raise ApiError(400, "'number' may hold digits, spaces and + - ( ) . only (no wildcards)")
+        digits = re.sub(r"[^0-9]", "", number)
         if len(digits) < 3:
             raise ApiError(400, "'number' needs at least 3 digits")
         digits = digits[-10:]
     return CallFilter(
-        since=_parse_time("since", args.get("since")),
-        until=_parse_time("until", args.get("until")),
-        status=status,
+        since=moment("since", args.get("since")),
+        until=moment("until", args.get("until")),
+        status=_one_of("status", args.get("status"), STATUSES),
         extension=extension,
         number_digits=digits,
-        direction=direction,
+        direction=_one_of("direction", args.get("direction"), DIRECTIONS),
     )
+
+
+def _cursor_from_request() -> str | None:
+    cursor = request.args.get("cursor") or None
+    if cursor is not None:
+        try:
+            decode_cursor(cursor)
+        except BadCursor as exc:
+            raise ApiError(400, f"'cursor' is not a cursor this API returned: {exc}") from None
+    return cursor
 
 
 def make_calls_api(engine: Engine, token_source: Callable[[], str]) -> Blueprint:
     bp = Blueprint("calls_api", __name__, url_prefix="/api/calls")
     bp.before_request(require_bearer(token_source))
+    bp.before_request(refuse_unreadable_input)
 
     @bp.get("")
     @bp.get("/")
     def index() -> Response:
-        try:
-            limit = int(request.args.get("limit", "50"))
-        except ValueError:
-            raise ApiError(400, "'limit' must be a whole number") from None
-        if not 1 <= limit <= MAX_LIMIT:
-            raise ApiError(400, f"'limit' must be between 1 and {MAX_LIMIT}")
-        cursor = request.args.get("cursor") or None
-        try:
-            page = list_calls(engine, _filter_from_request(), limit=limit, cursor=cursor)
-        except (ValueError, TypeError):
-            raise ApiError(400, "'cursor' is not a cursor this API returned") from None
-        return jsonify(page)
+        limit = whole_number("limit", request.args.get("limit"), default=50, low=1, high=MAX_LIMIT)
+        flt, cursor = _filter_from_request(), _cursor_from_request()
+        return jsonify(list_calls(engine, flt, limit=limit, cursor=cursor))
 
     @bp.get("/<path:entry_id>")
     def show(entry_id: str) -> Response:
-        call = get_call(engine, entry_id)
+        call = get_call(engine, entry_id) if len(entry_id) <= MAX_ENTRY_ID else None
         if call is None:
             raise ApiError(404, "no call with this entry id (URL-encode ids that hold / + =)")
         return jsonify(call)

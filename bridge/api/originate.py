@@ -22,6 +22,8 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 from sqlalchemy import Engine, select
 
+from bridge.api.params import refuse_unreadable_input
+from bridge.api.text import unstorable
 from bridge.commands.originate import InvalidExtension, InvalidPhoneNumber, OriginateService
 from bridge.connector_api.phones import to_e164
 from bridge.pbx.mango.errors import MangoBadRequest, MangoError, MangoRateLimited, MangoTransportError
@@ -104,6 +106,8 @@ def make_originate_api(
         number, extension = str(number), extension.strip()
         if len(number) > MAX_FIELD or len(extension) > MAX_FIELD:
             return _error(422, "number or extension is too long", "number")
+        if unstorable(number) or unstorable(extension):
+            return _error(422, "number or extension holds a NUL or an unpaired surrogate character", "number")
         if not identity.is_supervisor and extension != identity.extension:
             return _error(403, f"this token may only place calls from extension {identity.extension}")
         if not enabled():
@@ -148,6 +152,7 @@ def make_originate_api(
     @bp.get("/<command_id>")
     def show(command_id: str) -> Response:
         identity = bearer_identity(api_token(), signer)
+        refuse_unreadable_input()
         status = command_status(engine, command_id[:160])
         if status is None or (not identity.is_supervisor and status.get("extension") != identity.extension):
             return _error(404, "no click-to-call with this command id")

@@ -31,6 +31,7 @@ def error_response(status: int, message: str) -> Response:
 
 
 _FRIENDLY = {
+    400: "the request could not be read: its body is not well-formed (JSON or form)",
     404: "no such endpoint",
     405: "method not allowed here",
     413: "request body too large",
@@ -41,6 +42,8 @@ INTERNAL_ERROR = "internal error; the event was not accepted, please retry"
 def http_error(exc: HTTPException) -> tuple[int, str]:
     """The status and message answered for a werkzeug HTTP exception."""
     status = exc.code or 500
+    if exc.description and exc.description != type(exc).description:  # a message written for this case
+        return status, exc.description
     return status, _FRIENDLY.get(status, exc.description or exc.name)
 
 
@@ -51,7 +54,11 @@ def install_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
-        return error_response(*http_error(exc))
+        response = error_response(*http_error(exc))
+        for name, value in exc.get_headers():  # e.g. Allow of a 405, Retry-After of a 429
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
