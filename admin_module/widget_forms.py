@@ -11,21 +11,24 @@ from typing import Any, get_args
 
 from flask_wtf import FlaskForm
 from pydantic import ValidationError
-from wtforms import BooleanField, StringField, TextAreaField
+from wtforms import BooleanField, HiddenField, SelectMultipleField, StringField, TextAreaField
 from wtforms.validators import Length, Optional
 
 from bridge.connector_api.phones import InvalidPhoneNumber, to_e164
 from widget.schedule import WEEKDAYS, ScheduleError, parse_interval
-from widget.settings import Colours, Limit, Limits, SiteConfig, check_key
+from widget.settings import NUMBER_TYPES, Colours, Limit, Limits, SiteConfig, check_key
 from widget.sites import BLOCK_KINDS, Site
 from widget.texts import DEFAULT_TEXTS, LANGUAGES
 
 __all__ = [
     "COLOURS",
+    "DAILY_CAP",
     "LIMIT_PARTS",
     "LIMIT_SCOPES",
     "MAIN_TEXTS",
     "MIN_FILL",
+    "NUMBER_TYPES",
+    "NUMBER_TYPES_SHOWN",
     "OTHER_TEXTS",
     "BlockForm",
     "FieldErrors",
@@ -53,6 +56,9 @@ LIMIT_SCOPES: tuple[str, ...] = tuple(
 )
 LIMIT_PARTS: tuple[str, ...] = tuple(Limit.model_fields)
 MIN_FILL = "min_fill_seconds"
+DAILY_CAP = "daily_numbers"
+# Posted with the number type boxes (a hidden field), so "none ticked" is told apart from "not on the page".
+NUMBER_TYPES_SHOWN = "number_types_shown"
 
 
 def hours_field(day: str) -> str:
@@ -87,6 +93,9 @@ class SiteForm(FlaskForm):
     group = StringField("group", validators=[Length(max=32)])
     line = StringField("line", validators=[Length(max=128)])
     region = StringField("region", validators=[Optional(), Length(max=8)])
+    countries = StringField("countries", validators=[Optional(), Length(max=500)])
+    number_types = SelectMultipleField("number_types", choices=list(NUMBER_TYPES), validate_choice=False)
+    number_types_shown = HiddenField(NUMBER_TYPES_SHOWN)
     timezone = StringField("timezone", default="Europe/Moscow", validators=[Length(max=64)])
     holidays = TextAreaField("holidays", validators=[Optional(), Length(max=8000)])
     retries = StringField("retries", default="1", validators=[Length(max=10)])
@@ -104,7 +113,10 @@ for _lang in LANGUAGES:
         # The widget limits a text to 500 characters; this only bounds what the panel reads.
         _name = text_field(_lang, _key)
         setattr(SiteForm, _name, StringField(_name, validators=[Length(max=2000)]))
-for _name in [limit_field(s, p) for s in LIMIT_SCOPES for p in LIMIT_PARTS] + [limit_field(MIN_FILL)]:
+for _name in [limit_field(s, p) for s in LIMIT_SCOPES for p in LIMIT_PARTS] + [
+    limit_field(MIN_FILL),
+    limit_field(DAILY_CAP),
+]:
     setattr(SiteForm, _name, StringField(_name, validators=[Length(max=20)]))
 
 
@@ -121,6 +133,8 @@ def fill(form: SiteForm, site: Site | None) -> None:
     form.group.data = getattr(config, "group", "") if site is not None else ""
     form.line.data = getattr(config, "line", "") if site is not None else ""
     form.region.data = config.region or ""
+    form.countries.data = ", ".join(config.countries)
+    form.number_types.data = list(config.number_types)
     form.origins.data = "\n".join(config.origins)
     form.holidays.data = "\n".join(day.isoformat() for day in config.holidays)
     for name in COLOURS:
@@ -134,6 +148,7 @@ def fill(form: SiteForm, site: Site | None) -> None:
         for part in LIMIT_PARTS:
             getattr(form, limit_field(scope, part)).data = str(getattr(getattr(config.limits, scope), part))
     getattr(form, limit_field(MIN_FILL)).data = f"{config.limits.min_fill_seconds:g}"
+    getattr(form, limit_field(DAILY_CAP)).data = str(config.limits.daily_numbers)
 
 
 def _hours(form: SiteForm, errors: FieldErrors) -> dict[str, list[str]]:
@@ -166,10 +181,12 @@ def _limits(form: SiteForm, base: dict[str, Any], errors: FieldErrors, missing: 
     saved = {**Limits().model_dump(), **base.get("limits", {})}
     limits: dict[str, Any] = {scope: dict(saved[scope]) for scope in LIMIT_SCOPES}
     limits[MIN_FILL] = saved[MIN_FILL]
+    limits[DAILY_CAP] = saved[DAILY_CAP]
     fields = [
         (limits[scope], part, limit_field(scope, part)) for scope in LIMIT_SCOPES for part in LIMIT_PARTS
     ]
-    for target, key, name in [*fields, (limits, MIN_FILL, limit_field(MIN_FILL))]:
+    singles = [(limits, key, limit_field(key)) for key in (MIN_FILL, DAILY_CAP)]
+    for target, key, name in [*fields, *singles]:
         field = getattr(form, name)
         if not field.raw_data:
             continue
@@ -188,6 +205,10 @@ def _data(form: SiteForm, base: dict[str, Any], errors: FieldErrors, missing: st
     for name in ("countdown", "retries", "retry_delay_seconds"):
         data[name] = (getattr(form, name).data or "").strip()
     data["region"] = (form.region.data or "").strip() or None
+    if form.countries.raw_data:  # not on the page: the saved countries stay
+        data["countries"] = [item for item in _SPLIT.split(form.countries.data or "") if item]
+    if form.number_types_shown.raw_data:  # the boxes were on the page: none ticked is an error
+        data["number_types"] = list(form.number_types.data or [])
     data["origins"] = [item for item in _SPLIT.split(form.origins.data or "") if item]
     data["holidays"] = [item for item in _SPLIT.split(form.holidays.data or "") if item]
     data["colours"] = {

@@ -1,7 +1,8 @@
 """The panel's widget pages: the sites that embed the callback widget, one site's settings (with its abuse
 limits), its embed tag, removing a site, and the block list of numbers and addresses.
 
-`register_widget_routes(bp, engine=..., settings=..., t=...)` adds them to the admin blueprint. Sites are
+`register_widget_routes(bp, engine=..., settings=..., t=...)` adds them to the admin blueprint. A site
+whose daily cap of distinct numbers is reached today is flagged on the list and on its page. Sites are
 saved through `widget.sites.save_site`, the same call the CLI uses: the widget's web workers re-read a site
 at most 5 seconds after a change (`widget.sites.SiteCache`), and requests waiting for the schedule are
 re-planned in the same transaction. Removing a site and the block list go through `widget.sites` too
@@ -11,6 +12,7 @@ re-planned in the same transaction. Removing a site and the block list go throug
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -20,10 +22,13 @@ from sqlalchemy import Engine, func, select
 from admin_module import auth
 from admin_module.widget_forms import (
     COLOURS,
+    DAILY_CAP,
     LIMIT_PARTS,
     LIMIT_SCOPES,
     MAIN_TEXTS,
     MIN_FILL,
+    NUMBER_TYPES,
+    NUMBER_TYPES_SHOWN,
     OTHER_TEXTS,
     BlockForm,
     FieldErrors,
@@ -37,6 +42,7 @@ from admin_module.widget_forms import (
     text_field,
 )
 from bridge.config import Settings
+from widget.daily_cap import numbers_today
 from widget.schedule import WEEKDAYS
 from widget.service import WAITING
 from widget.sites import (
@@ -65,6 +71,13 @@ log = logging.getLogger(__name__)
 NEW_SITE = "new"
 BLOCKED_PAGE = "blocked"
 RESERVED_KEYS = (NEW_SITE, BLOCKED_PAGE)
+
+
+def cap_status(engine: Engine, site: Site, now: float | None = None) -> dict[str, Any]:
+    """The site's distinct numbers today against its daily cap (`reached` when no new number is called)."""
+    cap = site.config.limits.daily_numbers
+    today = numbers_today(engine, site.key, site.config, time.time() if now is None else now)
+    return {"today": today, "cap": cap, "reached": bool(cap) and today >= cap}
 
 
 def register_widget_routes(
@@ -113,6 +126,11 @@ def register_widget_routes(
                 limit_parts=LIMIT_PARTS,
                 limit_field=limit_field,
                 min_fill=MIN_FILL,
+                daily_cap=DAILY_CAP,
+                number_types=NUMBER_TYPES,
+                number_types_shown=NUMBER_TYPES_SHOWN,
+                default_region=settings.phones.default_region,
+                cap=cap_status(engine, site) if site is not None else None,
             ),
             status,
         )
@@ -147,6 +165,7 @@ def register_widget_routes(
             "admin/widget_list.html",
             sites=sites,
             snippets={site.key: embed_snippet(url, site.key) for site in sites},
+            caps={site.key: cap_status(engine, site) for site in sites},
             public_url_configured=configured,
         )
 
@@ -183,6 +202,8 @@ def register_widget_routes(
     def limit_label(field: str) -> str:
         if field == limit_field(MIN_FILL):
             return t("widget_min_fill")
+        if field == limit_field(DAILY_CAP):
+            return t("widget_daily_cap")
         scope, _, part = field.removeprefix("limit_").rpartition("_")
         return f"{t('widget_limit_' + scope)} ({t('widget_limit_' + part)})"
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import secrets
 from typing import Any
 
@@ -17,7 +18,7 @@ from pydantic import ValidationError
 
 from bridge.connector_api.phones import InvalidPhoneNumber, to_e164
 from widget.schedule import ScheduleError, parse_hours_spec
-from widget.settings import SiteConfig, check_key
+from widget.settings import NUMBER_TYPES, SiteConfig, check_key
 from widget.sites import (
     SiteExists,
     SiteNotFound,
@@ -35,7 +36,7 @@ from widget.tables import widget_requests
 
 __all__ = ["widget"]
 
-_SCOPES = ("ip", "number", "visitor", "site")
+_SCOPES = ("ip", "network", "number", "visitor", "site")
 
 
 def _engine(ctx: click.Context) -> sa.Engine:
@@ -68,6 +69,14 @@ def _site_options(func: Any) -> Any:
         click.option("--group", help="The managers' group short number in the PBX, rung first, e.g. 200."),
         click.option("--line", help="The company line (DID) the visitor sees calling, e.g. 74951234567."),
         click.option("--region", help="Country for numbers written without a code (RU, KZ, ...)."),
+        click.option(
+            "--countries",
+            help="Countries whose numbers are called, e.g. RU,KZ ('' = the region only, the default).",
+        ),
+        click.option(
+            "--number-types",
+            help=f"Number types called, from {','.join(NUMBER_TYPES)} (default: all but toll_free).",
+        ),
         click.option("--timezone", "tz", help="IANA time zone of the working hours, e.g. Europe/Moscow."),
         click.option(
             "--hours",
@@ -88,9 +97,12 @@ def _site_options(func: Any) -> Any:
             "--limit",
             "limits",
             multiple=True,
-            help="An abuse limit SCOPE=COUNT/SECONDS, scopes ip, number, visitor, site (repeatable).",
+            help="A limit SCOPE=COUNT/SECONDS; scopes ip, network, number, visitor, site (repeatable).",
         ),
         click.option("--min-fill", type=float, help="Least seconds between showing the form and sending it."),
+        click.option(
+            "--daily-cap", type=int, help="Distinct numbers called a day at most (0 = no cap; 100)."
+        ),
         click.option(
             "--text",
             "texts",
@@ -145,6 +157,12 @@ def _apply(data: dict[str, Any], **opts: Any) -> dict[str, Any]:
         limits[f"per_{scope}"] = {"count": int(count), "seconds": int(seconds)}
     if opts.get("min_fill") is not None:
         limits["min_fill_seconds"] = opts["min_fill"]
+    if opts.get("daily_cap") is not None:
+        limits["daily_numbers"] = opts["daily_cap"]
+    if opts.get("countries") is not None:
+        data["countries"] = _items(opts["countries"])
+    if opts.get("number_types") is not None:
+        data["number_types"] = _items(opts["number_types"].lower())
     for item in opts.get("texts") or ():
         name, _, text = item.partition("=")
         lang, _, key = name.partition(".")
@@ -154,12 +172,21 @@ def _apply(data: dict[str, Any], **opts: Any) -> dict[str, Any]:
     return data
 
 
+def _items(text: str) -> list[str]:
+    return [item for item in re.split(r"[\s,;]+", text) if item]
+
+
 def _validated(data: dict[str, Any]) -> SiteConfig:
     try:
         return SiteConfig.model_validate(data)
     except ValidationError as exc:
         problems = [f"{'.'.join(str(p) for p in e['loc']) or 'site'}: {e['msg']}" for e in exc.errors()]
         raise click.ClickException("the site settings are invalid:\n  " + "\n  ".join(problems)) from None
+
+
+def _cap(config: SiteConfig) -> str:
+    cap = config.limits.daily_numbers
+    return f"at most {cap} numbers a day" if cap else "no daily cap"
 
 
 def _snippet(ctx: click.Context, key: str) -> str:
@@ -239,6 +266,8 @@ def list_sites_cmd(ctx: click.Context, as_json: bool) -> None:
         click.echo(f"{site.key}  [{state}]  {c.name or '-'}")
         click.echo(f"  origins: {', '.join(c.origins) or '(none: no page may use it)'}")
         click.echo(f"  group {c.group} -> visitor, line {c.line}, {c.timezone}: {hours}")
+        countries = ", ".join(c.countries) or f"{c.region or _region(ctx)} (the region)"
+        click.echo(f"  calls {', '.join(c.number_types)} numbers in {countries}; {_cap(c)}")
         if c.holidays:
             click.echo(f"  holidays: {', '.join(d.isoformat() for d in c.holidays)}")
 
