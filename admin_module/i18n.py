@@ -381,6 +381,31 @@ EN: dict[str, str] = {
     "widget_block_bad_phone": "Not a phone number the widget can use:",
     "widget_block_bad_ip": "{value} is not an IP address or network: write 203.0.113.5 or 203.0.113.0/24.",
     "widget_block_number": "Block this number",
+    "widget_countries": "Countries called",
+    "widget_countries_hint": "Two-letter codes, e.g. RU, KZ. Empty: the country of local numbers only.",
+    "widget_number_types": "Number types called",
+    "widget_number_types_hint": (
+        "Premium rate, shared cost, personal, VoIP, satellite and unknown numbers are never called."
+    ),
+    "widget_number_type_mobile": "Mobile",
+    "widget_number_type_fixed_line": "Landline",
+    "widget_number_type_fixed_line_or_mobile": "Landline or mobile (where the plan does not tell them apart)",
+    "widget_number_type_toll_free": "Toll-free (8-800 …)",
+    "widget_limit_per_network": "Per network",
+    "widget_limit_per_network_hint": (
+        "All addresses of one /24 (IPv4) or /56 (IPv6) network. Default 10 per 600 s."
+    ),
+    "widget_daily_cap": "Numbers called a day, at most",
+    "widget_daily_cap_hint": "Distinct numbers per day in the site's time zone; 0: no cap. Default 100.",
+    "widget_cap_today": "Today: {today} of {cap} numbers.",
+    "widget_cap_reached": (
+        "The daily cap is reached: {today} of {cap} numbers today. Requests for new numbers are refused "
+        "until midnight ({zone}); raise the cap below if these requests are genuine."
+    ),
+    "widget_cap_reached_site": (
+        "Site {site}: the daily cap is reached ({today} of {cap} numbers today); requests for new numbers "
+        "are refused until midnight ({zone})."
+    ),
 }
 
 RU: dict[str, str] = {
@@ -765,6 +790,34 @@ RU: dict[str, str] = {
     "widget_block_bad_phone": "Этот номер виджет не может использовать:",
     "widget_block_bad_ip": "{value} — не IP-адрес и не сеть; пишите как 203.0.113.5 или 203.0.113.0/24.",
     "widget_block_number": "Заблокировать номер",
+    "widget_countries": "Страны, куда звоним",
+    "widget_countries_hint": "Двухбуквенные коды, например RU, KZ. Пусто: только страна местных номеров.",
+    "widget_number_types": "Типы номеров, куда звоним",
+    "widget_number_types_hint": (
+        "На платные, с разделяемой оплатой, персональные, VoIP, спутниковые и неизвестные номера "
+        "не звоним никогда."
+    ),
+    "widget_number_type_mobile": "Мобильные",
+    "widget_number_type_fixed_line": "Городские",
+    "widget_number_type_fixed_line_or_mobile": "Городские или мобильные (где план нумерации их не различает)",
+    "widget_number_type_toll_free": "Бесплатные (8-800 …)",
+    "widget_limit_per_network": "С одной сети",
+    "widget_limit_per_network_hint": (
+        "Все адреса одной сети /24 (IPv4) или /56 (IPv6). По умолчанию 10 за 600 с."
+    ),
+    "widget_daily_cap": "Номеров в день, не больше",
+    "widget_daily_cap_hint": (
+        "Разных номеров за сутки по часовому поясу сайта; 0 — без ограничения. По умолчанию 100."
+    ),
+    "widget_cap_today": "Сегодня: {today} из {cap} номеров.",
+    "widget_cap_reached": (
+        "Дневной лимит исчерпан: сегодня {today} из {cap} номеров. Заявки на новые номера отклоняются "
+        "до полуночи ({zone}); если заявки настоящие, увеличьте лимит ниже."
+    ),
+    "widget_cap_reached_site": (
+        "Сайт {site}: дневной лимит исчерпан ({today} из {cap} номеров сегодня); заявки на новые номера "
+        "отклоняются до полуночи ({zone})."
+    ),
 }
 
 CATALOGUES: dict[str, dict[str, str]] = {"en": EN, "ru": RU}
