@@ -90,7 +90,8 @@ def widget_wired(url: str) -> bool:
         return False
 
 
-def start_bridge(database_url: str, workdir: Path) -> Iterator[Bridge]:
+def start_bridge(database_url: str, workdir: Path, env: dict[str, str] | None = None) -> Iterator[Bridge]:
+    """The daemon with the simulator and the webhook receiver; `env` adds settings (CALLBRIDGE_...)."""
     receiver = WebhookReceiver(secret=WEBHOOK_SECRET).start()
     mango = CommandServer(API_KEY, API_SALT).start()
     daemon = Daemon(
@@ -100,6 +101,7 @@ def start_bridge(database_url: str, workdir: Path) -> Iterator[Bridge]:
             "CALLBRIDGE_MANGO_API_URL": mango.url,
             "CALLBRIDGE_CONNECTORS_WEBHOOK_URL": receiver.url,
             "CALLBRIDGE_CONNECTORS_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            **(env or {}),
         },
     ).start()
     mango.bridge_url = daemon.mango_url
@@ -113,16 +115,18 @@ def start_bridge(database_url: str, workdir: Path) -> Iterator[Bridge]:
 
 
 def bridge_on_each_backend(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    env: dict[str, str] | None = None,
 ) -> Iterator[Bridge]:
-    """The body of the module-scoped `bridge` fixture (the browser tests make their own from it)."""
+    """The body of the module-scoped `bridge` fixture (the browser and fraud tests make their own from it)."""
     workdir = tmp_path_factory.mktemp("widget-e2e")
     if request.param == "sqlite":
-        yield from start_bridge(f"sqlite:///{workdir / 'callbridge.db'}", workdir)
+        yield from start_bridge(f"sqlite:///{workdir / 'callbridge.db'}", workdir, env)
     else:
         database = _pg_database(f"cb_widget_{os.getpid()}_{int(time.time() * 1000) % 10**8}")
         try:
-            yield from start_bridge(next(database), workdir)
+            yield from start_bridge(next(database), workdir, env)
         finally:
             database.close()  # drops the database, also when the tests were skipped
 
@@ -145,6 +149,17 @@ def fill_form(bridge: Bridge, site: str, phone: str, **extra: Any) -> dict[str, 
         "utm": {"utm_source": "google", "utm_campaign": "spring"},
         **extra,
     }
+
+
+def form_tokens(bridge: Bridge, site: str, count: int) -> list[str]:
+    """`count` form tokens (each serves one accepted request), old enough for a 1 s minimum fill time."""
+    found = []
+    for _ in range(count):
+        config = bridge.config(site)
+        assert config.status_code == 200, config.text
+        found.append(config.json()["form_token"])
+    time.sleep(1.05)
+    return found
 
 
 def test_request_rings_the_managers_then_the_visitor_and_reaches_the_connectors(bridge: Bridge) -> None:
@@ -227,9 +242,12 @@ def test_abuse_is_refused_across_worker_processes(bridge: Bridge) -> None:
     )
     sent_before = len([r for r in bridge.mango.received if r.path == "commands/callback_group"])
     body = fill_form(bridge, "e2e-abuse", "+79165550300")
+    tokens = form_tokens(bridge, "e2e-abuse", 6)
     answers = []
     for i in range(6):  # one address, different numbers: requests spread over both web workers
-        answers.append(bridge.post("e2e-abuse", {**body, "phone": f"+7916555030{i}"}))
+        answers.append(
+            bridge.post("e2e-abuse", {**body, "phone": f"+7916555030{i}", "form_token": tokens[i]})
+        )
     assert [a.status_code for a in answers] == [202, 202, 202, 429, 429, 429]
     refused = answers[-1]
     assert refused.json()["code"] == "rate_limited" and refused.json()["message"]
@@ -241,8 +259,11 @@ def test_abuse_is_refused_across_worker_processes(bridge: Bridge) -> None:
     # One number from many "visitors": the per-number limit (3 per hour by default).
     bridge.add_site("e2e-number", "--hours", "daily 00:00-24:00", "--min-fill", "1", "--limit", "ip=100/600")
     body = fill_form(bridge, "e2e-number", "+79165550400")
+    tokens = form_tokens(bridge, "e2e-number", 5)
     codes = [
-        bridge.post("e2e-number", {**body, "visitor_id": f"e2e-visitor-{i:04d}"}).status_code
+        bridge.post(
+            "e2e-number", {**body, "visitor_id": f"e2e-visitor-{i:04d}", "form_token": tokens[i]}
+        ).status_code
         for i in range(5)
     ]
     assert codes == [202, 202, 202, 429, 429]
