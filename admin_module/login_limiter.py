@@ -15,6 +15,7 @@ user name is locked.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from bridge.config import Settings
 from bridge.store.engine import reader
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 _ADDRESS = re.compile(r"[0-9A-Za-z:.%_-]{1,64}")
 FAILURE_LOG_SECONDS = 86400.0  # failed checks stay in `admin_login_failures` this long
@@ -107,7 +109,7 @@ class LoginLimiter:
             self._give_back(keys, every=True)
             raise
         if result is None:
-            self._record_failure(username)
+            self._record_failure(username, address)
         else:
             self._give_back(keys, every=False)
         return result
@@ -158,7 +160,8 @@ class LoginLimiter:
                 else:
                     conn.execute(update(table).where(row).values(count=0))
 
-    def _record_failure(self, username: str) -> None:
+    def _record_failure(self, username: str, address: str | None) -> None:
+        log.info("login failed: user %s from %s", name_key(username), address_key(address))
         now = self._clock()
         with self._engine.begin() as conn:
             conn.execute(insert(admin_login_failures).values(key=f"user:{name_key(username)}", at=now))
