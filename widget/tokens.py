@@ -61,8 +61,9 @@ def claim(conn: Connection, token: str, site_key: str, now: float) -> bool:
         dialect.insert(widget_form_tokens)
         .values(digest=digest(token), site_key=site_key, used_at=now)
         .on_conflict_do_nothing(index_elements=["digest"])
+        .returning(widget_form_tokens.c.digest)
     )
-    return conn.execute(statement).rowcount == 1
+    return conn.execute(statement).first() is not None
 
 
 def prune(conn: Connection, older_than: float) -> int:
