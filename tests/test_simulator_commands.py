@@ -276,3 +276,94 @@ def test_groups_refuse_bad_filters_with_mangos_codes(
     groups_api: CommandServer, payload: dict, code: int
 ) -> None:
     assert _groups(groups_api, payload) == {"result": code}
+
+
+# --------------------------------------------------------------------------- what the simulator posts
+
+
+@pytest.fixture
+def offline() -> Iterator[CommandServer]:
+    """A command API with no bridge: what it would post stays in `outbox`."""
+    with CommandServer(API_KEY, API_SALT, rng=random.Random(5), rate_limits=False) as server:
+        yield server
+
+
+def _command(server: CommandServer, path: str, payload: dict) -> list[Any]:
+    """Post a command; once it is answered and its results queued, the notifications it produced."""
+    before = len(server.outbox)
+    response = requests.post(server.url + path, data=signed_form(API_KEY, API_SALT, payload), timeout=5)
+    assert response.json() == {"result": 1000}
+    assert server.wait_idle(10)
+    return server.outbox[before:]
+
+
+def test_hangup_in_the_ivr_ends_a_missed_call(offline: CommandServer) -> None:
+    ivr = offline.ring_ivr(wait=60)
+    notes = _command(offline, "commands/call/hangup", {"command_id": "h-ivr", "call_id": ivr})
+    assert [n.path for n in notes] == ["result/call/hangup", "events/call", "events/summary"]
+    ended, summary = notes[1].payload, notes[2].payload
+    assert (ended["call_id"], ended["call_state"], ended["disconnect_reason"], ended["seq"]) == (
+        ivr,
+        "Disconnected",
+        1181,
+        2,
+    )
+    assert (summary["call_direction"], summary["talk_time"], summary["entry_result"]) == (1, 0, 0)
+    assert summary["to"] == {"number": offline.line} and summary["disconnect_reason"] == 1181
+    assert summary["end_time"] == ended["timestamp"] >= summary["create_time"]
+
+
+def test_hangup_ends_every_live_leg_of_the_call(offline: CommandServer) -> None:
+    scenario = scenarios.build("ring_group_second_answers", seed=9, extensions=("101", "102", "103"))
+    ringing = [n for n in scenario.notifications if n.payload.get("call_state") in ("Appeared",)]
+    offline.remember([scenario.notifications[0], scenario.notifications[1], *ringing[1:]])
+    legs = [n.payload["call_id"] for n in ringing[1:]]
+    notes = _command(offline, "commands/call/hangup", {"call_id": legs[0]})
+    ended = [n.payload for n in notes if n.path == "events/call"]
+    assert sorted(e["call_id"] for e in ended) == sorted(legs)
+    assert {(e["call_state"], e["disconnect_reason"], e["seq"]) for e in ended} == {("Disconnected", 1181, 2)}
+    summary = notes[-1].payload
+    assert notes[-1].path == "events/summary" and summary["entry_result"] == 0
+    assert summary["to"] == {"extension": "101"}  # the first party rung; no number for a group (§2.2)
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        ({"to_number": "79990000000"}, 3200),  # not an employee or a group
+        ({"initiator": "109"}, 3100),  # not a party of the leg
+        ({"call_id": "no-such-leg"}, 4101),
+    ],
+)
+def test_transfer_refusals_come_as_the_async_result(offline: CommandServer, change: dict, code: int) -> None:
+    scenario = scenarios.build("incoming_answered", seed=12)
+    connected = next(n for n in scenario.notifications if n.payload.get("call_state") == "Connected")
+    offline.remember(scenario.notifications[: scenario.notifications.index(connected) + 1])
+    body = {
+        "command_id": "t-x",
+        "call_id": connected.payload["call_id"],
+        "to_number": "102",
+        "initiator": "101",
+    }
+    notes = _command(offline, "commands/transfer", {**body, **change})
+    assert [(n.path, n.payload) for n in notes] == [
+        ("result/transfer", {"command_id": "t-x", "result": code})
+    ]
+
+
+def test_transfer_of_a_ringing_leg_is_4100_and_to_a_group_reaches_its_first_operator(
+    offline: CommandServer,
+) -> None:
+    scenario = scenarios.build("incoming_answered", seed=13)
+    connected = next(n for n in scenario.notifications if n.payload.get("call_state") == "Connected")
+    upto = scenario.notifications.index(connected)
+    offline.remember(scenario.notifications[:upto])  # still ringing
+    body = {"call_id": connected.payload["call_id"], "to_number": "200", "initiator": "101"}
+    assert _command(offline, "commands/transfer", body)[0].payload == {"result": 4100}
+    offline.remember([connected])
+    offline.groups["200"] = ("103", "102")
+    notes = _command(offline, "commands/transfer", body)
+    rung = [n.payload for n in notes if n.path == "events/call" and n.payload["call_id"] != body["call_id"]]
+    assert {e["to"]["extension"] for e in rung} == {"103"} and rung[-1]["transfer"] == "blind"
+    # the summary, then the new leg's recording (started when 103 answered) completes
+    assert [n.path for n in notes][-3:] == ["events/summary", "events/recording", "events/record/added"]
