@@ -13,6 +13,7 @@ from admin_module.blueprint import make_admin_blueprint
 from admin_module.live import password_login
 from admin_module.settings_store import SettingsStore
 from bridge.api.calls import make_calls_api
+from bridge.api.openapi import make_openapi
 from bridge.api.originate import make_originate_api
 from bridge.config import Settings
 from bridge.connectors_runtime import load_connectors, mango_client, originate_service
@@ -69,6 +70,7 @@ def create_app(settings: Settings, engine: Engine, writer: GroupCommitWriter) ->
         )
     )
     app.register_blueprint(make_calls_api(engine, lambda: settings.api.token.get_secret_value()))
+    app.register_blueprint(make_openapi())
     passwords = password_login(engine, settings)  # the panel's users, with the `login.*` limits
     app.register_blueprint(make_operator(settings, engine, signer, password_login=passwords))
     app.register_blueprint(make_health(engine))

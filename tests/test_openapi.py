@@ -1,0 +1,119 @@
+"""The OpenAPI document at `/api/openapi.json`, and schemathesis run from it against `callbridge run`
+(SQLite and PostgreSQL, the Mango command simulator behind it): no operation answers 500, and every
+answer has a documented status, content type and body."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from schemathesis import checks
+
+from bridge.api.openapi import document
+from bridge.pbx.mango import parse as mango_parse
+from bridge.pbx.mango.signing import sign
+from tests.api_stack import AUTH, ApiStack, api_stack
+from tests.conftest import BACKENDS
+from tests.daemon import API_KEY, API_SALT, CALLBRIDGE
+
+SITE = "openapi-shop"
+EXAMPLES = 20  # per operation and backend (about 650 requests each)
+CHECKS = [
+    checks.not_a_server_error,
+    checks.status_code_conformance,
+    checks.content_type_conformance,
+    checks.response_schema_conformance,
+    checks.response_headers_conformance,
+]
+# Every documented operation; schemathesis leaves out the document's own URL (checked on its own below).
+OPERATIONS = [
+    f"{method.upper()} {path}"
+    for path, item in document()["paths"].items()
+    for method in item
+    if method in ("get", "post", "put", "patch", "delete", "options") and path != "/api/openapi.json"
+]
+
+stack = pytest.fixture(scope="module", params=BACKENDS)(api_stack)
+
+
+@pytest.fixture(scope="module")
+def served(stack: ApiStack) -> Iterator[tuple[ApiStack, schemathesis.BaseSchema]]:
+    """The stack with calls to read and a widget site, and the schema loaded from the daemon itself."""
+    stack.play("incoming_answered", seed=1, extensions=("101",))
+    stack.play("incoming_missed", seed=2)
+    added = subprocess.run(
+        [CALLBRIDGE, "widget", "add-site", "--key", SITE, "--origin", "https://shop.example"]
+        + ["--group", "200", "--line", "74951234567", "--hours", "daily 00:00-24:00"],
+        env=stack.daemon.env,
+        cwd=stack.daemon.workdir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert added.returncode == 0, added.stderr
+    schema = schemathesis.openapi.from_url(f"{stack.url}/api/openapi.json")
+    yield stack, schema
+
+
+def test_document_is_served_without_a_token_and_is_valid(served: tuple[ApiStack, Any]) -> None:
+    stack, schema = served
+    response = requests.get(f"{stack.url}/api/openapi.json", timeout=10)
+    assert response.status_code == 200 and response.headers["Content-Type"] == "application/json"
+    assert response.json() == document()
+    schema.validate()  # against the OpenAPI 3.1 meta-schema
+    assert response.json()["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+    assert sorted(f"{op.ok().method.upper()} {op.ok().path}" for op in schema.get_all_operations()) == sorted(
+        OPERATIONS
+    )
+
+
+def test_every_mango_notification_path_is_documented() -> None:
+    documented = {path.removeprefix("/mango/") for path in document()["paths"] if path.startswith("/mango/")}
+    for path in documented:
+        assert mango_parse.is_known_path(path), path
+    known = set(mango_parse._PARSERS) | set(mango_parse.KEPT_UNINTERPRETED_PATHS)
+    known |= {f"result/{command}" for command in mango_parse.COMMAND_RESULT_PATHS}
+    assert documented == known
+
+
+def _prepare(case: schemathesis.Case, signed: bool) -> None:
+    """Half the widget cases name the registered site; half the Mango cases carry a valid signature."""
+    path = case.operation.path
+    if signed and path.startswith("/widget/") and path != "/widget/callback.js":
+        case.query = {**(case.query or {}), "site": SITE}
+    if signed and path.startswith("/mango/") and isinstance(case.body, dict):
+        json_text = str(case.body.get("json", ""))
+        case.body = {**case.body, "vpbx_api_key": API_KEY, "sign": sign(API_KEY, json_text, API_SALT)}
+
+
+@pytest.mark.parametrize("label", OPERATIONS)
+def test_operation_conforms_to_the_document(served: tuple[ApiStack, Any], label: str) -> None:
+    stack, schema = served
+    operation = schema.find_operation_by_label(label)
+    assert operation is not None, label
+    session = requests.Session()
+
+    @given(case=operation.as_strategy(), signed=st.booleans())
+    @settings(
+        max_examples=EXAMPLES,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
+    def conforms(case: schemathesis.Case, signed: bool) -> None:
+        _prepare(case, signed)
+        case.call_and_validate(base_url=stack.url, session=session, headers=AUTH, checks=CHECKS, timeout=15)
+
+    try:
+        conforms()
+    finally:
+        session.close()
+    assert stack.tracebacks() == []
