@@ -139,7 +139,7 @@ def make_admin_blueprint(
     def _before() -> Any:
         active = auth.load_session(engine)  # checked in the store on every request
         g.admin_user = active.user if active is not None else None
-        g.admin_session_expires = active.expires_at if active is not None else None
+        g.admin_session = active
         if request.method == "POST":
             try:
                 validate_csrf(request.form.get("csrf_token"))
@@ -696,5 +696,8 @@ def make_admin_blueprint(
     register_history_routes(
         bp, engine=engine, settings_store=settings_store, mango_client_factory=mango_client_factory, t=t
     )
+    from admin_module.quarantine_views import register_quarantine_routes
+
+    register_quarantine_routes(bp, engine=engine, t=t)
     _ = (current_app, json)
     return bp

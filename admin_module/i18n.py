@@ -197,6 +197,19 @@ EN: dict[str, str] = {
     "csrf_failed": "The form expired or was not sent by this page. Reload and try again.",
     "recording_failed": "The recording is not available: {reason}",
     "chart_title": "Calls per period",
+    "quarantine_title": "Quarantined events",
+    "quarantine_intro": (
+        "PBX events that were stored but could not be folded into a call. Other calls are not held up "
+        "by them. Retry folds one again (after a fix, or to see whether it still fails)."
+    ),
+    "quarantine_path": "Notification",
+    "quarantine_call": "Call (entry_id)",
+    "quarantine_received": "Received",
+    "quarantine_error": "Why it was set aside",
+    "quarantine_retry": "Retry",
+    "quarantine_none": "No quarantined events.",
+    "quarantine_retried": "Event #{id} will be folded again within a second.",
+    "quarantine_retry_failed": "Event #{id} is not quarantined (any more); nothing changed.",
     "history_title": "Call history import",
     "history_intro": "Import calls of a period from Mango's call history into the call log and statistics. "
     "Days are days in {timezone}. Calls already in the log stay as they are; imported calls are not sent "
@@ -606,6 +619,19 @@ RU: dict[str, str] = {
     "csrf_failed": "Форма устарела или отправлена не с этой страницы. Обновите страницу и повторите.",
     "recording_failed": "Запись недоступна: {reason}",
     "chart_title": "Звонки по периодам",
+    "quarantine_title": "События в карантине",
+    "quarantine_intro": (
+        "События АТС, которые сохранены, но не могут быть учтены в звонке. Другие звонки из-за них "
+        "не задерживаются. «Повторить» обрабатывает событие снова (после исправления или для проверки)."
+    ),
+    "quarantine_path": "Уведомление",
+    "quarantine_call": "Звонок (entry_id)",
+    "quarantine_received": "Получено",
+    "quarantine_error": "Причина",
+    "quarantine_retry": "Повторить",
+    "quarantine_none": "Событий в карантине нет.",
+    "quarantine_retried": "Событие №{id} будет обработано снова в течение секунды.",
+    "quarantine_retry_failed": "Событие №{id} не в карантине; ничего не изменено.",
     "history_title": "Загрузка истории звонков",
     "history_intro": "Загрузить звонки за период из истории звонков Манго в журнал и статистику. "
     "Дни считаются по часовому поясу {timezone}. Звонки, которые уже есть в журнале, не меняются; "

@@ -12,7 +12,6 @@ backlog is folded as soon as the burst ends. When it keeps up, nothing waits.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -25,7 +24,7 @@ from sqlalchemy import Connection, Engine, Row, select, text, update
 from bridge.connector_api import CallEvent, Connector
 from bridge.outbox.enqueue import enqueue
 from bridge.pbx.events import TRACKED_EVENT_TYPES, CommandResultEvent, PbxEvent, SmsEvent
-from bridge.pbx.mango.parse import ParseError, parse
+from bridge.pbx.mango.parse import ParseError, load_json, parse
 from bridge.processing.calls_store import SnapshotRows, load_emitted, save_rows, save_snapshot
 from bridge.store.engine import reader
 from bridge.store.errors import describe as _describe
@@ -75,8 +74,8 @@ class _Plan:
 def _decode(path: str, payload: str) -> PbxEvent | None:
     """A stored event already folded once; one that no longer parses is left out."""
     try:
-        return parse(path, json.loads(payload))
-    except (ParseError, ValueError, RecursionError) as exc:
+        return parse(path, load_json(payload))
+    except ParseError as exc:
         log.error("stored /%s event no longer parses: %s", path, exc)
         return None
 
@@ -166,7 +165,7 @@ class EventProcessor:
         work: dict[str, _CallWork] = {}
         for row in rows:
             try:
-                event = parse(row.path, json.loads(row.payload))
+                event = parse(row.path, load_json(row.payload))
             except Exception as exc:
                 plan.poisoned[row.id] = f"does not parse: {_describe(exc)}"
                 continue

@@ -21,6 +21,9 @@ def transient(exc: BaseException) -> bool:
 
 
 def describe(exc: BaseException, limit: int = 300) -> str:
-    """``Type: message`` on one line, bounded, for logs and stored error texts."""
-    text = " ".join(str(exc).split())[:limit]
+    """``Type: message`` on one line, bounded, for logs and stored error texts. For a database error,
+    the driver's own error and the first line of its message (not the SQL statement)."""
+    exc = getattr(exc, "orig", None) or exc
+    lines = str(exc).strip().splitlines()
+    text = " ".join(lines[0].split())[:limit] if lines else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
