@@ -26,6 +26,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.parse
 from array import array
@@ -506,6 +507,120 @@ def run_paced(
         wrapped=wrapped,
         extra={"service_p50_ms": s50, "service_p99_ms": s99},
     )
+
+
+# --- slow clients --------------------------------------------------------------------------------
+
+
+@dataclass
+class SlowConn:
+    """One trickling connection: `kind` "body" sent whole headers, "header" is still sending them."""
+
+    sock: socket.socket
+    kind: str
+    opened_at: float
+    closed_at: float | None = None
+    answer: bytes = b""
+    trickled: int = 0  # bytes sent one at a time so far
+
+
+class SlowClients:
+    """Connections that hold requests open by trickling them, the way a slowloris attack does.
+
+    `body` connections send complete headers with a Content-Length and then one body byte every
+    `interval` seconds; `header` connections send a request line and then one header byte every
+    `interval`. A thread keeps them trickling (for at most `max_seconds`) and notes when the server
+    answers or closes each one. Use as a context manager: every socket is closed on exit.
+    """
+
+    def __init__(
+        self,
+        port: int,
+        *,
+        body: int,
+        header: int,
+        interval: float = 0.25,
+        path: str = "/mango/events/call",
+        max_seconds: float = 120.0,
+    ) -> None:
+        self.port = port
+        self.interval = interval
+        self.path = path
+        self.max_seconds = max_seconds
+        self.conns: list[SlowConn] = []
+        self._counts = {"body": body, "header": header}
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._trickle, name="slow-clients", daemon=True)
+
+    def __enter__(self) -> SlowClients:
+        head = f"POST {self.path} HTTP/1.1\r\nHost: {HOST}:{self.port}\r\n"
+        for kind, count in self._counts.items():
+            for _ in range(count):
+                sock = socket.create_connection((HOST, self.port), timeout=5)
+                if kind == "body":
+                    sock.sendall(f"{head}Content-Type: {FORM_TYPE}\r\nContent-Length: 10000\r\n\r\n".encode())
+                else:
+                    sock.sendall(f"{head}X-Slow: ".encode())
+                sock.setblocking(False)
+                self.conns.append(SlowConn(sock, kind, time.monotonic()))
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(self.interval + 5)
+        for conn in self.conns:
+            conn.sock.close()
+
+    def open_count(self) -> int:
+        with self._lock:
+            return sum(1 for c in self.conns if c.closed_at is None)
+
+    def wait_trickling(self, count: int, timeout: float = 30.0) -> bool:
+        """Wait (bounded) until every open connection has trickled `count` bytes; whether they did."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(c.trickled >= count for c in self.conns if c.closed_at is None):
+                return True
+            time.sleep(0.05)
+        return False
+
+    def wait_closed(self, timeout: float) -> bool:
+        """Wait (bounded) until the server has closed every connection; whether it did."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.open_count() == 0:
+                return True
+            time.sleep(0.05)
+        return self.open_count() == 0
+
+    def _trickle(self) -> None:
+        stop_at = time.monotonic() + self.max_seconds
+        while not self._stop.wait(self.interval) and time.monotonic() < stop_at:
+            for conn in self.conns:
+                if conn.closed_at is None:
+                    self._poke(conn)
+
+    def _poke(self, conn: SlowConn) -> None:
+        """Read what the server sent, then send one more byte; note the time the server closed."""
+        closed = False
+        try:
+            while chunk := conn.sock.recv(4096):
+                conn.answer += chunk
+            closed = True  # recv returned b"": the server closed
+        except BlockingIOError:
+            try:
+                conn.trickled += conn.sock.send(b"a")
+            except BlockingIOError:
+                pass  # the server stopped reading: the buffers are full
+            except OSError:
+                closed = True
+        except OSError:
+            closed = True
+        if closed:
+            with self._lock:
+                conn.closed_at = time.monotonic()
 
 
 # --- servers -------------------------------------------------------------------------------------

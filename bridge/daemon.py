@@ -2,15 +2,19 @@
 
 Process layout (see docs/architecture.md): the parent process applies migrations, runs the event
 processor and the dispatcher as threads, and supervises the HTTP server's worker processes (granian,
-WSGI). Each HTTP worker commits accepted events through its own group-commit writer.
+its asynchronous interface in front of the WSGI app: bridge/web/front.py). Each HTTP worker commits
+accepted events through its own group-commit writer. A port that something already listens on stops
+the start before anything else happens.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import multiprocessing
 import os
 import signal
+import socket
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
@@ -141,11 +145,50 @@ def start_hub(settings: Settings, engine: Engine, connectors: Mapping[str, Conne
     return hub
 
 
+def ensure_free(host: str, port: int, hint: str) -> None:
+    """Exit naming the address when something already listens on it.
+
+    granian's workers bind with SO_REUSEPORT, so without this check a second daemon on the same port
+    would start silently and take half of the traffic. The probe binds without SO_REUSEPORT, which the
+    kernel refuses while any socket listens there (SO_REUSEADDR only tolerates TIME_WAIT leftovers).
+    """
+    if port == 0:  # an ephemeral port is never taken
+        return
+    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        reason = (
+            "is already in use" if exc.errno == errno.EADDRINUSE else f"cannot be used: {exc.strerror or exc}"
+        )
+        raise SystemExit(f"callbridge: address {shown} {reason} ({hint})") from None
+
+
+def ensure_ports_free(settings: Settings) -> None:
+    """The HTTP port and, when the hub is on, the WebSocket port: free, and not the same one."""
+    ensure_free(
+        settings.http.host, settings.http.port, "is another callbridge running? set CALLBRIDGE_HTTP_PORT"
+    )
+    if not settings.ws.enabled:
+        return
+    ws_host = settings.ws.host or settings.http.host
+    if settings.ws.port == settings.http.port and settings.ws.port and ws_host == settings.http.host:
+        raise SystemExit(f"callbridge: http.port and ws.port are both {settings.ws.port}; give each its own")
+    ensure_free(ws_host, settings.ws.port, "set CALLBRIDGE_WS_PORT, or CALLBRIDGE_WS_ENABLED=false")
+
+
 def serve(settings: Settings) -> None:
     """Run the daemon in the foreground until SIGINT/SIGTERM."""
     from granian import Granian
     from granian.constants import Interfaces
+    from granian.http import HTTP1Settings
 
+    ensure_ports_free(settings)
     engine = make_engine(settings.database.url)
     upgrade(engine)
     connectors = load_connectors(settings, engine)
@@ -174,12 +217,12 @@ def serve(settings: Settings) -> None:
     multiprocessing.set_start_method("spawn", force=True)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     server = Granian(
-        "bridge.web.wsgi:app",
+        "bridge.web.wsgi:front",  # the WSGI app behind a front that reads bodies with a deadline
         address=settings.http.host,
         port=settings.http.port,
-        interface=Interfaces.WSGI,
+        interface=Interfaces.RSGI,
         workers=settings.http.workers,
-        blocking_threads=settings.http.threads,
+        http1_settings=HTTP1Settings(header_read_timeout=round(settings.http.header_timeout_seconds * 1000)),
         backlog=2048,
         log_access=False,
         respawn_failed_workers=True,
