@@ -367,3 +367,17 @@ def test_transfer_of_a_ringing_leg_is_4100_and_to_a_group_reaches_its_first_oper
     assert {e["to"]["extension"] for e in rung} == {"103"} and rung[-1]["transfer"] == "blind"
     # the summary, then the new leg's recording (started when 103 answered) completes
     assert [n.path for n in notes][-3:] == ["events/summary", "events/recording", "events/record/added"]
+
+
+def test_a_second_hangup_right_after_the_first_is_4101(offline: CommandServer) -> None:
+    ivr = offline.ring_ivr(wait=60)
+    offline.pace = 0.5  # the first hangup's events are still being posted when the second comes
+    for command_id in ("first", "second"):
+        body = signed_form(API_KEY, API_SALT, {"command_id": command_id, "call_id": ivr})
+        assert requests.post(offline.url + "commands/call/hangup", data=body, timeout=5).json() == {
+            "result": 1000
+        }
+    assert offline.wait_idle(10)
+    results = [n.payload for n in offline.outbox if n.path == "result/call/hangup"]
+    assert results == [{"command_id": "first", "result": 1000}, {"command_id": "second", "result": 4101}]
+    assert [n.path for n in offline.outbox].count("events/summary") == 1

@@ -515,12 +515,28 @@ class CommandServer:
         result["result"] = self.results.get(command, default)
         return result
 
-    def _command(self, command: str, payload: Mapping[str, Any], events: list[NotificationLike]) -> Response:
-        """Answer 1000 now; post `/result/<command>` and, if it succeeded, the `events` afterwards."""
+    def _command(
+        self,
+        command: str,
+        payload: Mapping[str, Any],
+        events: list[NotificationLike],
+        *,
+        ends_legs: bool = False,
+    ) -> Response:
+        """Answer 1000 now; post `/result/<command>` and, if it succeeded, the `events` afterwards.
+
+        With `ends_legs`, the legs the events end count as ended at once, before they are posted, so that
+        a second command on one of them is answered as Mango would (4101)."""
         result = self._async_result(command, payload)
         if result["result"] != OK:
             self._emit([_Notification(f"result/{command}", result)])
-        elif any(n.path == f"result/{command}" for n in events):
+            return _json({"result": OK})
+        if ends_legs:
+            with self._cond:
+                for note in events:
+                    if note.path == "events/call" and note.payload.get("call_state") == "Disconnected":
+                        self._ended.add(str(note.payload["call_id"]))
+        if any(n.path == f"result/{command}" for n in events):
             self._emit(events)  # the scenario places the result among its events itself
         else:
             self._emit([_Notification(f"result/{command}", result), *events])
@@ -603,7 +619,7 @@ class CommandServer:
             entry_id = self.calls[call_id]
         if leg and leg.get("location") not in ("ivr", "abonent"):  # §3: only in ivr or abonent
             return self._fail_async("call/hangup", payload, NOT_POSSIBLE)
-        return self._command("call/hangup", payload, self._hangup_events(entry_id))
+        return self._command("call/hangup", payload, self._hangup_events(entry_id), ends_legs=True)
 
     def _hangup_events(self, entry_id: str) -> list[NotificationLike]:
         """The whole call ends: each live leg of the entry Disconnected 1181, the summary, the recordings."""
@@ -756,9 +772,8 @@ class CommandServer:
         if initiator not in {str(v) for v in (*from_.values(), *to.values())}:
             return self._fail_async("transfer", payload, BAD_PARAMS)  # not a party of this leg
         if initiator != str(to.get("extension")) or from_.get("extension"):
-            return self._fail_async(
-                "transfer", payload, NOT_POSSIBLE
-            )  # only a customer's call, by its employee
+            # only a customer's call (the employee on the `to` side), transferred by that employee
+            return self._fail_async("transfer", payload, NOT_POSSIBLE)
         target = self._transfer_target(str(payload["to_number"]))
         if target is None:
             return self._fail_async("transfer", payload, BAD_NUMBER)
@@ -783,7 +798,7 @@ class CommandServer:
         ending = self._ending(
             entry_id, events, notes, _as_int(last["timestamp"]), _as_int(last["disconnect_reason"])
         )
-        return self._command("transfer", payload, [*notes, *ending])
+        return self._command("transfer", payload, [*notes, *ending], ends_legs=True)
 
     def _transfer_target(self, to_number: str) -> str | None:
         """The employee a transfer to `to_number` reaches: an extension, or a group's first operator."""
