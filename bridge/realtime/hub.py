@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import threading
@@ -106,9 +107,12 @@ class RealtimeHub:
         if not self._started.wait(timeout):
             raise RuntimeError("the WebSocket hub did not start in time")
         if self._start_error is not None:
+            error = self._start_error
+            if isinstance(error, OSError) and error.errno == errno.EADDRINUSE:
+                raise RuntimeError(f"address {self.host}:{self.port} is already in use") from error
             raise RuntimeError(
-                f"the WebSocket hub cannot listen on {self.host}:{self.port}: {self._start_error}"
-            ) from self._start_error
+                f"the WebSocket hub cannot listen on {self.host}:{self.port}: {error}"
+            ) from error
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
