@@ -124,7 +124,7 @@ def test_huge_body_gets_413(daemon: Daemon) -> None:
     assert stored_count(daemon) == before
 
 
-def test_chunked_body_without_length_gets_411(daemon: Daemon) -> None:
+def test_chunked_body_over_the_cap_gets_413(daemon: Daemon) -> None:
     def chunks() -> Iterator[bytes]:
         yield b"vpbx_api_key=x&json="
         for _ in range(100):
@@ -136,7 +136,7 @@ def test_chunked_body_without_length_gets_411(daemon: Daemon) -> None:
         headers={"Content-Type": "application/x-www-form-urlencoded"},
         timeout=10,
     )
-    assert_error(response, 411, "Content-Length")
+    assert_error(response, 413, "too large")
 
 
 def test_unknown_path_gets_404(daemon: Daemon) -> None:
