@@ -293,13 +293,18 @@ class BlockForm(FlaskForm):
 def block_entry(form: BlockForm, region: str, messages: dict[str, str]) -> tuple[str, str, FieldErrors]:
     """The entry's kind and value to store (a number in E.164, as the CLI and the widget write it).
 
-    `messages` holds the texts for "missing", "kind" and "phone" (followed by the parser's reason). An IP
-    address is checked by `widget.sites.block` itself, so it is returned as typed.
+    `messages` holds the texts for "missing", "kind", "nul" and "phone" (followed by the parser's reason).
+    An IP address is checked by `widget.sites.block` itself, so it is returned as typed.
     """
     form.validate()
     errors: FieldErrors = {name: list(problems) for name, problems in form.errors.items()}
     kind = (form.kind.data or "").strip()
     value = (form.value.data or "").strip()
+    for name in ("value", "reason"):
+        if "\x00" in (getattr(form, name).data or ""):
+            errors.setdefault(name, []).append(messages["nul"])
+    if errors:
+        return kind, value, errors
     if kind not in BLOCK_KINDS:
         errors.setdefault("kind", []).append(messages["kind"])
     elif not value:

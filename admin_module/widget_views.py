@@ -284,6 +284,7 @@ def _register_block_list(bp: Blueprint, *, engine: Engine, region: str, t: Calla
             "missing": t("widget_required"),
             "kind": t("widget_block_bad_kind"),
             "phone": t("widget_block_bad_phone"),
+            "nul": t("widget_block_nul"),
         }
         kind, value, errors = block_entry(form, region, messages)
         if not errors:
