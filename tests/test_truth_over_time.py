@@ -147,6 +147,12 @@ def test_a_recording_only_call_is_not_listed_as_ringing_and_pops_nothing_up(
     assert outbox_types(database_url, scenario.entry_id) == []
     assert types_for(receiver, scenario.entry_id) == []
 
+    # Only callbridge writes its timeout event: signed by Mango's key or not, the receiver refuses the path.
+    forged = scenarios.Notification(TIMEOUT_PATH, {"entry_id": scenario.entry_id, "at": time.time()})
+    refused = Poster(daemon.mango_url, API_KEY, API_SALT).post(forged)
+    assert refused.status == 404 and "unknown Mango notification path" in refused.body
+    assert get_call(daemon, scenario.entry_id)["status"] == "unknown"
+
 
 # ------------------------------------------------------------------ a call whose final events never come
 
