@@ -7,7 +7,6 @@ one sees every call (supervisor). Roles without the "popups" permission get no l
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -87,8 +86,8 @@ def register_live_routes(
         identity = identity_for(user.role, user.extension)
         if identity is None:
             return jsonify({"error": "no live popups for this user (no extension)"}), 403
-        not_after = g.get("admin_session_expires") or time.time()
-        return jsonify(browser_session(settings, get_signer(), identity, not_after=not_after))
+        active: sessions.ActiveSession = g.admin_session
+        return jsonify(browser_session(settings, get_signer(), identity, not_after=active.hub_token_until()))
 
     @bp.get("/live/<name>")
     def live_asset(name: str) -> Response:
@@ -139,20 +138,25 @@ class OperatorPasswordLogins:
                 "This user has no extension: ask the administrator to map one under Employees."
             )
         token = sessions.start(self._engine, user.id, sessions.OPERATOR, ttl=LOGIN_SECONDS)
-        identity = self.identity(SESSION_PREFIX + token)
+        identity = self._identity(SESSION_PREFIX + token, hub=False)
         if identity is None:  # ended between the two statements: as if the password were wrong
             raise LoginRefused("Wrong user name or password.")
         return identity, SESSION_PREFIX + token
 
     def identity(self, cookie: str) -> Identity | None:
-        """Who the session in `cookie` speaks for; None when it has ended (or the user lost the extension)."""
+        """Who the session in `cookie` speaks for, expiring when a hub token issued for it must (a few
+        minutes at most); None when the session has ended or the user lost the extension."""
+        return self._identity(cookie, hub=True)
+
+    def _identity(self, cookie: str, *, hub: bool) -> Identity | None:
         if not cookie.startswith(SESSION_PREFIX):
             return None
         active = sessions.resolve(self._engine, cookie[len(SESSION_PREFIX) :], sessions.OPERATOR)
         if active is None:
             return None
         found = identity_for(active.user.role, active.user.extension)
-        return None if found is None else replace(found, expires_at=active.expires_at)
+        until = active.hub_token_until() if hub else active.expires_at
+        return None if found is None else replace(found, expires_at=until)
 
     def logout(self, cookie: str) -> None:
         """End every session of the cookie's user (the panel's too), like the panel's logout."""

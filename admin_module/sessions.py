@@ -21,6 +21,9 @@ from bridge.store.engine import reader
 PANEL = "panel"
 OPERATOR = "operator"
 SESSION_SECONDS = 12 * 3600  # a working day
+# Live-popup (hub) tokens handed to a session last at most this long: the hub closes the socket when one
+# runs out and the page asks for another, which an ended session no longer gets.
+HUB_TOKEN_SECONDS = 300.0
 _TOKEN_BYTES = 32
 _MAX_TOKEN = 128  # longer cookie values are not ours
 
@@ -30,6 +33,10 @@ class ActiveSession:
     user: PanelUser
     kind: str
     expires_at: float
+
+    def hub_token_until(self) -> float:
+        """When a hub token issued now for this session must run out."""
+        return min(self.expires_at, time.time() + HUB_TOKEN_SECONDS)
 
 
 def _digest(token: str) -> str:
