@@ -530,7 +530,8 @@ class SlowClients:
     `body` connections send complete headers with a Content-Length and then one body byte every
     `interval` seconds; `header` connections send a request line and then one header byte every
     `interval`. A thread keeps them trickling (for at most `max_seconds`) and notes when the server
-    answers or closes each one. Use as a context manager: every socket is closed on exit.
+    answers or closes each one; with `reopen`, a connection the server cut is replaced by a new one, so
+    the pressure stays constant. Use as a context manager: every socket is closed on exit.
     """
 
     def __init__(
@@ -542,8 +543,10 @@ class SlowClients:
         interval: float = 0.25,
         path: str = "/mango/events/call",
         max_seconds: float = 120.0,
+        reopen: bool = False,
     ) -> None:
         self.port = port
+        self.reopen = reopen
         self.interval = interval
         self.path = path
         self.max_seconds = max_seconds
@@ -554,18 +557,27 @@ class SlowClients:
         self._thread = threading.Thread(target=self._trickle, name="slow-clients", daemon=True)
 
     def __enter__(self) -> SlowClients:
-        head = f"POST {self.path} HTTP/1.1\r\nHost: {HOST}:{self.port}\r\n"
         for kind, count in self._counts.items():
             for _ in range(count):
-                sock = socket.create_connection((HOST, self.port), timeout=5)
-                if kind == "body":
-                    sock.sendall(f"{head}Content-Type: {FORM_TYPE}\r\nContent-Length: 10000\r\n\r\n".encode())
-                else:
-                    sock.sendall(f"{head}X-Slow: ".encode())
-                sock.setblocking(False)
-                self.conns.append(SlowConn(sock, kind, time.monotonic()))
+                self._open(kind)
         self._thread.start()
         return self
+
+    def _open(self, kind: str) -> None:
+        head = f"POST {self.path} HTTP/1.1\r\nHost: {HOST}:{self.port}\r\n"
+        sock = socket.create_connection((HOST, self.port), timeout=5)
+        if kind == "body":
+            sock.sendall(f"{head}Content-Type: {FORM_TYPE}\r\nContent-Length: 10000\r\n\r\n".encode())
+        else:
+            sock.sendall(f"{head}X-Slow: ".encode())
+        sock.setblocking(False)
+        with self._lock:
+            self.conns.append(SlowConn(sock, kind, time.monotonic()))
+
+    def cut(self) -> list[SlowConn]:
+        """The connections the server has closed so far."""
+        with self._lock:
+            return [c for c in self.conns if c.closed_at is not None]
 
     def __exit__(self, *_exc: object) -> None:
         self._stop.set()
@@ -598,9 +610,12 @@ class SlowClients:
     def _trickle(self) -> None:
         stop_at = time.monotonic() + self.max_seconds
         while not self._stop.wait(self.interval) and time.monotonic() < stop_at:
-            for conn in self.conns:
+            for conn in list(self.conns):
                 if conn.closed_at is None:
                     self._poke(conn)
+                    if conn.closed_at is not None and self.reopen and not self._stop.is_set():
+                        conn.sock.close()
+                        self._open(conn.kind)
 
     def _poke(self, conn: SlowConn) -> None:
         """Read what the server sent, then send one more byte; note the time the server closed."""

@@ -8,10 +8,12 @@ In one run, loaded the same way (closed loop, N connections, keep-alive, a ~620-
   (c) callbridge exactly as `callbridge run` serves it (the real CLI, a fresh SQLite file, key and
       salt set); after the load, the stored raw_events are counted against the 200 answers.
 Then a steady, paced 300 events/s run against (c) for the ack latency p50/p99 (and against (a), for the
-tail the machine itself gives), and the same for each process layout given (workers x threads, via
-CALLBRIDGE_HTTP_WORKERS / _THREADS). CPU per request is split into the main process (for (c) the
-processor, dispatcher and hub) and the HTTP workers, and for (c) also given with the fold of the burst's
-backlog that finishes after the load.
+tail the machine itself gives), then the same paced run again with `--slow` (48) slow clients holding
+connections open (three quarters trickle a body, a quarter their headers; each one the server cuts is
+replaced at once): its p99 over the plain run's p99 is the slow-client ratio. All of it for each
+process layout given (workers x threads, via CALLBRIDGE_HTTP_WORKERS / _THREADS). CPU per request is
+split into the main process (for (c) the processor, dispatcher and hub) and the HTTP workers, and for
+(c) also given with the fold of the burst's backlog that finishes after the load.
 
     .venv/bin/python bench/ingest.py [--duration 8] [--connections 16] [--rate 300]
 
@@ -37,7 +39,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _load  # noqa: E402
-from _load import LoadResult, Server  # noqa: E402
+from _load import LoadResult, Server, SlowClients  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -209,6 +211,22 @@ class Bench:
             connections=self.args.connections,
         )
 
+    def slow_run(self, port: int, bodies: list[bytes]) -> dict | None:
+        """The paced run again while `--slow` connections trickle requests (None when --slow is 0)."""
+        count = self.args.slow
+        if not count:
+            return None
+        with SlowClients(port, body=count - count // 4, header=count // 4, reopen=True) as slow:
+            if not slow.wait_trickling(2, timeout=10):
+                raise RuntimeError("the slow connections could not all be opened")
+            res = self.steady(port, bodies)
+            cut = slow.cut()
+        out = res.as_dict()
+        out["slow_connections"] = count
+        out["cut_by_server"] = len(cut)
+        out["answered_408"] = sum(c.answer.startswith(b"HTTP/1.1 408") for c in cut)
+        return out
+
     def peer(self) -> dict:
         port = _load.free_port()
         env = dict(
@@ -272,14 +290,22 @@ class Bench:
             steady = self.steady(port, self.bodies[start:] or self.bodies)
             time.sleep(0.3)
             stored_steady = count_raw(db) - stored_load
+            slow = self.slow_run(port, self.bodies[start + steady.sent :] or self.bodies)
+            if slow is not None:
+                time.sleep(0.3)
+                slow["stored"] = count_raw(db) - stored_load - stored_steady
             t2 = time.monotonic()
         finally:
             server.stop()
         res.extra["phase_s"] = phases(t0, t1, t2, time.monotonic())
         stored_final, unprocessed = count_raw(db, unprocessed=True)
-        ok_total = ok_load + steady.ok
+        ok_total = ok_load + steady.ok + (slow["ok"] if slow else 0)
         out.update(res.as_dict())
         out["steady"] = steady.as_dict()
+        if slow is not None:
+            p99, base = slow["p99_ms"], steady.p99_ms
+            slow["p99_ratio"] = round(p99 / base, 2) if p99 is not None and base else None
+            out["slow"] = slow
         out["steady"]["backlog_before"] = backlog
         out["steady"]["drain_wait_s"] = drain_s
         out["cpu_ms_per_req_with_drain"] = round(1000 * cpu_drained / answered, 3) if answered else None
@@ -291,7 +317,8 @@ class Bench:
             "steady_phase": {"ok_200": steady.ok, "stored": stored_steady},
             # Closed-loop phases: requests in flight when the generator stopped may be stored unanswered.
             "load_phase_ok": ok_load <= stored_load <= ok_load + in_flight,
-            "steady_phase_exact": stored_steady == steady.ok,
+            "steady_phase_exact": stored_steady == steady.ok
+            and (slow is None or slow["stored"] == slow["ok"]),
             "final_ok": ok_total <= stored_final <= ok_total + in_flight and not res.wrapped,
         }
         return out
@@ -381,6 +408,15 @@ def report(result: dict) -> str:
                 + (f" ({s['backlog_before']} still unprocessed)" if s["backlog_before"] else "")
                 + f"; cpu ms/req with that fold {fmt(row.get('cpu_ms_per_req_with_drain'), 3)}"
             )
+            if "slow" in row:
+                w = row["slow"]
+                lines.append(
+                    f"  {row['layout']:>5}: the same with {w['slow_connections']} slow connections open: "
+                    f"achieved {w['ok_per_s']:.0f}/s, ack p50 {fmt(w['p50_ms'], 2)} ms, "
+                    f"p99 {fmt(w['p99_ms'], 2)} ms, max {fmt(w['max_ms'], 1)} ms; "
+                    f"p99 ratio to the plain run {w['p99_ratio']}; non-200 {w['non_200'] + w['errors']}; "
+                    f"{w['cut_by_server']} slow connections cut by the server ({w['answered_408']} with 408)"
+                )
     lines.append("")
     for name, r in result["ratios"].items():
         lines.append(f"  {name}: {r}")
@@ -457,6 +493,9 @@ def main() -> int:
         "--drain-timeout", type=float, default=60.0, help="max seconds to wait for the processor's backlog"
     )
     parser.add_argument("--layouts", default="2x4,2x8,1x8", help="callbridge workers x threads to try")
+    parser.add_argument(
+        "--slow", type=int, default=48, help="slow connections during the second paced run (0: skip it)"
+    )
     parser.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument(
         "--no-install", action="store_true", help="do not apt-get wrk or npm-install the peer"
@@ -485,7 +524,8 @@ def main() -> int:
 
     # Enough distinct bodies for a daemon's warm-up + load + steady run without repeating one.
     per_s = 9000 if bench.wrk else 6000
-    count = int(per_s * (args.duration + args.warmup + 1)) + int(args.rate * args.steady_duration) + 1000
+    paced = int(args.rate * args.steady_duration) * (2 if args.slow else 1)
+    count = int(per_s * (args.duration + args.warmup + 1)) + paced + 1000
     t0 = time.perf_counter()
     body_bytes = _load.write_bodies(bench.bodies_file, count, API_KEY, API_SALT)
     bench.bodies = _load.read_bodies(bench.bodies_file)
@@ -505,6 +545,7 @@ def main() -> int:
             "connections": args.connections,
             "rate": args.rate,
             "steady_duration": args.steady_duration,
+            "slow": args.slow,
             "body_bytes": body_bytes,
             "layouts": [f"{w}x{t}" for w, t in layouts],
         },
