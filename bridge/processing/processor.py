@@ -5,6 +5,11 @@ transaction, updates the call snapshots, inserts the outbox rows and marks the r
 a crash at any point either redoes the whole pass or none of it. On PostgreSQL a transaction-scoped
 advisory lock lets several daemons share the database with one processor active at a time.
 
+A raw event that cannot be parsed or folded is quarantined (`raw_events.quarantined_at`, `error`) and
+the pass goes on without it; when the pass's write fails, its calls are written one by one and only the
+call whose own write fails is quarantined. A failure of the database itself quarantines nothing.
+`callbridge events retry ID` puts a quarantined event back.
+
 During an ingest burst (a full batch, and the HTTP workers committed more while it ran) the processor
 caps its share of wall time (`backlog_duty`), so the workers keep the CPU for acknowledging events; the
 backlog is folded as soon as the burst ends. When it keeps up, nothing waits.
@@ -171,18 +176,22 @@ class EventProcessor:
                 continue
             if isinstance(event, TRACKED_EVENT_TYPES):
                 try:
-                    item = self._add(conn, work, event, row.received_at)
+                    item = self._call(conn, work, event)
                 except Exception as exc:
                     if transient(exc):
                         raise
                     plan.poisoned[row.id] = f"cannot be folded: {_describe(exc)}"
                     continue
+                before = item.last_event_at
+                item.events.append(event)
+                item.last_event_at = max(before or 0.0, row.received_at)
                 # Fold after every event, in arrival order, so a ringing that was current when it
                 # arrived still pops up even if its answer came in the same pass.
                 try:
                     self._track(item, now)
-                except Exception as exc:
+                except Exception as exc:  # the call goes on as if this event had not come
                     item.events.pop()
+                    item.last_event_at = before
                     plan.poisoned[row.id] = f"cannot be folded: {_describe(exc)}"
                     continue
                 item.row_ids.append(row.id)
@@ -252,16 +261,12 @@ class EventProcessor:
         self._write([], plan.plain_ids, poisoned, now)
         return written
 
-    def _add(
-        self, conn: Connection, work: dict[str, _CallWork], event: PbxEvent, received_at: float
-    ) -> _CallWork:
-        """Collect a new event for its call (loading the call's history once per pass)."""
+    def _call(self, conn: Connection, work: dict[str, _CallWork], event: PbxEvent) -> _CallWork:
+        """The work of an event's call (its history is loaded once per pass)."""
         entry_id: str = event.entry_id  # type: ignore[union-attr]
         item = work.get(entry_id)
         if item is None:
             item = work[entry_id] = self._load_call(conn, entry_id)
-        item.events.append(event)
-        item.last_event_at = max(item.last_event_at or 0.0, received_at)
         return item
 
     def _track(self, item: _CallWork, now: float) -> None:

@@ -51,6 +51,8 @@ MAX_ID_LENGTH = 128
 MAX_DEPTH = 32  # objects and arrays inside one another; Mango's payloads nest three deep
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 _BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
+_NESTED = f"the 'json' field is nested deeper than {MAX_DEPTH} levels"
+_OUT_OF_RANGE = "is out of range (integers must fit in 64 bits, signed)"
 _CALL_STATES = {"Appeared", "Connected", "OnHold", "Disconnected"}
 
 
@@ -76,7 +78,7 @@ def _int(value: Any, name: str) -> int:
     else:
         raise ParseError(f"field '{name}' must be an integer, got {type(value).__name__}")
     if not INT64_MIN <= number <= INT64_MAX:
-        raise ParseError(f"field '{name}' is out of range (integers must fit in 64 bits, signed)")
+        raise ParseError(f"field '{name}' {_OUT_OF_RANGE}")
     return number
 
 
@@ -255,56 +257,70 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number JSON allows")
 
 
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+
+
 def load_json(text: str) -> Any:
     """The `json` field decoded and checked against `check_bounds`; raises ParseError saying why not."""
     try:
-        payload = json.loads(text, parse_constant=_refuse_constant)
+        payload = _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         raise ParseError(f"the 'json' field is not valid JSON: {exc.msg} at {exc.pos}") from None
     except ValueError as exc:
         raise ParseError(f"the 'json' field is not valid JSON: {exc}") from None
     except RecursionError:
-        raise ParseError(f"the 'json' field is nested deeper than {MAX_DEPTH} levels") from None
+        raise ParseError(_NESTED) from None
     check_bounds(payload)
     return payload
-
-
-def _name(where: str, key: object) -> str:
-    """A printable field name for error messages (bad characters escaped, length bounded)."""
-    text = str(key).encode("unicode_escape").decode("ascii")[:48]
-    return f"{where}.{text}" if where else text
-
-
-def _check_text(text: str, where: str) -> None:
-    found = _BAD_TEXT.search(text)
-    if found is None:
-        return
-    what = "a NUL character" if found.group() == "\x00" else "a lone UTF-16 surrogate (not valid Unicode)"
-    raise ParseError(f"field '{where or '(top level)'}' contains {what}")
 
 
 def check_bounds(payload: Any) -> None:
     """Values every store and tracker can hold: integers within signed 64 bits, finite numbers, no NUL
     or lone surrogate in any string or key, at most `MAX_DEPTH` levels of nesting. Raises ParseError."""
-    stack: list[tuple[Any, int, str]] = [(payload, 1, "")]
-    while stack:
-        value, depth, where = stack.pop()
-        if isinstance(value, dict | list):
-            if depth > MAX_DEPTH:
-                raise ParseError(f"the 'json' field is nested deeper than {MAX_DEPTH} levels")
-            items = value.items() if isinstance(value, dict) else enumerate(value)
-            for key, child in items:
-                if isinstance(key, str):
-                    _check_text(key, _name(where, key))
-                stack.append((child, depth + 1, _name(where, key)))
-        elif isinstance(value, str):
-            _check_text(value, where)
-        elif isinstance(value, bool):
-            continue
-        elif isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
-            raise ParseError(f"field '{where}' is out of range (integers must fit in 64 bits, signed)")
-        elif isinstance(value, float) and not math.isfinite(value):
-            raise ParseError(f"field '{where}' is not a finite number")
+    found = _problem(payload, 1)
+    if found is None:
+        return
+    path, problem = found
+    if problem == _NESTED:
+        raise ParseError(_NESTED)
+    name = ".".join(str(key).encode("unicode_escape").decode("ascii")[:48] for key in path)
+    raise ParseError(f"field '{name or '(top level)'}' {problem}")
+
+
+def _problem(value: Any, depth: int) -> tuple[list[object], str] | None:
+    """The path to the first out-of-bounds value and what is wrong with it, or None (no names are built
+    unless something is wrong: this runs for every event)."""
+    if isinstance(value, str):
+        return None if _BAD_TEXT.search(value) is None else ([], _text_problem(value))
+    if isinstance(value, dict | list):
+        if depth > MAX_DEPTH:
+            return [], _NESTED
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, child in items:
+            if isinstance(key, str) and _BAD_TEXT.search(key) is not None:
+                return [key], _text_problem(key)
+            found = _problem(child, depth + 1)
+            if found is not None:
+                found[0].insert(0, key)
+                return found
+        return None
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
+        return [], _OUT_OF_RANGE
+    if isinstance(value, float) and not math.isfinite(value):
+        return [], "is not a finite number"
+    return None
+
+
+def _text_problem(text: str) -> str:
+    found = _BAD_TEXT.search(text)
+    bad = found.group() if found else ""
+    return (
+        "contains a NUL character"
+        if bad == "\x00"
+        else "contains a lone UTF-16 surrogate (not valid Unicode)"
+    )
 
 
 def is_known_path(path: str) -> bool:
