@@ -270,18 +270,21 @@ def test_a_poison_event_is_quarantined_and_later_calls_are_folded_and_delivered(
 
 # -- 3. a connector whose handle() raises holds up no other call ------------------------------------------
 
-PLUGIN = '''
+PLUGIN = r'''
 from connectors.webhook import WebhookConnector
 
 
 class ExplodingConnector(WebhookConnector):
-    """The webhook connector, except that calls whose entry_id starts with "explode" crash `handle()`."""
+    """The webhook connector, except that some calls crash `handle()`: a bug whose message holds a NUL
+    (which PostgreSQL cannot store), or a library that calls sys.exit()."""
 
     name = "exploding"
 
     def handle(self, event, refs):
         if event.entry_id.startswith("explode"):
-            raise ZeroDivisionError("a bug in the connector")
+            raise ZeroDivisionError("a bug in the connector\x00")
+        if event.entry_id.startswith("exit"):
+            raise SystemExit(3)
         super().handle(event, refs)
 '''
 
@@ -311,21 +314,27 @@ def test_a_connector_that_raises_blocks_no_other_call(
     daemon = Daemon(database_url, tmp_path, env=env).start()
     try:
         play_call(daemon, "explode-1")
+        play_call(daemon, "exit-1")
         play_call(daemon, "fine-1")
         wait_delivered(receiver, "fine-1")
-        assert delivered_types(receiver, "explode-1") == set()
+        assert delivered_types(receiver, "explode-1") == delivered_types(receiver, "exit-1") == set()
 
-        def dead_rows() -> list[Any]:
+        def dead_rows(entry_id: str) -> list[Any]:
+            query = text("SELECT status, attempts, last_error FROM outbox WHERE entry_id = :e")
             with store.connect() as conn:
-                rows = conn.execute(
-                    text("SELECT status, attempts, last_error FROM outbox WHERE entry_id = 'explode-1'")
-                ).all()
+                rows = conn.execute(query, {"e": entry_id}).all()
             return rows if rows and all(row.status == "dead" for row in rows) else []
 
         # Retried with backoff like a transient error, then dead after the budget.
-        rows = wait_until(dead_rows, "the crashing deliveries to go dead")
-        assert all(row.attempts == 3 for row in rows)
-        assert all("ZeroDivisionError: a bug in the connector" in row.last_error for row in rows)
+        for entry_id, error in [
+            ("explode-1", "unexpected ZeroDivisionError: a bug in the connector?"),
+            ("exit-1", "unexpected ConnectorExit: handle() raised SystemExit"),
+        ]:
+            rows = wait_until(
+                lambda entry_id=entry_id: dead_rows(entry_id), f"{entry_id}'s deliveries to go dead"
+            )
+            assert all(row.attempts == 3 for row in rows)
+            assert all(row.last_error == f"gave up after 3 attempts: {error}" for row in rows), rows
         play_call(daemon, "fine-2")  # the lane is still alive
         wait_delivered(receiver, "fine-2")
     finally:
