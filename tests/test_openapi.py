@@ -4,6 +4,7 @@ answer has a documented status, content type and body."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Iterator
 from typing import Any
@@ -23,7 +24,8 @@ from tests.conftest import BACKENDS
 from tests.daemon import API_KEY, API_SALT, CALLBRIDGE
 
 SITE = "openapi-shop"
-EXAMPLES = 20  # per operation and backend (about 650 requests each)
+# Per operation and backend (about 650 requests each); raise it for a deeper run.
+EXAMPLES = int(os.environ.get("CALLBRIDGE_TEST_OPENAPI_EXAMPLES", "20"))
 CHECKS = [
     checks.not_a_server_error,
     checks.status_code_conformance,
