@@ -24,6 +24,7 @@ from tests.browser import CHROMIUM, CHROMIUM_ARGS, requires_chromium
 from tests.conftest import BACKENDS
 from tests.daemon import free_port
 from tests.test_widget_e2e import GROUP, LINE, Bridge, bridge_on_each_backend
+from widget.texts import DEFAULT_TEXTS
 
 SCREENSHOTS = os.environ.get("CALLBRIDGE_WIDGET_SCREENSHOTS")
 
@@ -227,6 +228,32 @@ def test_visitor_gets_a_call_and_the_widget_follows_it(
     assert lead["data"]["extra"]["utm"] == {"utm_source": "newsletter", "utm_campaign": "march"}
     assert lead["data"]["extra"]["page"] == url
     assert len(lead["data"]["extra"]["visitor_id"]) == 32
+
+
+def test_a_number_the_site_does_not_call_is_refused_in_the_visitors_language(
+    bridge: Bridge, shop: ShopServer, context: Any
+) -> None:
+    site_for(bridge, shop, "browser-open", "--hours", "daily 00:00-24:00")
+    page = context.new_page()
+    page.goto(shop.page("/premium", bridge, "browser-open"))
+    page.locator(".cbw-launcher").click()
+    phone = page.locator("#cbw-phone")
+    phone.press_sequentially("88091234567")  # a premium-rate number
+    assert phone.input_value() == "+7 (809) 123-45-67"
+    page.locator(".cbw-submit").click()
+    error = page.locator(".cbw-error")
+    error.wait_for(state="visible")
+    assert error.inner_text() == DEFAULT_TEXTS["ru"]["error_number"]
+    assert not bridge.commands_to("78091234567")
+
+    # The refusal did not use the form up: a mobile number from the same form is called.
+    phone.fill("")
+    phone.press_sequentially("89165550808")
+    page.locator(".cbw-submit").click()
+    page.locator(".cbw-result").wait_for(state="visible")
+    bridge.mango.wait_for(
+        "commands/callback_group", timeout=15, where=lambda r: r.json["to"] == "79165550808"
+    )
 
 
 def test_compact_or_full_survives_a_reload(bridge: Bridge, shop: ShopServer, context: Any) -> None:
