@@ -48,13 +48,14 @@ def log_out(engine: Engine) -> None:
 
 
 def load_session(engine: Engine) -> sessions.ActiveSession | None:
-    """This request's live panel session, or None (and the stale cookie is dropped)."""
+    """This request's live panel session, or None (and the ended session's token leaves the cookie; its
+    CSRF token stays, so a login form opened meanwhile still works)."""
     token = session.get(_COOKIE_KEY)
     if token is None:
         return None
     active = sessions.resolve(engine, token, sessions.PANEL)
     if active is None:
-        session.clear()
+        session.pop(_COOKIE_KEY, None)
     return active
 
 
