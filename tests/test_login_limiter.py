@@ -22,7 +22,7 @@ from tests.daemon import Daemon
 from tests.test_admin_support import PASSWORD, csrf_of, panel_session
 
 PER_USER_ADDRESS = 5
-WINDOW = 10.0
+WINDOW = 15.0
 PARALLEL = 40
 
 
