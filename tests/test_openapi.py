@@ -25,7 +25,7 @@ from tests.conftest import BACKENDS
 from tests.daemon import API_KEY, API_SALT, CALLBRIDGE
 
 SITE = "openapi-shop"
-# Per operation and backend (about 650 requests each); raise it for a deeper run.
+# Per operation, mode and backend (about 1,300 requests per backend); raise it for a deeper run.
 EXAMPLES = int(os.environ.get("CALLBRIDGE_TEST_OPENAPI_EXAMPLES", "20"))
 CHECKS = [
     checks.not_a_server_error,
