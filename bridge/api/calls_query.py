@@ -17,7 +17,7 @@ from bridge.processing.calls_store import legs_of, recordings_of, row_to_dict
 from bridge.store.engine import reader
 from bridge.store.schema import calls
 
-STATUSES = ("ringing", "answered", "ended", "missed")
+STATUSES = ("ringing", "answered", "ended", "missed", "unknown")
 DIRECTIONS = ("incoming", "outgoing", "internal", "unknown")
 
 
