@@ -13,8 +13,8 @@ import io
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from urllib.parse import urlencode
 from typing import TYPE_CHECKING
+from urllib.parse import urlencode
 
 import pytest
 import requests
