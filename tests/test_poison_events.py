@@ -209,7 +209,9 @@ def test_a_poison_event_is_quarantined_and_later_calls_are_folded_and_delivered(
 
         # The panel lists them, escaped.
         daemon.create_user("admin", PASSWORD)
-        page = panel_session(daemon.url).get(f"{daemon.url}/admin/quarantine", timeout=10)
+        panel = panel_session(daemon.url)
+        assert 'id="nav-quarantine"' in panel.get(f"{daemon.url}/admin/", timeout=10).text
+        page = panel.get(f"{daemon.url}/admin/quarantine", timeout=10)
         assert page.status_code == 200
         assert page.text.count('class="quarantined-event"') == 3
         assert "&lt;b&gt;broken&lt;/b&gt;" in page.text and "<b>broken</b>" not in page.text
