@@ -29,7 +29,7 @@ from admin_module.connector_forms import (
 )
 from admin_module.settings_store import SettingsError, SettingsStore
 from bridge.config import Settings
-from bridge.connector_api import Connector, DeliveryError
+from bridge.connector_api import Closeable, Connector, DeliveryError
 from bridge.connector_api.http import redact
 from bridge.connectors_runtime import build_bound, context_for, is_enabled
 from bridge.registry import ConnectorConfigError, available_connectors
@@ -181,6 +181,5 @@ def register_connector_routes(
 
 def _close(connector: Connector | None) -> None:
     """Release what a connector built only for checking holds (a shop's engine, an HTTP session)."""
-    close = getattr(connector, "close", None)
-    if callable(close):
-        close()
+    if isinstance(connector, Closeable):
+        connector.close()

@@ -43,7 +43,7 @@ def list_command(obj: AppContext) -> None:
         click.echo("no connectors are installed")
     for name, cls in installed.items():
         state = _section_state(name, sections[name]) if name in sections else "not configured"
-        abilities = sorted(cls.capabilities | ({"import-employees"} if imports_employees(cls) else set()))
+        abilities = sorted(str(capability) for capability in cls.capabilities)
         click.echo(f"{name:<12} {state}  [{', '.join(abilities) or '-'}]")
     for name in sorted(set(sections) - set(installed)):
         click.echo(f"{name:<12} configured, but no connector called {name!r} is installed")

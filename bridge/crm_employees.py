@@ -1,36 +1,27 @@
 """Importing a CRM connector's map from extensions to CRM users, for the CLI and the admin panel.
 
-The core knows no connector by name. A connector that maps extensions to CRM users offers
-`import_employees()`; when that method takes an argument, it is given Mango's employees
-(`config/users/request`), e.g. to pair them by e-mail. Its result describes itself with `report()` (full
-text) or `words()` (a summary, then the `mapped` extensions are listed).
+The core knows no connector by name. A connector that maps extensions to CRM users implements the
+`EmployeeImporter` protocol: `import_employees(pbx_users)` gets a fetcher of Mango's employees
+(`config/users/request`), which it calls only if it needs them (e.g. to pair them by e-mail). Its result
+describes itself with `report()` (full text) or `words()` (a summary, then the `mapped` extensions are
+listed).
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from bridge.connector_api import Connector
-
-IMPORT_EMPLOYEES = "import_employees"
+from bridge.connector_api import Connector, EmployeeImporter
 
 
 def imports_employees(connector: Connector | type[Connector]) -> bool:
-    """Whether the connector can import its employee map."""
-    return callable(getattr(connector, IMPORT_EMPLOYEES, None))
+    """Whether the connector can import its employee map (it implements `EmployeeImporter`).
 
-
-def wants_mango_users(connector: Connector) -> bool:
-    """Whether the connector's `import_employees` takes Mango's employees as its first argument."""
-    method = getattr(connector, IMPORT_EMPLOYEES)
-    params = [
-        p
-        for p in inspect.signature(method).parameters.values()
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
-    ]
-    return bool(params)
+    A dormant live connector (no build yet) cannot."""
+    if isinstance(connector, type):
+        return issubclass(connector, EmployeeImporter)
+    return isinstance(connector, EmployeeImporter)
 
 
 def describe_import(result: Any) -> list[str]:
@@ -45,11 +36,11 @@ def describe_import(result: Any) -> list[str]:
 
 
 def import_crm_employees(connector: Connector, mango_users: Callable[[], Any]) -> list[str]:
-    """Run the connector's employee import (asking Mango for its employees only when the import wants
-    them) and return the lines that describe the result. Raises what the import or Mango raise."""
-    method = getattr(connector, IMPORT_EMPLOYEES)
-    result = method(mango_users()) if wants_mango_users(connector) else method()
-    return describe_import(result)
+    """Run the connector's employee import (Mango is asked for its employees only if the import calls
+    `mango_users`) and return the lines that describe the result. Raises what the import or Mango raise."""
+    if not isinstance(connector, EmployeeImporter):
+        raise TypeError(f"the {connector.name} connector cannot import employees")
+    return describe_import(connector.import_employees(mango_users))
 
 
 def mango_users_from(client: Callable[[], Any]) -> Callable[[], Any]:

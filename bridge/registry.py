@@ -1,25 +1,29 @@
 """The connector registry: finds connectors by entry point and builds the enabled ones from config.
 
 Connectors register under the entry point group ``callbridge.connectors``; the entry point's name must be
-the class's `name` (it is the ``[connectors.<name>]`` section and the outbox's connector column).
+the class's `name` (it is the ``[connectors.<name>]`` section and the outbox's connector column). Tests can
+add a connector class for a while with `installed()` instead of an entry point.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from bridge.connector_api import Connector
+from bridge.connector_api import Capability, Connector, EmployeeImporter, Manifest
 
 __all__ = [
     "ENTRY_POINT_GROUP",
     "ConnectorConfigError",
     "available_connectors",
     "build_connectors",
+    "check_connector_class",
+    "installed",
 ]
 
 log = logging.getLogger("callbridge.registry")
@@ -43,22 +47,50 @@ class ConnectorConfigError(Exception):
         super().__init__(text)
 
 
-def _load(ep: EntryPoint) -> type[Connector]:
-    cls = ep.load()
+# Connector classes added by `installed()` (tests), looked at before the entry points.
+_installed: dict[str, type[Connector]] = {}
+
+
+def check_connector_class(cls: Any, name: str, where: str) -> type[Connector]:
+    """`cls` if it is a usable connector class registered as `name`; raises `TypeError` saying why not."""
     if not (isinstance(cls, type) and issubclass(cls, Connector)):
-        raise TypeError(f"{ep.value} is not a Connector subclass")
-    if getattr(cls, "name", None) != ep.name:
-        raise TypeError(
-            f"{ep.value}.name is {getattr(cls, 'name', None)!r}, the entry point says {ep.name!r}"
-        )
+        raise TypeError(f"{where} is not a Connector subclass")
+    if getattr(cls, "name", None) != name:
+        raise TypeError(f"{where}.name is {getattr(cls, 'name', None)!r}, the entry point says {name!r}")
     config_model = getattr(cls, "config_model", None)
     if not (isinstance(config_model, type) and issubclass(config_model, BaseModel)):
-        raise TypeError(f"{ep.value}.config_model is not a pydantic model")
+        raise TypeError(f"{where}.config_model is not a pydantic model")
+    manifest = cls.__dict__.get("manifest", getattr(cls, "manifest", None))
+    if manifest is not None:
+        if not isinstance(manifest, Manifest):
+            raise TypeError(f"{where}.manifest is not a Manifest")
+        declared = Capability.EMPLOYEE_IMPORT in manifest.capabilities
+        if declared != issubclass(cls, EmployeeImporter):
+            says = "declares" if declared else "does not declare"
+            raise TypeError(f"{where} {says} {Capability.EMPLOYEE_IMPORT} but its import_employees disagrees")
     return cls
 
 
+def _load(ep: EntryPoint) -> type[Connector]:
+    return check_connector_class(ep.load(), ep.name, ep.value)
+
+
+@contextmanager
+def installed(cls: type[Connector]) -> Iterator[type[Connector]]:
+    """Make `cls` an installed connector (as if it had an entry point) inside the ``with`` block."""
+    name = getattr(cls, "name", "")
+    check_connector_class(cls, name, f"{cls.__module__}.{cls.__qualname__}")
+    if name in _installed:
+        raise ValueError(f"a connector called {name!r} is already installed for tests")
+    _installed[name] = cls
+    try:
+        yield cls
+    finally:
+        del _installed[name]
+
+
 def _discover() -> tuple[dict[str, type[Connector]], dict[str, str]]:
-    found: dict[str, type[Connector]] = {}
+    found: dict[str, type[Connector]] = dict(_installed)
     broken: dict[str, str] = {}
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name in found or ep.name in broken:

@@ -10,6 +10,7 @@ from typing import Any, ClassVar, Protocol
 from pydantic import BaseModel
 
 from bridge.connector_api.events import CallEvent
+from bridge.connector_api.manifest import Capability, Manifest
 
 
 class DeliveryError(Exception):
@@ -97,23 +98,68 @@ class ConnectorContext:
     recording_url: Callable[[str], str | None] | None = None
 
 
+class _ClassDefault:
+    """Marks a constructor argument left out: the class's default applies."""
+
+
+_CLASS_DEFAULT: Any = _ClassDefault()
+
+
 class Connector(ABC):
     """Base class of every connector.
 
-    Declarative metadata on the class lets the core validate config, throttle and route events without
-    knowing the connector. Subclasses are registered under the entry point group ``callbridge.connectors``.
+    The class declares `manifest` (name, titles, docs page, `Capability` set) and `config_model`; the
+    core reads only those and the instance's `rate_limit` and `event_types`. A connector whose limits
+    depend on its settings passes them to ``super().__init__(config, rate_limit=..., event_types=...)``;
+    otherwise the class defaults `default_rate_limit` and `default_event_types` (None = every CallEvent
+    type) apply. Optional parts are the protocols in `bridge.connector_api.protocols`. Subclasses are
+    registered under the entry point group ``callbridge.connectors`` (or built directly in tests).
     """
 
+    manifest: ClassVar[Manifest]
     name: ClassVar[str]
     capabilities: ClassVar[frozenset[str]] = frozenset()
     config_model: ClassVar[type[BaseModel]]
-    rate_limit: ClassVar[RateLimit | None] = None
-    # Event types this connector wants; None means every CallEvent type.
-    event_types: ClassVar[frozenset[str] | None] = None
+    default_rate_limit: ClassVar[RateLimit | None] = None
+    default_event_types: ClassVar[frozenset[str] | None] = None
+    # What the dispatcher throttles to and which event types `wants` accepts, per instance.
+    rate_limit: RateLimit | None = None
+    event_types: frozenset[str] | None = None
 
-    def __init__(self, config: BaseModel) -> None:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        manifest = cls.__dict__.get("manifest")
+        if isinstance(manifest, Manifest):
+            cls.name = manifest.name
+            cls.capabilities = frozenset(manifest.capabilities)
+        # Older connectors set `rate_limit` / `event_types` on the class: they are the class defaults.
+        declared = cls.__dict__
+        if isinstance(declared.get("rate_limit"), RateLimit):
+            cls.default_rate_limit = declared["rate_limit"]
+        if isinstance(declared.get("event_types"), frozenset):
+            cls.default_event_types = declared["event_types"]
+        # ...and the class answers with its defaults until an instance says otherwise.
+        if "default_rate_limit" in declared:
+            cls.rate_limit = cls.default_rate_limit
+        if "default_event_types" in declared:
+            cls.event_types = cls.default_event_types
+
+    def __init__(
+        self,
+        config: BaseModel,
+        *,
+        rate_limit: RateLimit | None = _CLASS_DEFAULT,
+        event_types: frozenset[str] | None = _CLASS_DEFAULT,
+    ) -> None:
         self.config = config
         self.context: ConnectorContext | None = None
+        self.rate_limit = type(self).default_rate_limit if rate_limit is _CLASS_DEFAULT else rate_limit
+        self.event_types = type(self).default_event_types if event_types is _CLASS_DEFAULT else event_types
+
+    @classmethod
+    def can(cls, capability: Capability) -> bool:
+        """Whether this connector declares `capability` (the core asks for nothing else)."""
+        return capability in cls.capabilities
 
     def bind(self, context: ConnectorContext) -> None:
         """Receive the core's services; called once by the daemon and each web worker after building."""

@@ -23,14 +23,14 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
-from bridge.connector_api import CallerCard, Connector
+from bridge.connector_api import CallerCard, Capability, Connector
 from bridge.connector_api.http import redact
 from bridge.connector_api.phones import DEFAULT_REGION, match_keys
 from bridge.lookup.card import Card, merge
 
 log = logging.getLogger(__name__)
 
-LOOKUP_CAPABILITY = "lookup"
+LOOKUP_CAPABILITY = Capability.LOOKUP
 _MAX_CACHE = 50_000
 
 

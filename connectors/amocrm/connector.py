@@ -30,13 +30,17 @@ from pydantic import BaseModel
 from bridge.connector_api import (
     CallerCard,
     CallEvent,
+    Capability,
     Connector,
     ConnectorContext,
     DeliveryError,
     Employee,
+    Manifest,
+    PbxUsers,
     RateLimit,
     RefStore,
     RetryableDeliveryError,
+    Title,
 )
 from bridge.connector_api.employees import EmployeeResolver
 from bridge.connector_api.events import CALL_ENDED, CALL_MISSED, CALL_RINGING
@@ -65,13 +69,26 @@ _MATCHED_ON = ("E.164", "national number", "last 10 digits")
 class AmoCrmConnector(Connector):
     """amoCRM / Kommo over API v4 (see the module docstring and docs/connectors/amocrm.md)."""
 
-    name: ClassVar[str] = "amocrm"
-    capabilities: ClassVar[frozenset[str]] = frozenset(
-        {"lookup", "log_call", "missed_task", "popup", "create_lead"}
+    manifest: ClassVar[Manifest] = Manifest(
+        name="amocrm",
+        title=Title(en="amoCRM / Kommo", ru="amoCRM / Kommo"),
+        docs="docs/connectors/amocrm.md",
+        capabilities=frozenset(
+            {
+                Capability.LOOKUP,
+                Capability.CALL_LOG,
+                Capability.MISSED_TASKS,
+                Capability.POPUPS,
+                Capability.LEADS,
+                Capability.EMPLOYEE_IMPORT,
+                Capability.RESPONSIBLE,
+            }
+        ),
+        requirements=("an amoCRM account", "a long-lived token or a private integration (OAuth)"),
     )
     config_model: ClassVar[type[BaseModel]] = AmoCrmConfig
-    rate_limit: ClassVar[RateLimit | None] = RateLimit(DEFAULT_RATE, 1)
-    event_types: ClassVar[frozenset[str] | None] = frozenset({CALL_RINGING, CALL_ENDED, CALL_MISSED})
+    default_rate_limit: ClassVar[RateLimit | None] = RateLimit(DEFAULT_RATE, 1)
+    default_event_types: ClassVar[frozenset[str] | None] = frozenset({CALL_RINGING, CALL_ENDED, CALL_MISSED})
 
     def __init__(
         self,
@@ -84,10 +101,6 @@ class AmoCrmConnector(Connector):
     ) -> None:
         if not isinstance(config, AmoCrmConfig):
             config = AmoCrmConfig.model_validate(config)
-        super().__init__(config)
-        self.settings: AmoCrmConfig = config
-        # Per-config limits and filters live on the instance (the dispatcher reads the instance).
-        self.rate_limit = RateLimit(config.requests_per_second, 1)  # type: ignore[misc]
         types = set()
         if config.popup:
             types.add(CALL_RINGING)
@@ -95,7 +108,11 @@ class AmoCrmConnector(Connector):
             types.add(CALL_ENDED)
         if config.missed_task:
             types.add(CALL_MISSED)
-        self.event_types = frozenset(types)  # type: ignore[misc]
+        # Per-config limits and filters live on the instance (the dispatcher reads the instance).
+        super().__init__(
+            config, rate_limit=RateLimit(config.requests_per_second, 1), event_types=frozenset(types)
+        )
+        self.settings: AmoCrmConfig = config
         self._clock = clock
         self.client = AmoClient(
             config.account_url,
@@ -403,11 +420,16 @@ class AmoCrmConnector(Connector):
     def mapped_users(self) -> dict[str, str]:
         return self.employees.mapped()
 
-    def import_employees(self, mango_users: Iterable[Any], *, save: bool = True) -> MappingSuggestion:
-        """Match Mango employees (``config/users/request``) to amoCRM users by e-mail; store the map.
+    def import_employees(
+        self, mango_users: Iterable[Any] | PbxUsers, *, save: bool = True
+    ) -> MappingSuggestion:
+        """Match Mango employees (``config/users/request``, or a `PbxUsers` fetcher) to amoCRM users by
+        e-mail; store the map.
 
         The stored map is used for extensions that ``users`` in the config does not name.
         """
+        if callable(mango_users):
+            mango_users = mango_users()
         suggestion = suggest_mapping(self.users(), mango_users)
         if save:
             self.employees.save_imported(suggestion.mapped)

@@ -39,12 +39,16 @@ from pydantic import BaseModel
 from bridge.connector_api import (
     CallerCard,
     CallEvent,
+    Capability,
     Connector,
     DeliveryError,
     Employee,
+    Manifest,
+    PbxUsers,
     RateLimit,
     RefStore,
     RetryableDeliveryError,
+    Title,
 )
 from bridge.connector_api.events import (
     CALL_ANSWERED,
@@ -90,13 +94,27 @@ _RECORD_NOT_YET = ("not finished yet", "not found in the statistic", "server ret
 class Bitrix24Connector(Connector):
     """Bitrix24 telephony through the REST API (see the module docstring and docs/connectors/bitrix24.md)."""
 
-    name: ClassVar[str] = "bitrix24"
-    capabilities: ClassVar[frozenset[str]] = frozenset(
-        {"lookup", "log_call", "missed_task", "popup", "click_to_call", "create_lead"}
+    manifest: ClassVar[Manifest] = Manifest(
+        name="bitrix24",
+        title=Title(en="Bitrix24", ru="Битрикс24"),
+        docs="docs/connectors/bitrix24.md",
+        capabilities=frozenset(
+            {
+                Capability.LOOKUP,
+                Capability.CALL_LOG,
+                Capability.MISSED_TASKS,
+                Capability.POPUPS,
+                Capability.CLICK_TO_CALL,
+                Capability.LEADS,
+                Capability.EMPLOYEE_IMPORT,
+                Capability.RESPONSIBLE,
+            }
+        ),
+        requirements=("a Bitrix24 portal", "a local application (OAuth) or an inbound webhook URL"),
     )
     config_model: ClassVar[type[BaseModel]] = Bitrix24Config
-    rate_limit: ClassVar[RateLimit | None] = RateLimit(2.0 * DISPATCH_FACTOR, 50)
-    event_types: ClassVar[frozenset[str] | None] = WANTED
+    default_rate_limit: ClassVar[RateLimit | None] = RateLimit(2.0 * DISPATCH_FACTOR, 50)
+    default_event_types: ClassVar[frozenset[str] | None] = WANTED
 
     def __init__(
         self,
@@ -109,9 +127,8 @@ class Bitrix24Connector(Connector):
     ) -> None:
         if not isinstance(config, Bitrix24Config):
             config = Bitrix24Config.model_validate(config)
-        super().__init__(config)
+        super().__init__(config, rate_limit=RateLimit(config.rate_per_second * DISPATCH_FACTOR, config.burst))
         self.settings: Bitrix24Config = config
-        self.rate_limit = RateLimit(config.rate_per_second * DISPATCH_FACTOR, config.burst)  # type: ignore[misc]
         self._clock = clock
         self._session = session or make_session(user_agent=f"{DEFAULT_USER_AGENT} bitrix24", pool=8)
         timeout = (min(3.05, config.timeout), config.timeout)
@@ -497,8 +514,10 @@ class Bitrix24Connector(Connector):
     def mapped_users(self) -> dict[str, str]:
         return self.employees.mapped()
 
-    def import_employees(self) -> ImportReport:
-        """Import the extension -> user map from Bitrix24 (``user.get``, ``UF_PHONE_INNER``) and store it."""
+    def import_employees(self, pbx_users: PbxUsers | None = None) -> ImportReport:
+        """Import the extension -> user map from Bitrix24 (``user.get``, ``UF_PHONE_INNER``) and store it.
+
+        Bitrix24 knows its users' inner numbers, so the PBX's list (`pbx_users`) is never fetched."""
         return self.employees.import_now()
 
     # ------------------------------------------------------------------ inbound hooks

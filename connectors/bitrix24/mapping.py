@@ -42,6 +42,11 @@ class ImportReport:
             )
         return text
 
+    def report(self) -> str:
+        """The summary, then one line per mapped extension."""
+        lines = [self.words()] + [f"  {ext} -> {user}" for ext, user in sorted(self.mapped.items())]
+        return "\n".join(lines)
+
 
 def mapping_from_users(users: list[dict[str, Any]]) -> ImportReport:
     """extension -> user ID from ``user.get`` rows (ACTIVE users with a UF_PHONE_INNER)."""

@@ -14,7 +14,16 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from bridge.connector_api import CallerCard, CallEvent, Connector, Employee, RefStore
+from bridge.connector_api import (
+    CallerCard,
+    CallEvent,
+    Capability,
+    Connector,
+    Employee,
+    Manifest,
+    RefStore,
+    Title,
+)
 from bridge.connector_api.phones import match_keys
 
 
@@ -59,10 +68,14 @@ class DemoConfig(BaseModel):
 class DemoConnector(Connector):
     """Answers lookups from its table; handles no events."""
 
-    name: ClassVar[str] = "demo"
-    capabilities: ClassVar[frozenset[str]] = frozenset({"lookup"})
+    manifest: ClassVar[Manifest] = Manifest(
+        name="demo",
+        title=Title(en="Demo caller cards", ru="Демо-карточки звонящих"),
+        docs="docs/connectors/demo.md",
+        capabilities=frozenset({Capability.LOOKUP}),
+    )
     config_model: ClassVar[type[BaseModel]] = DemoConfig
-    event_types: ClassVar[frozenset[str] | None] = frozenset()
+    default_event_types: ClassVar[frozenset[str] | None] = frozenset()
 
     def __init__(self, config: DemoConfig | dict[str, Any]) -> None:
         if not isinstance(config, DemoConfig):

@@ -28,7 +28,16 @@ import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlalchemy.engine import Engine, make_url
 
-from bridge.connector_api import CallerCard, CallEvent, Connector, PermanentDeliveryError, RefStore
+from bridge.connector_api import (
+    CallerCard,
+    CallEvent,
+    Capability,
+    Connector,
+    Manifest,
+    PermanentDeliveryError,
+    RefStore,
+    Title,
+)
 from bridge.connector_api.phones import MatchKeys, match_keys
 from connectors.shop import phpdata
 from connectors.shop.config import CustomerMap, OrderMap, Ref, ShopConfig, ShopMapping, parse_ref
@@ -55,10 +64,15 @@ class ShopDatabaseError(RuntimeError):
 class ShopConnector(Connector):
     """Caller cards from a shop's database (see the module docstring and docs/connectors/shop.md)."""
 
-    name: ClassVar[str] = "shop"
-    capabilities: ClassVar[frozenset[str]] = frozenset({"lookup"})
+    manifest: ClassVar[Manifest] = Manifest(
+        name="shop",
+        title=Title(en="Shop database", ru="База интернет-магазина"),
+        docs="docs/connectors/shop.md",
+        capabilities=frozenset({Capability.LOOKUP}),
+        requirements=("read-only access to the shop's MySQL, PostgreSQL or SQLite database",),
+    )
     config_model: ClassVar[type[BaseModel]] = ShopConfig
-    event_types: ClassVar[frozenset[str] | None] = frozenset()
+    default_event_types: ClassVar[frozenset[str] | None] = frozenset()
 
     def __init__(self, config: ShopConfig | dict[str, Any], *, engine: Engine | None = None) -> None:
         if not isinstance(config, ShopConfig):

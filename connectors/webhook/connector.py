@@ -15,10 +15,12 @@ from bridge.connector_api import (
     CallEvent,
     Connector,
     DeliveryError,
+    Manifest,
     PermanentDeliveryError,
     RateLimit,
     RefStore,
     RetryableDeliveryError,
+    Title,
 )
 from bridge.connector_api.http import idempotency_key, make_session, safe_host, send
 from connectors.webhook.config import WebhookConfig
@@ -48,11 +50,16 @@ class WebhookConnector(Connector):
     """POSTs each event, signed with HMAC-SHA256, to ``[connectors.webhook] url``.
 
     Per-config behaviour lives on the instance: ``self.event_types`` (what `wants` accepts) and
-    ``self.rate_limit`` (what the dispatcher throttles to) shadow the class defaults.
+    ``self.rate_limit`` (what the dispatcher throttles to), passed to `Connector.__init__`.
     """
 
-    name: ClassVar[str] = "webhook"
-    capabilities: ClassVar[frozenset[str]] = frozenset()
+    manifest: ClassVar[Manifest] = Manifest(
+        name="webhook",
+        title=Title(en="Signed webhook", ru="Подписанный вебхук"),
+        docs="docs/connectors/webhook.md",
+        capabilities=frozenset(),
+        requirements=("an HTTPS endpoint that verifies the HMAC-SHA256 signature",),
+    )
     config_model: ClassVar[type[BaseModel]] = WebhookConfig
 
     def __init__(
@@ -64,12 +71,14 @@ class WebhookConnector(Connector):
     ) -> None:
         if not isinstance(config, WebhookConfig):
             config = WebhookConfig.model_validate(config)
-        super().__init__(config)
+        # burst 1: requests are spaced evenly, never more than rate_per_second in any second.
+        super().__init__(
+            config,
+            rate_limit=RateLimit(rate=config.rate_per_second, burst=1),
+            event_types=frozenset(config.event_types) if config.event_types else None,
+        )
         self.settings: WebhookConfig = config
         self.url = str(config.url)
-        self.event_types = frozenset(config.event_types) if config.event_types else None  # type: ignore[misc]
-        # burst 1: requests are spaced evenly, never more than rate_per_second in any second.
-        self.rate_limit = RateLimit(rate=config.rate_per_second, burst=1)  # type: ignore[misc]
         self._session = session or make_session(user_agent=f"callbridge-webhook/{__version__}")
         self._clock = clock
         self._timeout = (min(CONNECT_TIMEOUT, config.timeout), config.timeout)

@@ -1,0 +1,35 @@
+"""The optional parts of a connector, as protocols the core checks with ``isinstance``.
+
+A connector implements one of these only when it has that part; the core never looks for methods by
+name. `Connector` itself is the required part (see `base.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
+
+PbxUsers = Callable[[], Any]
+"""Fetches the PBX's employee list (Mango's ``config/users/request``) when called; an importer that does
+not need it never calls it, so no PBX request is made."""
+
+
+@runtime_checkable
+class ImportResult(Protocol):
+    """What an employee import returns: the lines a person reads about it."""
+
+    def report(self) -> str: ...
+
+
+@runtime_checkable
+class EmployeeImporter(Protocol):
+    """Imports the map from PBX extensions to CRM users and stores it (declare `EMPLOYEE_IMPORT`)."""
+
+    def import_employees(self, pbx_users: PbxUsers) -> ImportResult: ...
+
+
+@runtime_checkable
+class Closeable(Protocol):
+    """Holds resources (connection pools, engines) to release when the connector is dropped or rebuilt."""
+
+    def close(self) -> None: ...
