@@ -37,7 +37,7 @@ from bridge.store.errors import transient
 from bridge.store.raw_events import UNPROCESSED, quarantine
 from bridge.store.schema import calls, commands, raw_events
 from bridge.store.write_lock import write_transaction
-from bridge.tracker import track
+from bridge.tracker import TrackResult, track
 
 log = logging.getLogger(__name__)
 
@@ -269,15 +269,19 @@ class EventProcessor:
             item = work[entry_id] = self._load_call(conn, entry_id)
         return item
 
-    def _track(self, item: _CallWork, now: float) -> None:
-        """Fold the call with everything known so far and collect the CallEvents that are new."""
-        result = track(
+    def _fold(self, item: _CallWork, now: float) -> TrackResult:
+        """The tracker's verdict on the call with everything known so far."""
+        return track(
             item.events,
             item.emitted,
             now=now,
             close_after=self._close_after,
             last_event_at=item.last_event_at,
         )
+
+    def _track(self, item: _CallWork, now: float) -> None:
+        """Fold the call with everything known so far and collect the CallEvents that are new."""
+        result = self._fold(item, now)
         item.emitted = result.emitted
         item.new_events.extend(result.new_events)
         item.result = result
@@ -330,13 +334,7 @@ class EventProcessor:
                 if not item.events:
                     continue
                 try:
-                    result = track(
-                        item.events,
-                        item.emitted,
-                        now=now,
-                        close_after=self._close_after,
-                        last_event_at=item.last_event_at,
-                    )
+                    result = self._fold(item, now)
                 except Exception as exc:  # one call that cannot be folded must not stop the others
                     log.warning("stale call %s cannot be folded: %s", entry_id, _describe(exc))
                     continue
