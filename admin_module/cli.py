@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -78,10 +79,8 @@ def list_users_command(obj: Any) -> None:
 @click.pass_obj
 def set_password_command(obj: Any, username: str, password: str | None, password_stdin: bool) -> None:
     """Give a user a new password; every session of theirs ends (they log in again)."""
-    try:
-        ended = set_password(obj.engine, username, _read_password(password, password_stdin))
-    except UserError as exc:
-        raise click.ClickException(str(exc)) from None
+    new_password = _read_password(password, password_stdin)
+    ended = _user_change(lambda: set_password(obj.engine, username, new_password))
     click.echo(f"new password for {username!r}; {ended} session(s) ended")
 
 
@@ -90,10 +89,7 @@ def set_password_command(obj: Any, username: str, password: str | None, password
 @click.pass_obj
 def disable_user_command(obj: Any, username: str) -> None:
     """Refuse a user's logins and end every session of theirs (`enable-user` undoes it)."""
-    try:
-        ended = set_disabled(obj.engine, username, True)
-    except UserError as exc:
-        raise click.ClickException(str(exc)) from None
+    ended = _user_change(lambda: set_disabled(obj.engine, username, True))
     click.echo(f"disabled {username!r}; {ended} session(s) ended")
 
 
@@ -102,8 +98,13 @@ def disable_user_command(obj: Any, username: str) -> None:
 @click.pass_obj
 def enable_user_command(obj: Any, username: str) -> None:
     """Let a disabled user log in again."""
+    _user_change(lambda: set_disabled(obj.engine, username, False))
+    click.echo(f"enabled {username!r}")
+
+
+def _user_change(change: Callable[[], int]) -> int:
+    """Run one change of a user, a `UserError` becoming the command's plain error message."""
     try:
-        set_disabled(obj.engine, username, False)
+        return change()
     except UserError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"enabled {username!r}")

@@ -157,32 +157,25 @@ def _require(conn: Connection, username: str) -> int:
 
 def set_password(engine: Engine, username: str, password: str) -> int:
     """A new password for `username`; ends every session of theirs. Returns how many were ended."""
-    if not valid_username(username):
-        raise UserError(f"no user {username!r}")
     _check_new_password(password)
-    password_hash = _HASHER.hash(password)
-    with engine.begin() as conn:
-        user_id = _require(conn, username)
-        conn.execute(
-            update(admin_users)
-            .where(admin_users.c.id == user_id)
-            .values(password_hash=password_hash, updated_at=time.time())
-        )
-        return end_sessions(conn, user_id)
+    return _change_user(engine, username, end_sessions_too=True, password_hash=_HASHER.hash(password))
 
 
 def set_disabled(engine: Engine, username: str, disabled: bool) -> int:
     """Disable (ending every session) or enable `username`. Returns how many sessions were ended."""
+    return _change_user(engine, username, end_sessions_too=disabled, disabled=disabled)
+
+
+def _change_user(engine: Engine, username: str, *, end_sessions_too: bool, **values: Any) -> int:
+    """Update one user's row; with `end_sessions_too`, end their sessions in the same transaction."""
     if not valid_username(username):
         raise UserError(f"no user {username!r}")
     with engine.begin() as conn:
         user_id = _require(conn, username)
         conn.execute(
-            update(admin_users)
-            .where(admin_users.c.id == user_id)
-            .values(disabled=disabled, updated_at=time.time())
+            update(admin_users).where(admin_users.c.id == user_id).values(**values, updated_at=time.time())
         )
-        return end_sessions(conn, user_id) if disabled else 0
+        return end_sessions(conn, user_id) if end_sessions_too else 0
 
 
 def set_lang(engine: Engine, user_id: int, lang: str) -> None:
