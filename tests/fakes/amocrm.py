@@ -91,6 +91,7 @@ class FakeAmoCrm:
         self.lock = threading.RLock()
         self._arrivals: deque[float] = deque()
         self._throttle_until = 0.0
+        self._scripted: deque[int] = deque()  # statuses to answer next, whatever is asked
         self._next_id = 1000
         self._codes: set[str] = set()
         self._access: dict[str, float] = {}  # access token -> expires (monotonic)
@@ -214,6 +215,11 @@ class FakeAmoCrm:
         with self.lock:
             self._throttle_until = time.monotonic() + seconds
 
+    def fail_next(self, status: int, times: int = 1) -> None:
+        """Answer the next `times` requests with `status`, whatever they ask."""
+        with self.lock:
+            self._scripted.extend([status] * times)
+
     def expire_access_tokens(self) -> None:
         """Every access token issued so far stops working (as if it had expired)."""
         with self.lock:
@@ -302,6 +308,11 @@ class FakeAmoCrm:
                 self.violations += 1
                 return self._done(
                     record, 429, "rate_limited", _problem(429, "Too Many Requests", "Too many requests")
+                )
+            if self._scripted:
+                status = self._scripted.popleft()
+                return self._done(
+                    record, status, "scripted", _problem(status, "Scripted", "scripted failure")
                 )
             if arrived < self._throttle_until:
                 self.scripted_429 += 1
