@@ -21,7 +21,7 @@ import base64
 import random
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -183,23 +183,18 @@ class _Builder:
         result: int,
         reason: int,
     ) -> None:
-        payload: dict[str, Any] = {
-            "entry_id": self.entry_id,
-            "call_direction": direction,
-            "from": {k: v for k, v in from_.items() if v not in (None, "")},
-            "to": {k: v for k, v in to.items() if v not in (None, "")},
-        }
-        if line:
-            payload["line_number"] = line
-        payload.update(
-            create_time=create,
-            forward_time=forward,
-            talk_time=talk,
-            end_time=end,
-            entry_result=result,
-            disconnect_reason=reason,
+        self.notes.append(
+            summary_notification(
+                self.entry_id,
+                direction=direction,
+                from_=from_,
+                to=to,
+                line=line,
+                times=(create, forward, talk, end),
+                result=result,
+                reason=reason,
+            )
         )
-        self.notes.append(Notification("events/summary", payload))
 
     def recording_started(self, call_id: str, extension: str, ts: int, command_id: str | None = None) -> str:
         self.records += 1
@@ -324,6 +319,38 @@ class _Builder:
             result=1 if talk else 0,
             reason=reason,
         )
+
+
+def summary_notification(
+    entry_id: str,
+    *,
+    direction: int,
+    from_: Mapping[str, Any],
+    to: Mapping[str, Any],
+    line: str | None,
+    times: tuple[int, int, int, int],
+    result: int,
+    reason: int,
+) -> Notification:
+    """`/events/summary` as Mango posts it; `times` are create, forward, talk and end (0 = none)."""
+    create, forward, talk, end = times
+    payload: dict[str, Any] = {
+        "entry_id": entry_id,
+        "call_direction": direction,
+        "from": {k: v for k, v in from_.items() if v not in (None, "")},
+        "to": {k: v for k, v in to.items() if v not in (None, "")},
+    }
+    if line:
+        payload["line_number"] = line
+    payload.update(
+        create_time=create,
+        forward_time=forward,
+        talk_time=talk,
+        end_time=end,
+        entry_result=result,
+        disconnect_reason=reason,
+    )
+    return Notification("events/summary", payload)
 
 
 def recording_completed(

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from bridge.pbx.mango.scenarios import Notification, recording_completed
+from bridge.pbx.mango.scenarios import Notification, recording_completed, summary_notification
 
 BY_EXTERNAL_COMMAND = 1181  # mango.md §4: "external-system command"
 INCOMING, OUTGOING, INTERNAL = 1, 2, 0
@@ -107,23 +107,16 @@ def summary(entry_id: str, events: Sequence[Mapping[str, Any]], *, end: int, rea
             to = {"extension": party.get("extension")}
             if talked or not party.get("acd_group"):  # no `number` for a failed group call (§2.2)
                 to["number"] = party.get("number")
-    payload: dict[str, Any] = {
-        "entry_id": entry_id,
-        "call_direction": kind,
-        "from": {k: v for k, v in from_.items() if v not in (None, "")},
-        "to": {k: v for k, v in to.items() if v not in (None, "")},
-    }
-    if line:
-        payload["line_number"] = line
-    payload.update(
-        create_time=create,
-        forward_time=forward,
-        talk_time=talk,
-        end_time=end,
-        entry_result=1 if talk else 0,
-        disconnect_reason=reason,
+    return summary_notification(
+        entry_id,
+        direction=kind,
+        from_=from_,
+        to=to,
+        line=line,
+        times=(create, forward, talk, end),
+        result=1 if talk else 0,
+        reason=reason,
     )
-    return Notification("events/summary", payload)
 
 
 def finished_recordings(open_recordings: Iterable[Mapping[str, Any]], ts: int) -> list[Notification]:
