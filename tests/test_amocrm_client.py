@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 from typing import Any
 
 import pytest
@@ -12,6 +11,7 @@ import responses
 
 from bridge.connector_api import PermanentDeliveryError, RetryableDeliveryError
 from bridge.connector_api.ratelimit import TokenBucket
+from bridge.connector_api.testing import MemoryState
 from connectors.amocrm.client import (
     AmoAuthError,
     AmoClient,
@@ -52,27 +52,6 @@ class FakeClock:
     def sleep(self, seconds: float) -> None:
         self.slept.append(seconds)
         self.now += seconds
-
-
-class MemoryState:
-    """A StateStore with compare-and-set, in memory (the SQL one is exercised in the contract tests)."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, tuple[str, int]] = {}
-        self.lock = threading.Lock()
-
-    def get(self, key: str) -> tuple[str, int] | None:
-        with self.lock:
-            return self.data.get(key)
-
-    def compare_and_set(self, key: str, value: str, expected_version: int | None) -> int | None:
-        with self.lock:
-            current = self.data.get(key)
-            if (current[1] if current else None) != expected_version:
-                return None
-            version = (expected_version or 0) + 1
-            self.data[key] = (value, version)
-            return version
 
 
 def client(clock: FakeClock | None = None, auth: Any = None, rate: float = 7.0) -> AmoClient:

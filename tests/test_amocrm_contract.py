@@ -25,6 +25,8 @@ from bridge.connector_api import (
     PermanentDeliveryError,
     RetryableDeliveryError,
 )
+from bridge.connector_api.testing import MemoryRefs as Refs
+from bridge.connector_api.testing import MemoryState
 from bridge.pbx.mango.client import MangoClient
 from bridge.pbx.mango.simulator import CommandServer
 from bridge.recordings.links import RecordingLinks
@@ -51,36 +53,6 @@ def links(public_url: str | None) -> RecordingLinks:
     return RecordingLinks(
         lambda: "contract-test-secret", public_url, ttl_seconds=90 * 86400, clock=lambda: NOW
     )
-
-
-class Refs:
-    """The RefStore the dispatcher passes (dict-backed)."""
-
-    def __init__(self) -> None:
-        self.data: dict[tuple[str, str], str] = {}
-
-    def get(self, entry_id: str, key: str) -> str | None:
-        return self.data.get((entry_id, key))
-
-    def put(self, entry_id: str, key: str, value: str) -> None:
-        self.data[(entry_id, key)] = value
-
-
-class MemoryState:
-    def __init__(self) -> None:
-        self.data: dict[str, tuple[str, int]] = {}
-        self.lock = threading.Lock()
-
-    def get(self, key: str) -> tuple[str, int] | None:
-        return self.data.get(key)
-
-    def compare_and_set(self, key: str, value: str, expected_version: int | None) -> int | None:
-        with self.lock:
-            current = self.data.get(key)
-            if (current[1] if current else None) != expected_version:
-                return None
-            self.data[key] = (value, (expected_version or 0) + 1)
-            return (expected_version or 0) + 1
 
 
 @pytest.fixture

@@ -86,12 +86,15 @@ class MemoryRefs:
 
     def __init__(self) -> None:
         self.data: dict[tuple[str, str], str] = {}
+        self.lock = threading.Lock()
 
     def get(self, entry_id: str, key: str) -> str | None:
-        return self.data.get((entry_id, key))
+        with self.lock:
+            return self.data.get((entry_id, key))
 
     def put(self, entry_id: str, key: str, value: str) -> None:
-        self.data[(entry_id, key)] = value
+        with self.lock:
+            self.data[(entry_id, key)] = value
 
 
 def context(state: MemoryState | None = None, **kwargs: Any) -> ConnectorContext:

@@ -45,6 +45,8 @@ import requests
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
+from bridge.connector_api.testing import MemoryRefs, MemoryState  # noqa: F401 - re-exported for the tests
+
 APP_ONLY = frozenset(
     {
         "telephony.externalCall.register",
@@ -918,43 +920,6 @@ def _error(status: int, code: str, description: str) -> Response:
 
 
 # ------------------------------------------------------------------ in-memory stores for unit tests
-
-
-class MemoryState:
-    """A `StateStore` in memory, with the same compare-and-set contract as the daemon's."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, tuple[str, int]] = {}
-        self.lock = threading.Lock()
-
-    def get(self, key: str) -> tuple[str, int] | None:
-        with self.lock:
-            return self.data.get(key)
-
-    def compare_and_set(self, key: str, value: str, expected_version: int | None) -> int | None:
-        with self.lock:
-            current = self.data.get(key)
-            if (current[1] if current else None) != expected_version:
-                return None
-            version = (current[1] if current else 0) + 1
-            self.data[key] = (value, version)
-            return version
-
-
-class MemoryRefs:
-    """A `RefStore` in memory."""
-
-    def __init__(self) -> None:
-        self.data: dict[tuple[str, str], str] = {}
-        self.lock = threading.Lock()
-
-    def get(self, entry_id: str, key: str) -> str | None:
-        with self.lock:
-            return self.data.get((entry_id, key))
-
-    def put(self, entry_id: str, key: str, value: str) -> None:
-        with self.lock:
-            self.data[(entry_id, key)] = value
 
 
 def connector_toml(fake: FakeBitrix24, **settings: Any) -> str:
