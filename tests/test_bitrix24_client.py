@@ -14,6 +14,7 @@ import responses
 
 from bridge.connector_api import PermanentDeliveryError, RetryableDeliveryError
 from bridge.connector_api.http import make_session
+from bridge.connector_api.testing import MemoryState
 from connectors.bitrix24.client import (
     AppCredentials,
     Bitrix24Client,
@@ -31,7 +32,7 @@ from connectors.bitrix24.errors import (
     TokenExpired,
 )
 from connectors.bitrix24.oauth import TOKENS_KEY, OAuthTokens, TokenRecord
-from tests.fakes.bitrix24 import MemoryState, parse_php_query
+from tests.fakes.bitrix24 import parse_php_query
 
 PORTAL = "https://acme.bitrix24.ru"
 REST = PORTAL + "/rest/"

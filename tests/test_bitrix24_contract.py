@@ -15,11 +15,12 @@ from flask.testing import FlaskClient
 from pydantic import ValidationError
 
 from bridge.connector_api import CallEvent, ConnectorContext, PermanentDeliveryError, RetryableDeliveryError
+from bridge.connector_api.testing import MemoryRefs, MemoryState
 from bridge.recordings.links import RecordingLinks
 from connectors.bitrix24 import Bitrix24Config, Bitrix24Connector
 from connectors.bitrix24.errors import MethodBlocked, NotAuthorised
 from connectors.bitrix24.oauth import APP_TOKEN_KEY, TOKENS_KEY
-from tests.fakes.bitrix24 import FakeBitrix24, MemoryRefs, MemoryState
+from tests.fakes.bitrix24 import FakeBitrix24
 
 PUBLIC = "https://calls.example.com"
 NOW = time.time()

@@ -45,8 +45,6 @@ import requests
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
-from bridge.connector_api.testing import MemoryRefs, MemoryState  # noqa: F401 - re-exported for the tests
-
 APP_ONLY = frozenset(
     {
         "telephony.externalCall.register",
