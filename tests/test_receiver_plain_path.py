@@ -1,25 +1,28 @@
-"""The plain WSGI path for Mango notifications answers byte for byte as the Flask blueprint does.
+"""The plain WSGI path and the event-loop path for Mango notifications answer byte for byte as the Flask
+blueprint does.
 
-Both apps share one real group-commit writer and store (SQLite and PostgreSQL); every request of the
-table is sent to the app whose notifications go through Flask and to the app that answers them before
-Flask, and the status, headers and body must be identical. The daemon tests (test_receiver_*) check the
-answers themselves through `callbridge run`; the last test here checks the plain path behind a trusted
-proxy the same way.
+All paths share one real group-commit writer and store (SQLite and PostgreSQL); every request of the
+table is sent to the app whose notifications go through Flask, to the app that answers them before
+Flask, and to the receiver's event-loop path (on a running asyncio loop, handing what it does not take
+to the app, as the HTTP workers' front does), and the status, headers and body must be identical. The
+daemon tests (test_receiver_*) check the answers themselves through `callbridge run`, whose front
+answers notifications on its event loop; the last test here checks that path behind a trusted proxy.
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
 import pytest
 import requests
 from flask import Flask
 from sqlalchemy import Engine, func, select
+from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 from bridge.ingest.writer import GroupCommitWriter
@@ -28,9 +31,6 @@ from bridge.pbx.mango.signing import signed_form
 from bridge.store.schema import raw_events
 from bridge.web.errors import install_error_handlers
 from tests.daemon import API_KEY, API_SALT, Daemon
-
-if TYPE_CHECKING:
-    from _typeshed.wsgi import WSGIApplication
 
 KEY, SALT = "plain-path-key", "plain-path-salt-0123"
 MAX_BODY = 256 * 1024  # above the 1,000 form parts a multipart body needs to hit Flask's parts limit
@@ -72,15 +72,27 @@ def make_app(receiver: MangoReceiver, *, plain: bool) -> Flask:
     return app
 
 
+class OnLoop:
+    """The event-loop path as the front runs it: the receiver first, the (plain) app for what it leaves."""
+
+    def __init__(self, receiver: MangoReceiver, app: Flask) -> None:
+        self.receiver = receiver
+        self.app = app
+
+
+Client = Flask | OnLoop
+
+
 @pytest.fixture
-def apps(engine: Engine) -> Iterator[tuple[Setup, GroupCommitWriter, Flask, Flask]]:
+def apps(engine: Engine) -> Iterator[tuple[Setup, GroupCommitWriter, Flask, Flask, OnLoop]]:
     setup = Setup()
     writer = GroupCommitWriter(engine, on_commit=lambda: None)
     receiver = MangoReceiver(
         MangoCredentials(setup.keys), writer, allowed_ips=lambda: setup.allowed, max_body_bytes=MAX_BODY
     )
+    plain = make_app(receiver, plain=True)
     try:
-        yield setup, writer, make_app(receiver, plain=False), make_app(receiver, plain=True)
+        yield setup, writer, make_app(receiver, plain=False), plain, OnLoop(receiver, plain)
     finally:
         writer.stop()
 
@@ -147,7 +159,25 @@ CASES: dict[str, Request] = {
 }
 
 
-def answer(app: WSGIApplication, request: dict) -> tuple[str, str | None, str | None, bytes]:
+Answer = tuple[str, str | None, str | None, bytes]  # status line, Content-Type, Content-Length, body
+
+
+def answer(client: Client, request: dict) -> Answer:
+    environ = environ_of(request)
+    if isinstance(client, OnLoop):
+        reply = asyncio.run(client.receiver.answer_on_loop(environ))
+        if reply is not None:
+            status, headers, body = reply
+            assert [name for name, _ in headers] == ["Content-Type", "Content-Length"]
+            fields = dict(headers)
+            line = f"{status} {HTTP_STATUS_CODES[status].upper()}"
+            return line, fields["Content-Type"], fields["Content-Length"], body
+        client = client.app
+    body, status, headers = run_wsgi_app(client, environ, buffered=True)
+    return status, headers.get("Content-Type"), headers.get("Content-Length"), b"".join(body)
+
+
+def environ_of(request: dict) -> dict:
     request = dict(request)
     terminated = request.pop("terminated", False)  # the server decoded the chunks and ends the stream
     args = {"method": "POST", "path": "/mango/events/call", **request}
@@ -158,8 +188,7 @@ def answer(app: WSGIApplication, request: dict) -> tuple[str, str | None, str | 
         environ["HTTP_TRANSFER_ENCODING"] = "chunked"
         if terminated:
             environ["wsgi.input_terminated"] = True
-    body, status, headers = run_wsgi_app(app, environ, buffered=True)
-    return status, headers.get("Content-Type"), headers.get("Content-Length"), b"".join(body)
+    return environ
 
 
 def stored(engine: Engine) -> int:
@@ -167,16 +196,18 @@ def stored(engine: Engine) -> int:
         return conn.execute(select(func.count()).select_from(raw_events)).scalar_one()
 
 
-def assert_same(flask_client: Flask, plain_client: Flask, request: Request, name: str) -> str:
+def assert_same(apps: tuple, request: Request, name: str) -> str:
+    _setup, _writer, flask_client, plain_client, on_loop = apps
     via_flask = answer(flask_client, request("flask"))
     via_plain = answer(plain_client, request("plain"))
+    via_loop = answer(on_loop, request("loop"))
     assert via_plain == via_flask, name
+    assert via_loop == via_flask, name
     return via_plain[0]
 
 
-def test_every_answer_is_the_same_on_both_paths(engine: Engine, apps) -> None:
-    setup, _writer, flask_client, plain_client = apps
-    statuses = {name: assert_same(flask_client, plain_client, case, name) for name, case in CASES.items()}
+def test_every_answer_is_the_same_on_all_paths(engine: Engine, apps) -> None:
+    statuses = {name: assert_same(apps, case, name) for name, case in CASES.items()}
     assert statuses == {
         "stored": "200 OK",
         "resent": "200 OK",
@@ -206,25 +237,26 @@ def test_every_answer_is_the_same_on_both_paths(engine: Engine, apps) -> None:
         "doubled-slash": "308 PERMANENT REDIRECT",
     }
     # Each path stored its own stored/trailing-slash/multipart/chunked events; the resend was stored once.
-    assert stored(engine) == 2 * 4 + 1
+    assert stored(engine) == 3 * 4 + 1
 
 
-def test_refusals_from_settings_and_failures_are_the_same_on_both_paths(engine: Engine, apps) -> None:
-    setup, writer, flask_client, plain_client = apps
+def test_refusals_from_settings_and_failures_are_the_same_on_all_paths(engine: Engine, apps) -> None:
+    setup, writer, _flask_client, plain_client, on_loop = apps
     good = CASES["stored"]
 
     setup.allowed = ["192.0.2.0/24"]  # a list saved in the panel: read per request
-    assert assert_same(flask_client, plain_client, good, "not allowed") == "403 FORBIDDEN"
+    assert assert_same(apps, good, "not allowed") == "403 FORBIDDEN"
     setup.allowed = []
     setup.credentials = ("", "")
-    assert assert_same(flask_client, plain_client, good, "no credentials") == "503 SERVICE UNAVAILABLE"
+    assert assert_same(apps, good, "no credentials") == "503 SERVICE UNAVAILABLE"
     setup.credentials = RuntimeError("settings store unreachable")
-    assert assert_same(flask_client, plain_client, good, "unexpected") == "500 INTERNAL SERVER ERROR"
+    assert assert_same(apps, good, "unexpected") == "500 INTERNAL SERVER ERROR"
     setup.credentials = (KEY, SALT)
     writer.stop()
-    assert assert_same(flask_client, plain_client, good, "writer stopped") == "503 SERVICE UNAVAILABLE"
-    body = json.loads(answer(plain_client, good("again"))[3])
-    assert body == {"error": "the event could not be stored right now; please resend", "status": 503}
+    assert assert_same(apps, good, "writer stopped") == "503 SERVICE UNAVAILABLE"
+    for client in (plain_client, on_loop):
+        body = json.loads(answer(client, good("again"))[3])
+        assert body == {"error": "the event could not be stored right now; please resend", "status": 503}
     assert stored(engine) == 0
 
 

@@ -2,7 +2,8 @@
 
 One thread per process owns the writes, so concurrent requests share one transaction (and one fsync)
 instead of queueing on the database's write lock one by one. A request is answered 200 only after the
-commit that holds its event has returned.
+commit that holds its event has returned: a thread waits for it (`write`), a coroutine hands over a
+callback (`submit_with`) that the writer thread calls after the commit.
 
 When a group fails for a reason other than the database itself (a value one event carries that the
 database refuses), its events are written one by one: the good ones are stored and acknowledged, and only
@@ -15,8 +16,10 @@ import logging
 import queue
 import sqlite3
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
+from functools import partial
 
 from sqlalchemy import Engine
 
@@ -47,13 +50,25 @@ class EventRefused(ValueError):
     """The database refuses a value of this event (not a database outage): resending cannot help."""
 
 
+Done = Callable[[bool | None, BaseException | None], None]
+"""Called once per record on the writer thread: (True if stored / False if a duplicate, None) after its
+commit, or (None, the error)."""
+
+
+def _resolve(future: Future[bool], stored: bool | None, error: BaseException | None) -> None:
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(bool(stored))
+
+
 class GroupCommitWriter:
     """Batches `RawRecord`s from many threads into few transactions."""
 
     def __init__(self, engine: Engine, *, max_batch: int = 256, on_commit: object | None = None) -> None:
         self._engine = engine
         self._max_batch = max_batch
-        self._queue: queue.SimpleQueue[tuple[RawRecord, Future[bool]] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[RawRecord, Done] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="ingest-writer", daemon=True)
         self._stopped = threading.Event()
         # By default, tell the parent's processor about each commit (see bridge.processing.wakeup).
@@ -64,11 +79,16 @@ class GroupCommitWriter:
 
     def submit(self, record: RawRecord) -> Future[bool]:
         """Queue a record; the future resolves to True (stored) or False (a duplicate) after commit."""
+        future: Future[bool] = Future()
+        self.submit_with(record, partial(_resolve, future))
+        return future
+
+    def submit_with(self, record: RawRecord, done: Done) -> None:
+        """Queue a record without waiting: `done` is called on the writer thread after its commit (it
+        must be quick and must not block, e.g. `loop.call_soon_threadsafe`)."""
         if self._stopped.is_set():
             raise WriterStopped("the ingest writer is stopped")
-        future: Future[bool] = Future()
-        self._queue.put((record, future))
-        return future
+        self._queue.put((record, done))
 
     def write(self, record: RawRecord, timeout: float = 10.0) -> bool:
         """Submit and wait for the commit; raises on a database error or timeout."""
@@ -79,7 +99,7 @@ class GroupCommitWriter:
         self._queue.put(None)
         self._thread.join(timeout)
 
-    def _take_batch(self) -> list[tuple[RawRecord, Future[bool]]] | None:
+    def _take_batch(self) -> list[tuple[RawRecord, Done]] | None:
         first = self._queue.get()
         if first is None:
             return None
@@ -119,20 +139,20 @@ class GroupCommitWriter:
             except Exception as exc:
                 if transient(exc):  # the database is down or locked: every waiter gets the error
                     log.error("ingest commit failed for %d events: %s", len(batch), type(exc).__name__)
-                    for _, future in batch:
-                        future.set_exception(exc)
+                    for _, done in batch:
+                        _call(done, None, exc)
                 else:
                     self._commit_one_by_one(batch, exc)
                 continue
             self._settle(batch, stored)
 
-    def _settle(self, batch: list[tuple[RawRecord, Future[bool]]], stored: set[str]) -> None:
-        for record, future in batch:
-            future.set_result(record.dedup_key in stored)
+    def _settle(self, batch: list[tuple[RawRecord, Done]], stored: set[str]) -> None:
+        for record, done in batch:
+            _call(done, record.dedup_key in stored, None)
         if callable(self._on_commit):
             self._on_commit()
 
-    def _commit_one_by_one(self, batch: list[tuple[RawRecord, Future[bool]]], error: Exception) -> None:
+    def _commit_one_by_one(self, batch: list[tuple[RawRecord, Done]], error: Exception) -> None:
         """After a group failed on a value rather than the database: each event in its own transaction,
         so the good ones are stored and only the bad one is refused."""
         if len(batch) == 1:
@@ -146,14 +166,22 @@ class GroupCommitWriter:
                 stored = self._commit([item[0]])
             except Exception as exc:
                 if transient(exc):
-                    item[1].set_exception(exc)
+                    _call(item[1], None, exc)
                 else:
                     self._refuse(item, exc)
                 continue
             self._settle([item], stored)
 
     @staticmethod
-    def _refuse(item: tuple[RawRecord, Future[bool]], error: Exception) -> None:
-        record, future = item
+    def _refuse(item: tuple[RawRecord, Done], error: Exception) -> None:
+        record, done = item
         log.warning("ingest refused a /%s event: %s", record.path, describe(error))
-        future.set_exception(EventRefused(describe(error, 160)))
+        _call(done, None, EventRefused(describe(error, 160)))
+
+
+def _call(done: Done, stored: bool | None, error: BaseException | None) -> None:
+    """Tell a waiter its outcome; a waiter that cannot be told (its loop closed) costs nobody else."""
+    try:
+        done(stored, error)
+    except Exception:
+        log.warning("an ingest waiter could not be told its outcome", exc_info=True)

@@ -7,6 +7,9 @@ that trickles its body costs a coroutine, not a thread: other requests keep bein
 and the slow one gets 408 and a closed connection at the deadline. (granian's own WSGI mode reads the
 body inside the app's thread, with no deadline.) Header read time is bounded by granian itself.
 
+Requests the `inline` route takes (signed Mango notifications) are answered on the event loop itself,
+with no thread: their checks take microseconds and their commit is awaited, not waited for.
+
 A body declared longer than `max_body_bytes` is not read at all: the app sees the declared
 Content-Length and answers 413 as it always does. Answers up to `BUFFERED` bytes leave in one piece;
 longer ones (recordings) are streamed, the app's iterator advanced in the pool.
@@ -21,7 +24,7 @@ import logging
 import queue
 import sys
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +35,8 @@ from bridge.web.errors import INTERNAL_ERROR, error_payload
 log = logging.getLogger(__name__)
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+InlineRoute = Callable[[dict[str, Any]], Awaitable[tuple[int, list[tuple[str, str]], bytes] | None]]
+"""Answers (status, headers, body) the requests it takes on the event loop; None leaves one to the app."""
 BUFFERED = 256 * 1024  # answers up to this size are sent at once, longer ones streamed in such pieces
 _JSON = ("content-type", "application/json")
 _CLOSE = ("connection", "close")
@@ -104,8 +109,17 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
 class WsgiFront:
     """An RSGI application around a WSGI app; see the module docstring."""
 
-    def __init__(self, app: WSGIApp, *, threads: int, body_timeout: float, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        app: WSGIApp,
+        *,
+        threads: int,
+        body_timeout: float,
+        max_body_bytes: int,
+        inline: InlineRoute | None = None,
+    ) -> None:
         self.app = app
+        self.inline = inline
         self.body_timeout = body_timeout
         self.max_body_bytes = max_body_bytes
         self.threads = ThreadHandoff(threads)
@@ -126,11 +140,24 @@ class WsgiFront:
             return
         except (ProtocolClosed, ProtocolError):  # the client went away mid-body
             return
-        answer = await self.threads.run(run_app, self.app, wsgi_environ(scope, body))
+        environ = wsgi_environ(scope, body)
+        if self.inline is not None and (answer := await self._inline(environ)) is not None:
+            protocol.response_bytes(answer.status, answer.headers, answer.body)
+            return
+        answer = await self.threads.run(run_app, self.app, environ)
         if answer.rest is None:
             protocol.response_bytes(answer.status, answer.headers, answer.body)
             return
         await self._stream(protocol, answer)
+
+    async def _inline(self, environ: dict[str, Any]) -> Answer | None:
+        assert self.inline is not None
+        try:
+            reply = await self.inline(environ)
+        except Exception:
+            log.exception("the inline route failed")
+            return json_answer(500, INTERNAL_ERROR)
+        return None if reply is None else Answer(*reply)
 
     async def _stream(self, protocol: HTTPProtocol, answer: Answer) -> None:
         """Send a long answer piece by piece, advancing the app's iterator in the pool."""

@@ -6,19 +6,22 @@ field (constant time), the JSON and its bounds (`parse.check_bounds`: 64-bit int
 surrogate, limited nesting), the payload. Only then is the event committed, and only after the commit is
 it answered 200. A value the database still refuses is answered 422 (the writer stores its neighbours).
 
-Notifications are answered by a plain WSGI callable in front of the Flask app (`MangoReceiver.wsgi`);
-the rest of `/mango` (the GET status page) is a Flask blueprint running the same checks.
+Notifications are answered on the HTTP worker's event loop (`MangoReceiver.answer_on_loop`, called by
+the asynchronous front in bridge/web/front.py), with a plain WSGI callable in front of the Flask app
+(`MangoReceiver.wsgi`) for servers without that front; the rest of `/mango` (the GET status page) is a
+Flask blueprint. All three run one sequence of checks (`MangoReceiver.check`) and give the same answers.
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
 import ipaddress
 import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
@@ -39,6 +42,7 @@ log = logging.getLogger(__name__)
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 PREFIX = "/mango/"
+EXTENSION = "mango_receiver"  # the key of the receiver in its Flask app's `extensions`
 
 
 class MangoCredentials:
@@ -112,7 +116,23 @@ def _json_body(data: dict[str, object]) -> bytes:
     return (json.dumps(data, separators=(",", ":")) + "\n").encode()
 
 
-_OK_BODY = _json_body({"success": True})
+Reply = tuple[int, bytes]
+"""A notification's answer: its status and JSON body (the headers follow from the body, `_headers`)."""
+
+_OK: Reply = (200, _json_body({"success": True}))
+
+
+def _error_reply(status: int, message: str) -> Reply:
+    return status, _json_body(error_payload(status, message))
+
+
+def _headers(body: bytes) -> list[tuple[str, str]]:
+    return [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+
+
+def _settle(future: asyncio.Future[BaseException | None], error: BaseException | None) -> None:
+    if not future.done():  # not given up on (timed out, or the client left)
+        future.set_result(error)
 
 
 def raw_record(
@@ -131,10 +151,11 @@ def raw_record(
 class MangoReceiver:
     """The `/mango` receiver. `allowed_ips` is the list, or a callable giving the current one.
 
-    Notifications (`POST /mango/<path>`) take a plain WSGI path in front of the Flask app (`wsgi`), so
-    they skip Flask's contexts, URL map, session and hooks; everything else under `/mango` (the GET
-    status page, other methods, odd paths) goes through the Flask blueprint (`blueprint`). Both run the
-    same checks in the same order and give the same answers.
+    Notifications (`POST /mango/<path>`) are answered on the event loop (`answer_on_loop`) or by a plain
+    WSGI path in front of the Flask app (`wsgi`), so they skip Flask's contexts, URL map, session and
+    hooks; everything else under `/mango` (the GET status page, other methods, odd paths) goes through
+    the Flask blueprint (`blueprint`). All of them run the same checks in the same order and give the
+    same answers.
     """
 
     def __init__(
@@ -184,6 +205,16 @@ class MangoReceiver:
 
     def accept(self, path: str, request: Request) -> None:
         """Check, parse and commit one notification (a ping is checked, not stored); raises ApiError."""
+        record = self._checked(path, request)
+        if record is None:
+            return
+        try:
+            self._writer.write(record, timeout=self._commit_timeout)
+        except Exception as exc:
+            raise self._store_error(record, exc) from None
+
+    def _checked(self, path: str, request: Request) -> RawRecord | None:
+        """The checks after `guard`: the record to commit, or None for a ping; raises ApiError."""
         path = path.strip("/")
         if not mango_parse.is_known_path(path):
             raise ApiError(404, f"unknown Mango notification path '/{path[:64]}'")
@@ -212,24 +243,48 @@ class MangoReceiver:
             event = mango_parse.parse(path, payload)
         except mango_parse.ParseError as exc:
             raise ApiError(400, f"invalid /{path} notification: {exc}") from None
-        if path != "ping":
-            self._store(path, event, json_text)
+        return None if path == "ping" else raw_record(path, event, json_text)
 
-    def _store(self, path: str, event: PbxEvent | None, json_text: str) -> None:
-        record = raw_record(path, event, json_text)
+    @staticmethod
+    def _store_error(record: RawRecord, exc: BaseException) -> ApiError:
+        """The answer to a commit that failed: 422 for a value the database refuses, else 503."""
+        if isinstance(exc, EventRefused):
+            return ApiError(422, f"the store refused a value of this event ({exc})")
+        log.error("could not store /%s notification: %s", record.path, type(exc).__name__)
+        log.debug("store failure", exc_info=exc)
+        return ApiError(503, "the event could not be stored right now; please resend")
+
+    def check(self, environ: WSGIEnvironment, path: str) -> RawRecord | Reply:
+        """Every check of a notification, in order: the record to commit, or the answer (an error, or
+        200 for a ping). Shared by the plain WSGI path and the event-loop path."""
+        request = self._request_class(environ)
         try:
-            self._writer.write(record, timeout=self._commit_timeout)
-        except EventRefused as exc:
-            raise ApiError(422, f"the store refused a value of this event ({exc})") from None
+            self.guard(request)
+            record = self._checked(path, request)
+            return _OK if record is None else record
+        except ApiError as exc:
+            return _error_reply(exc.status, exc.message)
+        except HTTPException as exc:  # e.g. a multipart form over the limits
+            return _error_reply(*http_error(exc))
         except Exception as exc:
-            log.error("could not store /%s notification: %s", path, type(exc).__name__)
-            log.debug("store failure", exc_info=True)
-            raise ApiError(503, "the event could not be stored right now; please resend") from None
+            log.exception("unexpected error: %s", type(exc).__name__)
+            return _error_reply(500, INTERNAL_ERROR)
+        finally:
+            request.close()
+
+    def committed(self, record: RawRecord, error: BaseException | None) -> Reply:
+        """The answer once the writer has had its say on `record` (`error` None: it is committed)."""
+        if error is None:
+            return _OK
+        failure = self._store_error(record, error)
+        return _error_reply(failure.status, failure.message)
 
     # -- the Flask side: the status page and everything the plain path leaves to Flask ------------------
 
     def blueprint(self) -> Blueprint:
         bp = Blueprint("mango", __name__, url_prefix="/mango")
+        # The app's server finds the receiver here, to answer notifications on its event loop.
+        bp.record_once(lambda state: state.app.extensions.setdefault(EXTENSION, self))
 
         @bp.before_request
         def _guard() -> None:
@@ -258,30 +313,52 @@ class MangoReceiver:
             if path is None:
                 return app(environ, start_response)
             status, body = self._answer(environ, path)
-            start_response(
-                f"{status} {HTTP_STATUS_CODES.get(status, 'UNKNOWN').upper()}",
-                [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
-            )
+            start_response(f"{status} {HTTP_STATUS_CODES.get(status, 'UNKNOWN').upper()}", _headers(body))
             return [body]
 
         return receiver_app
 
-    def _answer(self, environ: WSGIEnvironment, path: str) -> tuple[int, bytes]:
-        request = self._request_class(environ)
+    def _answer(self, environ: WSGIEnvironment, path: str) -> Reply:
+        verdict = self.check(environ, path)
+        if not isinstance(verdict, RawRecord):
+            return verdict
         try:
-            self.guard(request)
-            self.accept(path, request)
-            return 200, _OK_BODY
-        except ApiError as exc:
-            status, message = exc.status, exc.message
-        except HTTPException as exc:  # e.g. a multipart form over the limits
-            status, message = http_error(exc)
+            self._writer.write(verdict, timeout=self._commit_timeout)
         except Exception as exc:
-            log.exception("unexpected error: %s", type(exc).__name__)
-            status, message = 500, INTERNAL_ERROR
-        finally:
-            request.close()
-        return status, _json_body(error_payload(status, message))
+            return self.committed(verdict, exc)
+        return self.committed(verdict, None)
+
+    # -- the event-loop path ----------------------------------------------------------------------------
+
+    async def answer_on_loop(
+        self, environ: dict[str, Any]
+    ) -> tuple[int, list[tuple[str, str]], bytes] | None:
+        """The answer (status, headers, body) to a notification, checked on the running event loop and
+        committed by the writer thread while the loop serves others; None for any other request (the
+        WSGI app answers it). `environ` is the request's, its body in memory, past any proxy fix-up."""
+        path = _notification_path(environ)
+        if path is None:
+            return None
+        verdict = self.check(environ, path)
+        if isinstance(verdict, RawRecord):
+            verdict = self.committed(verdict, await self._commit_on_loop(verdict))
+        status, body = verdict
+        return status, _headers(body), body
+
+    async def _commit_on_loop(self, record: RawRecord) -> BaseException | None:
+        """Hand `record` to the writer and wait, without a thread, until it is committed (None) or failed."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[BaseException | None] = loop.create_future()
+
+        def done(_stored: bool | None, error: BaseException | None) -> None:  # on the writer thread
+            loop.call_soon_threadsafe(_settle, future, error)
+
+        try:
+            self._writer.submit_with(record, done)
+            async with asyncio.timeout(self._commit_timeout):
+                return await future
+        except Exception as exc:  # the writer is stopped, or the commit took too long
+            return exc
 
 
 def _delimited(environ: WSGIEnvironment) -> bool:
