@@ -3,8 +3,9 @@
 Each model field becomes one input: text for strings (URLs, numbers too: pydantic converts them), a
 checkbox for booleans, a select for `Literal`/`Enum`, a textarea with one item per line for lists of plain
 values, a password box for `SecretStr`, and a JSON textarea for anything richer (nested models, dicts,
-unions). Titles and help come from the model's `Field(title=..., description=...)`. The form holds no rules
-of its own: the submitted values are validated by the model, and its messages are shown per field.
+unions). Titles come from the connector manifest's `settings` in the user's language (else the model's
+`Field(title=...)`), help from `Field(description=...)`. The form holds no rules of its own: the
+submitted values are validated by the model, and its messages are shown per field.
 
 Secrets are never rendered back: an empty secret box keeps the saved value. Keys fixed by the config file
 or the environment (`connectors.<name>.<key>`) are shown locked and refused.
@@ -25,6 +26,8 @@ from pydantic_core import PydanticUndefined
 from werkzeug.datastructures import MultiDict
 from wtforms import BooleanField, Field, PasswordField, StringField, TextAreaField
 from wtforms.form import BaseForm
+
+from bridge.connector_api import Title
 
 ENABLED = "enabled"
 CLEAR_PREFIX = "clear-"  # a checkbox "remove the saved secret", named clear-<key>
@@ -95,7 +98,7 @@ def _kind(annotation: Any) -> tuple[str, tuple[str, ...]]:
     return "text", ()  # str, int, float, URLs and other types pydantic builds from a string
 
 
-def _spec(name: str, info: FieldInfo) -> FieldSpec:
+def _spec(name: str, info: FieldInfo, title: str | None = None) -> FieldSpec:
     annotation, nullable = _split_optional(info.annotation)
     kind, choices = _kind(annotation)
     key = info.alias or name
@@ -105,7 +108,7 @@ def _spec(name: str, info: FieldInfo) -> FieldSpec:
     return FieldSpec(
         key=key,
         kind=kind,
-        title=info.title or key.replace("_", " ").capitalize(),
+        title=title or info.title or key.replace("_", " ").capitalize(),
         description=info.description or "",
         required=info.is_required(),
         nullable=nullable,
@@ -114,9 +117,17 @@ def _spec(name: str, info: FieldInfo) -> FieldSpec:
     )
 
 
-def field_specs(model: type[BaseModel]) -> list[FieldSpec]:
-    """One spec per field of `model`, in declaration order."""
-    return [_spec(name, info) for name, info in model.model_fields.items()]
+def field_specs(
+    model: type[BaseModel], lang: str = "en", titles: Mapping[str, Title] | None = None
+) -> list[FieldSpec]:
+    """One spec per field of `model`, in declaration order, titled in `lang` ("ru" or "en") from
+    `titles` (a manifest's `settings`, by key) where it has the key."""
+    titles = titles or {}
+    specs = []
+    for name, info in model.model_fields.items():
+        title = titles.get(info.alias or name)
+        specs.append(_spec(name, info, title(lang) if title is not None else None))
+    return specs
 
 
 # ---------------------------------------------------------------------------------------------- the form

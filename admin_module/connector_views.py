@@ -73,7 +73,8 @@ def register_connector_routes(
         result: tuple[bool, str] | None = None,
         status: int = 200,
     ) -> Response:
-        specs = field_specs(cls.config_model)
+        manifest = getattr(cls, "manifest", None)
+        specs = field_specs(cls.config_model, _lang(), manifest.settings if manifest is not None else None)
         section, enabled = current(name)
         form = build_form(
             specs, section, enabled=enabled, formdata=request.form if submission is not None else None
@@ -177,6 +178,14 @@ def register_connector_routes(
             return False, t("conncfg_test_failed", error=redact(f"{type(exc).__name__}: {exc}", 300))
         finally:
             _close(connector)
+
+
+def _lang() -> str:
+    """The panel language of the signed-in user (the browser's choice before sign-in)."""
+    user = g.get("admin_user")
+    if user is not None and user.lang:
+        return str(user.lang)
+    return request.accept_languages.best_match(["ru", "en"], "ru") or "ru"
 
 
 def _close(connector: Connector | None) -> None:

@@ -184,13 +184,25 @@ def test_the_form_has_every_field_of_the_model_with_its_title_and_description(
 ) -> None:
     page = admin.get(f"/admin/connectors/{name}")
     assert page.status_code == 200
-    model = available_connectors()[name].config_model
-    for spec in field_specs(model):
+    cls = available_connectors()[name]
+    model = cls.config_model
+    lang = "ru" if '<html lang="ru"' in page.text else "en"
+    for spec in field_specs(model, lang, cls.manifest.settings):  # titled in the admin's language
         assert f'name="{spec.key}"' in page.text, spec.key
         assert str(escape(spec.title)) in page.text
         if spec.description:
             assert str(escape(spec.description)) in page.text
     assert 'name="enabled"' in page.text and 'id="test-connector"' in page.text
+
+
+def test_the_form_titles_follow_the_users_language(admin: Browser) -> None:
+    titles = available_connectors()["webhook"].manifest.settings
+    assert admin.post("/admin/lang", {"lang": "ru"}).status_code == 302
+    page = admin.get("/admin/connectors/webhook")
+    assert str(escape(titles["secret"].ru)) in page.text and titles["secret"].en not in page.text
+    assert admin.post("/admin/lang", {"lang": "en"}).status_code == 302  # the admin's language again
+    page = admin.get("/admin/connectors/webhook")
+    assert titles["secret"].en in page.text and str(escape(titles["secret"].ru)) not in page.text
 
 
 def test_the_connectors_page_links_each_connector_to_its_form(admin: Browser) -> None:

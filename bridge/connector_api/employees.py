@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, model_validator
 
 from bridge.connector_api.base import StateStore
+from bridge.connector_api.manifest import Title
 
 IMPORTED_MAP_KEY = "employee_map"
 
@@ -77,3 +78,11 @@ class EmployeeResolver:
             if self._state.compare_and_set(IMPORTED_MAP_KEY, json.dumps(dict(mapping)), version) is not None:
                 return
         raise RuntimeError("the employee map kept changing while saving; try again")
+
+
+EMPLOYEE_SETTINGS: dict[str, Title] = {
+    "users": Title("Extension → CRM user", "Добавочный → пользователь CRM"),
+    "unmapped": Title("Extensions without a CRM user", "Добавочные без пользователя CRM"),
+    "default_user": Title("Default CRM user", "Пользователь CRM по умолчанию"),
+}
+"""Settings titles in both panel languages, by key (the manifest's `settings`)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -39,7 +40,8 @@ class Manifest:
 
     `name` is the entry point name, the ``[connectors.<name>]`` section and the outbox's connector column;
     `docs` is the page (relative to the repository, or a URL) that explains setup and carries the quality
-    checklist; `requirements` are what a person needs before enabling it, in plain words.
+    checklist; `requirements` are what a person needs before enabling it, in plain words; `settings` titles
+    every settings key (the config model's field, by alias where it has one) in both panel languages.
     """
 
     name: str
@@ -47,6 +49,7 @@ class Manifest:
     docs: str
     capabilities: frozenset[Capability] = field(default_factory=frozenset)
     requirements: tuple[str, ...] = ()
+    settings: Mapping[str, Title] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("_", "").isalnum() or not self.name.islower():

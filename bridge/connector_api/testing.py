@@ -316,6 +316,11 @@ class ConnectorContract:
         assert cls.capabilities == manifest.capabilities
         declared = Capability.EMPLOYEE_IMPORT in manifest.capabilities
         assert declared == isinstance(harness.connector, EmployeeImporter), "EMPLOYEE_IMPORT vs protocol"
+        keys = {info.alias or name for name, info in cls.config_model.model_fields.items()}
+        assert set(manifest.settings) == keys, (
+            f"settings titles differ from the model: {keys ^ set(manifest.settings)}"
+        )
+        assert all(title.en and title.ru for title in manifest.settings.values()), "a title is empty"
         if not manifest.docs.startswith("https://"):
             page = REPOSITORY / manifest.docs
             assert page.is_file(), f"the docs page {manifest.docs} is missing"

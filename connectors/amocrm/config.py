@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from bridge.connector_api import Title
 from bridge.connector_api.employees import EmployeeMapping
 
 # amoCRM allows 7 requests/s per account (amocrm.md §2.3). The client spaces requests at this rate and,
@@ -138,3 +139,39 @@ class AmoCrmConfig(EmployeeMapping):
     @property
     def host(self) -> str:
         return urlsplit(self.account_url).hostname or ""
+
+
+SETTINGS_TITLES: dict[str, Title] = {
+    "account_url": Title("Account address", "Адрес аккаунта"),
+    "long_lived_token": Title("Long-lived token", "Долгосрочный токен"),
+    "client_id": Title("Integration ID", "ID интеграции"),
+    "client_secret": Title("Integration secret key", "Секретный ключ интеграции"),
+    "redirect_uri": Title("Redirect URI", "Адрес перенаправления"),
+    "authorization_code": Title("Authorization code", "Код авторизации"),
+    "refresh_token": Title("Refresh token", "Токен обновления"),
+    "popup": Title("Popups on ringing", "Уведомления о звонке"),
+    "log_calls": Title("Log calls", "Записывать звонки"),
+    "unsorted_for_unknown": Title("Unsorted leads for unknown callers", "Неразобранное для неизвестных"),
+    "missed_task": Title("Task for a missed call", "Задача по пропущенному звонку"),
+    "source": Title("Call source", "Источник звонка"),
+    "service_code": Title("Service code", "Код сервиса"),
+    "source_uid": Title("Source UID", "UID источника"),
+    "pipeline_id": Title("Pipeline", "Воронка"),
+    "language": Title("Language of texts", "Язык текстов"),
+    "task_text": Title("Task text", "Текст задачи"),
+    "task_due_minutes": Title("Task deadline, minutes", "Срок задачи, минут"),
+    "popup_max_age_seconds": Title(
+        "Drop popups older than, seconds", "Не показывать уведомления старше, секунд"
+    ),
+    "default_region": Title("Default region", "Регион по умолчанию"),
+    "requests_per_second": Title("Requests per second", "Запросов в секунду"),
+    "timeout": Title("Timeout, seconds", "Тайм-аут, секунд"),
+    "lookup_cache_seconds": Title("Cache of found contacts, seconds", "Кэш найденных контактов, секунд"),
+    "lookup_miss_cache_seconds": Title(
+        "Cache of unknown numbers, seconds", "Кэш неизвестных номеров, секунд"
+    ),
+    "lookup_max_wait_seconds": Title(
+        "Lookup wait for a request slot, seconds", "Ожидание очереди при поиске, секунд"
+    ),
+}
+"""Settings titles in both panel languages, by key (the manifest's `settings`)."""

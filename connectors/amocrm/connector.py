@@ -42,7 +42,7 @@ from bridge.connector_api import (
     RetryableDeliveryError,
     Title,
 )
-from bridge.connector_api.employees import EmployeeResolver
+from bridge.connector_api.employees import EMPLOYEE_SETTINGS, EmployeeResolver
 from bridge.connector_api.events import CALL_ENDED, CALL_MISSED, CALL_RINGING
 from bridge.connector_api.phones import InvalidPhoneNumber, to_e164
 from connectors.amocrm import handler
@@ -54,7 +54,7 @@ from connectors.amocrm.client import (
     AmoRateLimited,
     StaticToken,
 )
-from connectors.amocrm.config import DEFAULT_RATE, AmoCrmConfig
+from connectors.amocrm.config import DEFAULT_RATE, SETTINGS_TITLES, AmoCrmConfig
 from connectors.amocrm.lookup import Match, best_match, contacts_of, lead_ids, query_terms
 from connectors.amocrm.mapping import MappingSuggestion, suggest_mapping
 from connectors.amocrm.oauth import Grant, OAuthTokens, TokenRecord, fingerprint
@@ -85,6 +85,7 @@ class AmoCrmConnector(Connector):
             }
         ),
         requirements=("an amoCRM account", "a long-lived token or a private integration (OAuth)"),
+        settings={**EMPLOYEE_SETTINGS, **SETTINGS_TITLES},
     )
     config_model: ClassVar[type[BaseModel]] = AmoCrmConfig
     default_rate_limit: ClassVar[RateLimit | None] = RateLimit(DEFAULT_RATE, 1)

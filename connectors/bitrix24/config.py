@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from bridge.connector_api import Title
 from bridge.connector_api.employees import EmployeeMapping
 
 # Bitrix24 limits.md: a leaky bucket per portal (and per source IP) that drains 2 requests/s and blocks
@@ -189,3 +190,34 @@ def _base_url(value: str, message: str) -> str:
     if parts.path not in ("", "/") or parts.query or parts.username or parts.password:
         raise ValueError(message)
     return f"{parts.scheme}://{parts.netloc}"
+
+
+SETTINGS_TITLES: dict[str, Title] = {
+    "portal": Title("Portal address", "Адрес портала"),
+    "auth": Title("Sign-in mode", "Способ входа"),
+    "client_id": Title("Application client_id", "client_id приложения"),
+    "client_secret": Title("Application key", "Ключ приложения"),
+    "webhook_url": Title("Inbound webhook URL", "Адрес входящего вебхука"),
+    "oauth_url": Title("OAuth server", "Сервер OAuth"),
+    "application_token": Title("Application token", "Токен приложения"),
+    "crm_create": Title("Create leads for unknown numbers", "Создавать лиды для неизвестных номеров"),
+    "crm_source": Title("Lead source", "Источник лида"),
+    "send_line_number": Title("Pass the line number", "Передавать номер линии"),
+    "lines": Title("Lines to add at install", "Линии, добавляемые при установке"),
+    "popups": Title("Call cards", "Карточки звонков"),
+    "missed_task": Title("Task for a missed call", "Задача по пропущенному звонку"),
+    "missed_task_title": Title("Missed-call task title", "Заголовок задачи по пропущенному"),
+    "missed_task_description": Title("Missed-call task text", "Текст задачи по пропущенному"),
+    "missed_task_deadline_minutes": Title("Task deadline, minutes", "Срок задачи, минут"),
+    "attach_records": Title("Attach recordings", "Прикреплять записи"),
+    "pass_phone_inner": Title(
+        "Let Bitrix24 find unmapped users", "Искать несопоставленных пользователей в Битрикс24"
+    ),
+    "auto_import": Title("Import employees automatically", "Импортировать сотрудников автоматически"),
+    "default_region": Title("Default region", "Регион по умолчанию"),
+    "rate_per_second": Title("Requests per second", "Запросов в секунду"),
+    "burst": Title("Burst", "Всплеск запросов"),
+    "timeout": Title("Timeout, seconds", "Тайм-аут, секунд"),
+    "lookup_cache_seconds": Title("Lookup cache, seconds", "Кэш поиска, секунд"),
+}
+"""Settings titles in both panel languages, by key (the manifest's `settings`)."""

@@ -50,6 +50,7 @@ from bridge.connector_api import (
     RetryableDeliveryError,
     Title,
 )
+from bridge.connector_api.employees import EMPLOYEE_SETTINGS
 from bridge.connector_api.events import (
     CALL_ANSWERED,
     CALL_ENDED,
@@ -63,7 +64,7 @@ from bridge.connector_api.phones import InvalidPhoneNumber, to_e164
 from connectors.bitrix24 import handler, lookup
 from connectors.bitrix24.clicks import ClickRegistry
 from connectors.bitrix24.client import AppCredentials, Bitrix24Client, Command, WebhookCredentials, ref
-from connectors.bitrix24.config import Bitrix24Config
+from connectors.bitrix24.config import SETTINGS_TITLES, Bitrix24Config
 from connectors.bitrix24.errors import BitrixError, BitrixPermanent, BitrixRetryable, NotAuthorised
 from connectors.bitrix24.handler import Who
 from connectors.bitrix24.mapping import Employees, ImportReport
@@ -111,6 +112,7 @@ class Bitrix24Connector(Connector):
             }
         ),
         requirements=("a Bitrix24 portal", "a local application (OAuth) or an inbound webhook URL"),
+        settings={**EMPLOYEE_SETTINGS, **SETTINGS_TITLES},
     )
     config_model: ClassVar[type[BaseModel]] = Bitrix24Config
     default_rate_limit: ClassVar[RateLimit | None] = RateLimit(2.0 * DISPATCH_FACTOR, 50)

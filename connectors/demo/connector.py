@@ -65,6 +65,15 @@ class DemoConfig(BaseModel):
         return value
 
 
+SETTINGS_TITLES: dict[str, Title] = {
+    "contacts": Title("Contacts", "Контакты"),
+    "delay_ms": Title("Lookup delay, ms", "Задержка поиска, мс"),
+    "fail": Title("Fail every lookup", "Ошибка при каждом поиске"),
+    "region": Title("Default region", "Регион по умолчанию"),
+}
+"""Settings titles in both panel languages, by key (the manifest's `settings`)."""
+
+
 class DemoConnector(Connector):
     """Answers lookups from its table; handles no events."""
 
@@ -73,6 +82,7 @@ class DemoConnector(Connector):
         title=Title(en="Demo caller cards", ru="Демо-карточки звонящих"),
         docs="docs/connectors/demo.md",
         capabilities=frozenset({Capability.LOOKUP}),
+        settings=SETTINGS_TITLES,
     )
     config_model: ClassVar[type[BaseModel]] = DemoConfig
     default_event_types: ClassVar[frozenset[str] | None] = frozenset()

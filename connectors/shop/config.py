@@ -24,6 +24,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, fi
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from bridge.connector_api import Title
+
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,63}$")
 _META_KEY = re.compile(r"^[^|\x00-\x1f]{1,191}$")
 _REF = re.compile(
@@ -309,3 +311,18 @@ class ShopConfig(BaseModel):
         from connectors.shop.mappings import ready_mapping
 
         return ready_mapping(self.mapping, prefix=self.table_prefix, schema=self.db_schema)
+
+
+SETTINGS_TITLES: dict[str, Title] = {
+    "database_url": Title("Database URL", "Адрес базы данных"),
+    "mapping": Title("Mapping", "Схема сопоставления"),
+    "table_prefix": Title("Table prefix", "Префикс таблиц"),
+    "schema": Title("Database schema", "Схема базы данных"),
+    "admin_base_url": Title("Shop address for admin links", "Адрес магазина для ссылок в админку"),
+    "max_orders": Title("Orders on the card", "Заказов в карточке"),
+    "phone_match": Title("Phone matching", "Сравнение телефонов"),
+    "max_candidates": Title("Candidates per lookup", "Кандидатов на поиск"),
+    "default_region": Title("Default region", "Регион по умолчанию"),
+    "timeout": Title("Timeout, seconds", "Тайм-аут, секунд"),
+}
+"""Settings titles in both panel languages, by key (the manifest's `settings`)."""

@@ -40,7 +40,15 @@ from bridge.connector_api import (
 )
 from bridge.connector_api.phones import MatchKeys, match_keys
 from connectors.shop import phpdata
-from connectors.shop.config import CustomerMap, OrderMap, Ref, ShopConfig, ShopMapping, parse_ref
+from connectors.shop.config import (
+    SETTINGS_TITLES,
+    CustomerMap,
+    OrderMap,
+    Ref,
+    ShopConfig,
+    ShopMapping,
+    parse_ref,
+)
 from connectors.shop.query import (
     LEVELS,
     EntitySql,
@@ -70,6 +78,7 @@ class ShopConnector(Connector):
         docs="docs/connectors/shop.md",
         capabilities=frozenset({Capability.LOOKUP}),
         requirements=("read-only access to the shop's MySQL, PostgreSQL or SQLite database",),
+        settings=SETTINGS_TITLES,
     )
     config_model: ClassVar[type[BaseModel]] = ShopConfig
     default_event_types: ClassVar[frozenset[str] | None] = frozenset()

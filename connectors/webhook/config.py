@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, SecretStr, field_validator
 
-from bridge.connector_api import CALL_EVENT_TYPES
+from bridge.connector_api import CALL_EVENT_TYPES, Title
 
 MIN_SECRET_LENGTH = 16
 
@@ -56,3 +56,13 @@ class WebhookConfig(BaseModel):
                 f"unknown event type {', '.join(map(repr, unknown))}; known: {', '.join(CALL_EVENT_TYPES)}"
             )
         return list(dict.fromkeys(value))
+
+
+SETTINGS_TITLES: dict[str, Title] = {
+    "url": Title("Receiver URL", "Адрес получателя"),
+    "secret": Title("Signing secret", "Секрет подписи"),
+    "event_types": Title("Event types", "Типы событий"),
+    "timeout": Title("Timeout, seconds", "Тайм-аут, секунд"),
+    "rate_per_second": Title("Requests per second", "Запросов в секунду"),
+}
+"""Settings titles in both panel languages, by key (the manifest's `settings`)."""

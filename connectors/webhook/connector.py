@@ -23,7 +23,7 @@ from bridge.connector_api import (
     Title,
 )
 from bridge.connector_api.http import idempotency_key, make_session, safe_host, send
-from connectors.webhook.config import WebhookConfig
+from connectors.webhook.config import SETTINGS_TITLES, WebhookConfig
 from connectors.webhook.signing import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
 PING = "ping"
@@ -59,6 +59,7 @@ class WebhookConnector(Connector):
         docs="docs/connectors/webhook.md",
         capabilities=frozenset(),
         requirements=("an HTTPS endpoint that verifies the HMAC-SHA256 signature",),
+        settings=SETTINGS_TITLES,
     )
     config_model: ClassVar[type[BaseModel]] = WebhookConfig
 

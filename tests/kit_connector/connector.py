@@ -39,6 +39,11 @@ class NotebookConnector(Connector):
         docs="https://notebook.example.com/docs/callbridge",
         capabilities=frozenset({Capability.LOOKUP, Capability.CALL_LOG, Capability.POPUPS}),
         requirements=("a Notebook API token",),
+        settings={
+            "url": Title("API address", "Адрес API"),
+            "token": Title("API token", "Токен API"),
+            "rate_per_second": Title("Requests per second", "Запросов в секунду"),
+        },
     )
     config_model: ClassVar[type[BaseModel]] = NotebookConfig
     default_event_types: ClassVar[frozenset[str] | None] = frozenset({CALL_RINGING, CALL_ENDED})
