@@ -7,6 +7,7 @@ from importlib.metadata import EntryPoint
 import pytest
 
 import bridge.registry as registry
+from bridge.connector_api import Capability, Manifest, Title
 from bridge.registry import ConnectorConfigError, available_connectors, build_connectors
 from connectors.webhook import WebhookConnector
 
@@ -110,3 +111,45 @@ def test_a_broken_plugin_is_left_out_but_named_when_configured(monkeypatch, capl
     with pytest.raises(ConnectorConfigError, match="is not a Connector subclass"):
         build_connectors({"notaconnector": {}})
     assert list(build_connectors({"webhook": GOOD, "missing": {"enabled": False}})) == ["webhook"]
+
+
+class _Liar(WebhookConnector):
+    """Declares the employee import without implementing `EmployeeImporter`."""
+
+    manifest = Manifest(
+        name="liar",
+        title=Title("Liar", "Лжец"),
+        docs="docs/connectors/webhook.md",
+        capabilities=frozenset({Capability.EMPLOYEE_IMPORT}),
+    )
+
+
+def test_a_manifest_that_disagrees_with_the_protocols_is_refused(monkeypatch, caplog):
+    _fake_entry_points(monkeypatch, ("liar", f"{__name__}:_Liar"))
+    assert available_connectors() == {}
+    assert "declares import-employees but its import_employees disagrees" in caplog.text
+    with pytest.raises(TypeError, match="declares import-employees"), registry.installed(_Liar):
+        pass
+
+
+def test_a_connector_installed_for_tests_is_built_like_an_entry_point_one():
+    class Twin(WebhookConnector):
+        manifest = Manifest(name="twin", title=Title("Twin", "Близнец"), docs="docs/connectors/webhook.md")
+
+    with registry.installed(Twin):
+        assert available_connectors()["twin"] is Twin and Twin.capabilities == frozenset()
+        built = build_connectors({"twin": GOOD})["twin"]
+        assert isinstance(built, Twin) and built.rate_limit is not None and built.name == "twin"
+    assert "twin" not in available_connectors()
+    with pytest.raises(ConnectorConfigError, match="no connector called 'twin'"):
+        build_connectors({"twin": GOOD})
+
+
+def test_limits_are_per_instance_and_leave_the_class_alone():
+    slow = build_connectors({"webhook": {**GOOD, "rate_per_second": 2}})["webhook"]
+    fast = build_connectors({"webhook": {**GOOD, "rate_per_second": 9, "event_types": ["call.ended"]}})[
+        "webhook"
+    ]
+    assert slow.rate_limit is not None and slow.rate_limit.rate == 2 and slow.event_types is None
+    assert fast.rate_limit is not None and fast.rate_limit.rate == 9 and fast.event_types == {"call.ended"}
+    assert WebhookConnector.rate_limit is None and WebhookConnector.event_types is None
