@@ -183,5 +183,5 @@ def _call(done: Done, stored: bool | None, error: BaseException | None) -> None:
     """Tell a waiter its outcome; a waiter that cannot be told (its loop closed) costs nobody else."""
     try:
         done(stored, error)
-    except Exception:
-        log.warning("an ingest waiter could not be told its outcome", exc_info=True)
+    except Exception as exc:  # e.g. RuntimeError: its event loop closed at shutdown
+        log.warning("an ingest waiter could not be told its outcome: %s", type(exc).__name__)
