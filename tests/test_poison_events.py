@@ -12,7 +12,7 @@ import json
 import subprocess
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from bridge.store.schema import raw_events
 from tests.daemon import API_KEY, API_SALT, CALLBRIDGE, Daemon
 from tests.fakes.webhook_receiver import WebhookReceiver
 from tests.test_admin_support import PASSWORD, panel_session
+from tests.waiting import wait_until
 
 SECRET = "webhook-secret-0123456789abcdef"
 T0 = 1_700_000_000
@@ -75,16 +76,6 @@ def play_call(daemon: Daemon, entry_id: str) -> None:
         response = send(daemon, "events/call", leg(entry_id, seq, state, T0 + seq))
         assert response.status_code == 200, response.text
     assert send(daemon, "events/summary", summary(entry_id)).status_code == 200
-
-
-def wait_until(condition: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def delivered_types(receiver: WebhookReceiver, entry_id: str) -> set[str]:

@@ -34,18 +34,10 @@ from tests.fakes.amocrm import FakeAmoCrm
 from tests.fakes.webhook_receiver import WebhookReceiver
 from tests.test_amocrm_e2e import KNOWN_A, LLT, popup, requests_since
 from tests.test_amocrm_e2e import start as start_with_amocrm
+from tests.waiting import wait_until
 
 WEBHOOK_SECRET = "webhook-secret-0123456789abcdef"
 Notes = Sequence[scenarios.Notification]
-
-
-def wait_for(condition: Callable[[], object], timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{what} not reached within {timeout} s")
 
 
 @pytest.fixture
@@ -91,7 +83,7 @@ def wait_call(daemon: Daemon, entry_id: str, check: Callable[[dict], bool], what
         return bool(call and check(call))
 
     try:
-        wait_for(ready, what=what)
+        wait_until(ready, what)
     except AssertionError as exc:
         raise AssertionError(f"{exc}: {found}") from None
     return found[0]
@@ -173,7 +165,7 @@ def test_a_silent_call_closes_ended_incomplete_once_and_late_final_events_do_not
     assert call["answered_by"] == "101"
     listed = daemon.api("/api/calls", limit="200").json()["items"]
     assert next(item for item in listed if item["entry_id"] == entry)["incomplete"] is True
-    wait_for(lambda: "call.ended" in types_for(receiver, entry), what="call.ended at the webhook")
+    wait_until(lambda: "call.ended" in types_for(receiver, entry), "call.ended at the webhook")
     [ended] = [b for b in receiver.accepted_for(entry) if b["type"] == "call.ended"]
     assert ended["data"]["extra"]["incomplete"] is True and ended["data"]["extra"]["status"] == "ended"
 
@@ -182,7 +174,7 @@ def test_a_silent_call_closes_ended_incomplete_once_and_late_final_events_do_not
     summary = next(n.payload for n in tail if n.path == "events/summary")
     done = wait_call(daemon, entry, lambda c: not c["incomplete"], "the late final events")
     assert done["status"] == "ended" and done["ended_at"] == summary["end_time"]
-    wait_for(lambda: "call.recording_ready" in types_for(receiver, entry), what="the recording delivered")
+    wait_until(lambda: "call.recording_ready" in types_for(receiver, entry), "the recording delivered")
     types = types_for(receiver, entry)
     assert types.count("call.ended") == 1 and "call.missed" not in types
     assert [r.body["type"] for r in receiver.requests if r.body.get("entry_id") == entry].count(
@@ -261,9 +253,9 @@ def test_amocrm_popup_goes_out_though_mangos_clock_is_minutes_off(
         head, tail = split_after_answer(scenario.notifications)
         mark = len(fake.requests)
         post(daemon, head[:-1])  # everything up to the ringing; the answer follows once the popup is out
-        wait_for(lambda: popup(KNOWN_A, 1001) in requests_since(fake, mark), what="the amoCRM popup")
+        wait_until(lambda: popup(KNOWN_A, 1001) in requests_since(fake, mark), "the amoCRM popup")
         post(daemon, [head[-1], *tail])
-        wait_for(lambda: len(fake.calls) == 1, what="the call log")
+        wait_until(lambda: len(fake.calls) == 1, "the call log")
         assert [r for r in requests_since(fake, mark) if r[1] == "/api/v2/events"] == [popup(KNOWN_A, 1001)]
     finally:
         daemon.stop()
@@ -293,6 +285,6 @@ def test_answered_by_stays_the_first_answerer_when_the_summary_names_the_transfe
     assert target in {leg["to_extension"] for leg in call["legs"]}
     listed = daemon.api("/api/calls", extension=first, limit="200").json()["items"]
     assert next(item for item in listed if item["entry_id"] == scenario.entry_id)["answered_by"] == first
-    wait_for(lambda: "call.ended" in types_for(receiver, scenario.entry_id), what="call.ended at the webhook")
+    wait_until(lambda: "call.ended" in types_for(receiver, scenario.entry_id), "call.ended at the webhook")
     [ended] = [b for b in receiver.accepted_for(scenario.entry_id) if b["type"] == "call.ended"]
     assert ended["data"]["extension"] == first and ended["data"]["extra"]["transferred_to"] == target

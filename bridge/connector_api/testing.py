@@ -292,8 +292,12 @@ class ContractHarness(ABC):
         return []
 
     def fail_next(self, kind: Literal["retryable", "permanent"]) -> None:
-        """Make the vendor fail the next delivery in a way the connector must classify as `kind`."""
-        raise NotImplementedError(f"{type(self).__name__} cannot make the vendor fail")
+        """Make the vendor fail the next delivery in a way the connector must classify as `kind`.
+
+        Called only for connectors that handle events (`call()` returns some); the harness of such a
+        connector must override it, so the contract cannot pass without checking error classification.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must override fail_next: its connector handles events")
 
     def deliver(self, events: Sequence[CallEvent]) -> None:
         for event in events:
