@@ -297,7 +297,8 @@ class ContractHarness(ABC):
         Called only for connectors that handle events (`call()` returns some); the harness of such a
         connector must override it, so the contract cannot pass without checking error classification.
         """
-        raise NotImplementedError(f"{type(self).__name__} must override fail_next: its connector handles events")
+        name = type(self).__name__
+        raise NotImplementedError(f"{name} must override fail_next: its connector handles events")
 
     def deliver(self, events: Sequence[CallEvent]) -> None:
         for event in events:
