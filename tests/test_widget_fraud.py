@@ -9,7 +9,6 @@ The daemon trusts one proxy (`http.trusted_proxies = 1`), so each request's addr
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,6 +20,7 @@ from bridge.store.engine import make_engine
 from tests.conftest import BACKENDS
 from tests.test_admin_support import PASSWORD, panel_session
 from tests.test_widget_e2e import SHOP, Bridge, bridge_on_each_backend, form_tokens
+from tests.waiting import wait_until
 from widget.tables import widget_requests
 from widget.texts import DEFAULT_TEXTS
 
@@ -47,6 +47,22 @@ def post(bridge: Bridge, site: str, body: dict[str, Any], address: str = "192.0.
 
 def body(phone: str, token: str, visitor: str = "fraud-visitor-0001", lang: str = "ru") -> dict[str, Any]:
     return {"phone": phone, "form_token": token, "visitor_id": visitor, "lang": lang, "page": f"{SHOP}/"}
+
+
+def post_once_edit_applies(bridge: Bridge, site: str, request: dict[str, Any]) -> requests.Response:
+    """`post` until no web worker answers from the site as it was before an edit.
+
+    Each web worker re-reads a site within 5 s, and the requests may reach any worker: until every one has
+    re-read it, a number the edit allowed can still be refused by one of them (which does not use the token).
+    """
+
+    def answer_after_edit() -> tuple[requests.Response] | None:
+        answer = post(bridge, site, request)
+        stale = answer.status_code == 422 and answer.json().get("code") == "number_not_allowed"
+        return None if stale else (answer,)  # in a tuple: a 4xx response is falsy
+
+    [answer] = wait_until(answer_after_edit, f"the edit of site {site} in every web worker", timeout=15)
+    return answer
 
 
 def stored_numbers(bridge: Bridge, site: str) -> list[str]:
@@ -102,14 +118,13 @@ def test_premium_satellite_and_foreign_numbers_are_refused_and_never_dialled(bri
         "--number-types", "mobile,fixed_line,fixed_line_or_mobile,toll_free",
     )  # fmt: skip
     tokens = form_tokens(bridge, "fraud-types", 3)
-    deadline = time.time() + 10  # web workers re-read a site within 5 s
-    while time.time() < deadline:
-        toll_free = post(bridge, "fraud-types", body("+7 800 123-45-67", tokens[0], "fraud-visitor-0002"))
-        if toll_free.status_code != 422:
-            break
-        time.sleep(0.2)
+    toll_free = post_once_edit_applies(
+        bridge, "fraud-types", body("+7 800 123-45-67", tokens[0], "fraud-visitor-0002")
+    )
     assert toll_free.status_code == 202, toll_free.text
-    kazakh = post(bridge, "fraud-types", body("+7 701 123 45 67", tokens[1], "fraud-visitor-0003"))
+    kazakh = post_once_edit_applies(
+        bridge, "fraud-types", body("+7 701 123 45 67", tokens[1], "fraud-visitor-0003")
+    )
     assert kazakh.status_code == 202, kazakh.text
     premium = post(bridge, "fraud-types", body("+7 809 123-45-67", tokens[2], "fraud-visitor-0004"))
     assert premium.status_code == 422 and premium.json()["code"] == "number_not_allowed"

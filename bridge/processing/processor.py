@@ -34,7 +34,7 @@ from bridge.processing.calls_store import SnapshotRows, load_emitted, save_rows,
 from bridge.store.engine import reader
 from bridge.store.errors import describe as _describe
 from bridge.store.errors import transient
-from bridge.store.raw_events import UNPROCESSED, quarantine
+from bridge.store.raw_events import UNPROCESSED, pending, quarantine
 from bridge.store.schema import calls, commands, raw_events
 from bridge.store.write_lock import write_transaction
 from bridge.tracker import TrackResult, track
@@ -135,18 +135,7 @@ class EventProcessor:
         """
         now = self._clock()
         with self._reader.connect() as conn:
-            rows = conn.execute(
-                select(
-                    raw_events.c.id,
-                    raw_events.c.path,
-                    raw_events.c.entry_id,
-                    raw_events.c.payload,
-                    raw_events.c.received_at,
-                )
-                .where(UNPROCESSED)
-                .order_by(raw_events.c.id)
-                .limit(self._batch_size)
-            ).all()
+            rows = conn.execute(pending(self._batch_size)).all()
             if not rows:
                 return 0
             plan = self._plan(conn, rows, now)

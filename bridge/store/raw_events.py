@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, Connection, Engine, and_, func, select, update
+from sqlalchemy import ColumnElement, Connection, Engine, Select, and_, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from bridge.store.engine import reader
@@ -92,6 +92,12 @@ ERROR_LIMIT = 1000
 UNPROCESSED: ColumnElement[bool] = and_(
     raw_events.c.processed_at.is_(None), raw_events.c.quarantined_at.is_(None)
 )
+
+
+def pending(limit: int) -> Select[Any]:
+    """The oldest `limit` raw events waiting to be folded (by `ix_raw_events_unprocessed`)."""
+    columns = [raw_events.c[name] for name in ("id", "path", "entry_id", "payload", "received_at")]
+    return select(*columns).where(UNPROCESSED).order_by(raw_events.c.id).limit(limit)
 
 
 @dataclass(frozen=True)

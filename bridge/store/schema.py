@@ -37,7 +37,15 @@ raw_events = Table(
 )
 Index("ix_raw_events_entry", raw_events.c.entry_id)
 Index("ix_raw_events_unprocessed", raw_events.c.processed_at, raw_events.c.id)
-Index("ix_raw_events_quarantined", raw_events.c.quarantined_at)
+# Only the quarantined rows: a full index on quarantined_at (NULL in almost every row) would tempt
+# SQLite's planner to walk it for the processor's "unprocessed and not quarantined" query (migration 0006).
+_QUARANTINED = raw_events.c.quarantined_at.is_not(None)
+Index(
+    "ix_raw_events_quarantined",
+    raw_events.c.quarantined_at,
+    sqlite_where=_QUARANTINED,
+    postgresql_where=_QUARANTINED,
+)
 
 calls = Table(
     "calls",
