@@ -88,7 +88,7 @@ def effective_sections(settings: Settings, engine: Engine) -> Callable[[], Secti
 
     Falls back to the configured sections when the panel's table cannot be read (an empty database).
     """
-    from admin_module.settings_store import SettingsStore  # the panel's saved settings live there
+    from bridge.settings_store import SettingsStore
 
     store = SettingsStore(engine, settings)
 

@@ -99,8 +99,8 @@ def import_employees(
 def mango_client_for(obj: AppContext) -> MangoClient:
     """A Mango client with the credentials the daemon uses (the configuration, or what the admin panel
     saved); a `ClickException` in plain words when there are none."""
-    from admin_module.settings_store import SettingsStore
     from bridge.connectors_runtime import mango_client
+    from bridge.settings_store import SettingsStore
 
     settings = SettingsStore(obj.engine, obj.config).effective()
     if not settings.mango.api_key or not settings.mango.api_salt.get_secret_value():

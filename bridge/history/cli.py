@@ -38,11 +38,12 @@ def import_history(obj: Any, date_from: str, date_to: str, tz_name: str | None) 
     Calls already in the store are kept as they are, so running it again is safe. Imported calls are
     not sent to the CRMs.
     """
-    from admin_module.settings_store import SettingsStore
+    from bridge.settings_store import SettingsStore
 
     first, last = _day(date_from, "--from"), _day(date_to, "--to")
     engine = obj.engine
-    tz_name = tz_name or SettingsStore(engine, obj.config).panel().timezone
+    saved = SettingsStore(engine, obj.config)
+    tz_name = tz_name or saved.panel().timezone
     try:
         tz = zone(tz_name)
         check_period(first, last, tz)
@@ -68,7 +69,7 @@ def import_history(obj: Any, date_from: str, date_to: str, tz_name: str | None) 
 
         importer = HistoryImporter(
             engine,
-            effective_client_factory(obj.config, engine),
+            effective_client_factory(obj.config, engine, saved),
             on_progress=advance,
             heartbeat_every=jobs.heartbeat_every(stale_after),
         )

@@ -12,6 +12,7 @@ from bridge.config import Settings
 from bridge.history import jobs
 from bridge.history.importer import HistoryImporter
 from bridge.pbx.mango.client import MangoClient
+from bridge.settings_store import SettingsStore
 
 log = logging.getLogger("callbridge.history")
 
@@ -46,13 +47,14 @@ class HistoryRunner:
                 stop.wait(self.interval)
 
 
-def effective_client_factory(settings: Settings, engine: Engine) -> Callable[[], MangoClient]:
+def effective_client_factory(
+    settings: Settings, engine: Engine, store: SettingsStore | None = None
+) -> Callable[[], MangoClient]:
     """Builds a Mango client from the effective settings (values saved in the panel apply at once)."""
-    from admin_module.settings_store import SettingsStore
     from bridge.connectors_runtime import mango_client
 
-    store = SettingsStore(engine, settings)
-    return lambda: mango_client(store.effective())
+    saved = store or SettingsStore(engine, settings)
+    return lambda: mango_client(saved.effective())
 
 
 def make_history_runner(settings: Settings, engine: Engine) -> HistoryRunner:

@@ -18,9 +18,9 @@ from urllib.parse import quote
 
 from sqlalchemy import Engine
 
-from admin_module.settings_store import SettingsStore
 from bridge.config import Settings
 from bridge.realtime.auth import resolve_secret
+from bridge.settings_store import SettingsStore
 
 _CONTEXT = b"callbridge-recording-link-v1"
 

@@ -11,7 +11,6 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from admin_module.blueprint import make_admin_blueprint
 from admin_module.live import password_login
-from admin_module.settings_store import SettingsStore
 from bridge.api.calls import make_calls_api
 from bridge.api.openapi import make_openapi
 from bridge.api.originate import make_originate_api
@@ -24,6 +23,7 @@ from bridge.pbx.mango.receiver import MangoCredentials, MangoReceiver
 from bridge.realtime.auth import signer_for
 from bridge.recordings.links import links_for
 from bridge.recordings.service import cache_for
+from bridge.settings_store import SettingsStore
 from bridge.web.errors import install_error_handlers
 from bridge.web.health import make_health
 from bridge.web.recordings import make_recordings_blueprint
