@@ -33,3 +33,12 @@ class Closeable(Protocol):
     """Holds resources (connection pools, engines) to release when the connector is dropped or rebuilt."""
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class Dormant(Protocol):
+    """May be off for now (never enabled with valid settings since the start): while `dormant`, the
+    dispatcher claims nothing for it."""
+
+    @property
+    def dormant(self) -> bool: ...

@@ -31,10 +31,12 @@ row is visible (``callbridge deliveries list --status dead``, the admin panel) a
 holding a whole call hostage to one rejected action would lose more than it protects. A replayed row is
 delivered after the rows that already went out, so `handle` must cope with e.g. a late "ringing".
 
-Claims. On PostgreSQL the claim is ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED)`` and
-sets ``claimed_until``, so any number of dispatcher processes can share the table. On SQLite a single
-dispatcher process is assumed (the embedded mode); the claim is the same UPDATE statements (urgent rows,
-then the oldest) in one transaction, which SQLite serialises. A claim lasts `claim_seconds`; a lane stops
+Claims. The claim SQL (eligibility, claiming, releasing, recording outcomes) lives in `bridge.outbox.claims`;
+this module decides when a lane claims and how many rows. On PostgreSQL the claim is
+``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED)`` and sets ``claimed_until``, so any number of
+dispatcher processes can share the table. On SQLite a single dispatcher process is assumed (the embedded
+mode); the claim is the same UPDATE statements (urgent rows, then the oldest) in one transaction, which
+SQLite serialises. A claim lasts `claim_seconds`; a lane stops
 starting new deliveries halfway through it and releases what it did not start. `claim_seconds` must
 exceed the worst handle time of a connector (its HTTP timeouts), or a crashed-looking claim may be
 delivered twice (handle is idempotent anyway).
@@ -80,14 +82,15 @@ from bridge.connector_api import (
     RateLimit,
     RetryableDeliveryError,
 )
-from bridge.connector_api.events import CALL_ANSWERED, CALL_ENDED, CALL_RINGING, CALL_TRANSFERRED
+from bridge.connector_api.events import CALL_ANSWERED, CALL_RINGING, CALL_TRANSFERRED
 from bridge.connector_api.http import redact
+from bridge.connector_api.protocols import Dormant
+from bridge.outbox import claims
+from bridge.outbox.claims import Claims, Urgency
+from bridge.outbox.claims import Row as _Row
 from bridge.outbox.refs import SqlRefStore
 from bridge.outbox.retry import RetryPolicy
 from bridge.ratelimit import TokenBucket
-from bridge.store.engine import reader
-from bridge.store.schema import outbox
-from bridge.store.write_lock import write_transaction
 
 __all__ = ["URGENT_TYPES", "Dispatcher"]
 
@@ -96,25 +99,6 @@ log = logging.getLogger("callbridge.outbox")
 _ERROR_LIMIT = 500
 # The caller-card events: claimed ahead of the backlog while fresh (see the module docstring).
 URGENT_TYPES: frozenset[str] = frozenset({CALL_RINGING, CALL_ANSWERED, CALL_TRANSFERRED})
-_ROW_COLUMNS = (
-    outbox.c.id,
-    outbox.c.connector,
-    outbox.c.entry_id,
-    outbox.c.event_type,
-    outbox.c.payload,
-    outbox.c.attempts,
-)
-
-
-@dataclass
-class _Row:
-    id: int
-    connector: str
-    entry_id: str
-    event_type: str
-    payload: str
-    attempts: int
-    urgent: bool = False
 
 
 @dataclass
@@ -122,6 +106,7 @@ class _Lane:
     name: str
     connector: Connector
     refs: SqlRefStore
+    claims: Claims
     bucket: TokenBucket | None
     rate_limit: RateLimit | None
     wake: threading.Event = field(default_factory=threading.Event)
@@ -233,7 +218,6 @@ class Dispatcher:
         self.concurrency = concurrency
         self._clock = clock
         self._sleep = sleep
-        self._postgres = engine.dialect.name == "postgresql"
         self._stopping = threading.Event()
         self._pass_pool: ThreadPoolExecutor | None = None
         # The bucket needs a steady clock; keep the injected one when tests give their own.
@@ -247,6 +231,7 @@ class Dispatcher:
                 name=name,
                 connector=connector,
                 refs=SqlRefStore(engine, name, clock=clock),
+                claims=Claims(engine, name),
                 bucket=self._bucket(limit),
                 rate_limit=limit,
             )
@@ -259,9 +244,9 @@ class Dispatcher:
     def _follow_rate_limit(self, lane: _Lane) -> bool:
         """A connector rebuilt with saved settings may throttle differently: follow its current limit.
 
-        False while the connector is dormant (not enabled since the start): its lane claims nothing then.
+        False while a `Dormant` connector is dormant (never enabled since the start): its lane claims nothing.
         """
-        if getattr(lane.connector, "dormant", False):
+        if isinstance(lane.connector, Dormant) and lane.connector.dormant:
             return False
         limit = getattr(lane.connector, "rate_limit", None)
         if limit != lane.rate_limit:
@@ -491,26 +476,7 @@ class Dispatcher:
         affordable = lane.rate_limit.burst + lane.rate_limit.rate * self.claim_seconds / 2
         return max(1, min(self.batch_size, int(affordable)))
 
-    # ------------------------------------------------------------------ database
-
-    def _anything_due(self, lane: _Lane, now: float) -> bool:
-        """A cheap read before claiming, so an idle dispatcher takes no write lock (SQLite)."""
-        query = (
-            sa.select(outbox.c.id)
-            .where(
-                outbox.c.connector == lane.name,
-                outbox.c.status == "pending",
-                outbox.c.next_attempt_at <= now,
-            )
-            .limit(1)
-        )
-        with reader(self.engine).connect() as conn:
-            return conn.execute(query).first() is not None
-
-    def _anything_urgent(self, lane: _Lane, now: float) -> bool:
-        """A read before an urgent-only claim: most looks find nothing and must not take a write lock."""
-        with reader(self.engine).connect() as conn:
-            return conn.execute(self._eligible(lane, now, 1, urgent=True)).first() is not None
+    # ------------------------------------------------------------------ database (bridge.outbox.claims)
 
     def _claim(self, lane: _Lane, now: float, limit: int, *, urgent_only: bool = False) -> list[_Row]:
         """Claim up to `limit` eligible rows: the fresh urgent ones first (flagged), then the oldest.
@@ -518,89 +484,22 @@ class Dispatcher:
         Urgent rows may take all of `limit` when `urgent_only`, else at most what leaves one row in
         `oldest_every` (at least one) to the oldest rows.
         """
-        if urgent_only:
-            if not self.urgent_types or not self._anything_urgent(lane, now):
-                return []
-            urgent_cap = limit
-        else:
-            if not self._anything_due(lane, now):
-                return []
-            urgent_cap = limit + (-limit // self.oldest_every) if self.urgent_types else 0
-        with write_transaction(self.engine) as conn:
-            urgent = self._claim_rows(conn, lane, now, urgent_cap, urgent=True)
-            rest = [] if urgent_only else self._claim_rows(conn, lane, now, limit - len(urgent))
-        for row in urgent:
-            row.urgent = True
-        return urgent + rest
-
-    def _eligible(
-        self, lane: _Lane, now: float, limit: int, *, urgent: bool = False, lock: bool = False
-    ) -> sa.Select[tuple[int]]:
-        """The ids of `lane`'s eligible rows, oldest first (see the module docstring); fresh urgent ones
-        only when `urgent`; locked with SKIP LOCKED on PostgreSQL when `lock`."""
-        cand = outbox.alias("cand")
-        older = outbox.alias("older")
-        # "+ 0" keeps the planners off ix_outbox_due (every backlog row is due) and on ix_outbox_urgent.
-        due = cand.c.next_attempt_at + 0 if urgent else cand.c.next_attempt_at
-        where = [
-            cand.c.connector == lane.name,
-            cand.c.status == "pending",
-            due <= now,
-            sa.or_(cand.c.claimed_until.is_(None), cand.c.claimed_until <= now),
-            ~sa.exists().where(
-                older.c.connector == cand.c.connector,
-                older.c.entry_id == cand.c.entry_id,
-                older.c.status == "pending",
-                older.c.id < cand.c.id,
-            ),
-        ]
-        if urgent:
-            ended = outbox.alias("ended")
-            where += [
-                cand.c.event_type.in_(sorted(self.urgent_types)),
-                cand.c.created_at >= now - self.urgent_max_age,
-                ~sa.exists().where(
-                    ended.c.connector == cand.c.connector,
-                    ended.c.entry_id == cand.c.entry_id,
-                    ended.c.event_type == CALL_ENDED,
-                    ended.c.id > cand.c.id,
-                ),
-            ]
-        eligible = sa.select(cand.c.id).where(*where).order_by(cand.c.id).limit(limit)
-        if lock and self._postgres:
-            eligible = eligible.with_for_update(skip_locked=True, of=cand)
-        return eligible
-
-    def _claim_rows(
-        self, conn: sa.Connection, lane: _Lane, now: float, limit: int, *, urgent: bool = False
-    ) -> list[_Row]:
-        if limit < 1:
-            return []
-        stmt = (
-            sa.update(outbox)
-            .where(outbox.c.id.in_(self._eligible(lane, now, limit, urgent=urgent, lock=True)))
-            .values(claimed_until=now + self.claim_seconds)
-            .returning(*_ROW_COLUMNS)
+        urgency = Urgency(self.urgent_types, self.urgent_max_age) if self.urgent_types else None
+        urgent_cap = limit if urgent_only else limit + (-limit // self.oldest_every)
+        return lane.claims.claim(
+            now,
+            limit,
+            until=now + self.claim_seconds,
+            urgency=urgency,
+            urgent_cap=urgent_cap,
+            urgent_only=urgent_only,
         )
-        rows = [_Row(*r) for r in conn.execute(stmt).all()]
-        rows.sort(key=lambda r: r.id)
-        return rows
 
     def _release(self, ids: list[int]) -> None:
-        with write_transaction(self.engine) as conn:
-            conn.execute(
-                sa.update(outbox)
-                .where(outbox.c.id.in_(ids), outbox.c.status == "pending")
-                .values(claimed_until=None)
-            )
+        claims.release(self.engine, ids)
 
     def _finish(self, row_id: int, **values: object) -> None:
-        with write_transaction(self.engine) as conn:
-            conn.execute(
-                sa.update(outbox)
-                .where(outbox.c.id == row_id, outbox.c.status == "pending")
-                .values(claimed_until=None, **values)
-            )
+        claims.finish(self.engine, row_id, **values)
 
     # ------------------------------------------------------------------ one delivery
 
