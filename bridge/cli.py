@@ -37,7 +37,31 @@ class AppContext:
         return engine
 
 
-@click.group()
+class _CallbridgeGroup(click.Group):
+    """The `callbridge` group; the installed add-ons' groups join it on first use (not on import)."""
+
+    _addons_added = False
+
+    def _add_addon_groups(self) -> None:
+        if self._addons_added:
+            return
+        self._addons_added = True
+        from bridge.addons import load_addons
+
+        for addon in load_addons():
+            if addon.cli_group is not None:
+                self.add_command(addon.cli_group())  # `admin`, `widget`
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        self._add_addon_groups()
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._add_addon_groups()
+        return super().list_commands(ctx)
+
+
+@click.group(cls=_CallbridgeGroup)
 @click.version_option(__version__, prog_name="callbridge")
 @click.option(
     "--config",
@@ -133,7 +157,6 @@ def token(obj: AppContext, extension: str | None, supervisor: bool, ttl: str) ->
 
 
 def _add_subcommands() -> None:
-    from admin_module.cli import admin
     from bridge.checks import check
     from bridge.connectors_cli import connectors
     from bridge.employees import employees_cli
@@ -141,11 +164,8 @@ def _add_subcommands() -> None:
     from bridge.history.cli import import_history
     from bridge.outbox.cli import deliveries
     from bridge.pbx.mango.simulator.cli import simulate
-    from widget.cli import widget
 
-    cli.add_command(admin)
     cli.add_command(check)
-    cli.add_command(widget)
     cli.add_command(deliveries)
     cli.add_command(simulate)
     cli.add_command(connectors)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
+from bridge.addons import AddOn, WorkerContext, load_addons
 from bridge.config import Settings
 from bridge.connector_api import CallEvent, Connector
 from bridge.connectors_runtime import active, load_connectors, mango_client
@@ -32,7 +33,6 @@ from bridge.processing.stale_calls import StaleCallSweeper
 from bridge.processing.wakeup import EVENTS, WAKE, WakeupListener
 from bridge.store.engine import make_engine
 from bridge.store.migrate import upgrade
-from widget.scheduler import make_widget_scheduler
 
 if TYPE_CHECKING:
     from bridge.realtime.hub import RealtimeHub
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 
 class BackgroundWorkers:
-    """The event processor and the outbox dispatcher, each in its own thread."""
+    """The event processor, the outbox dispatcher and the add-ons' workers, each in its own thread."""
 
     def __init__(
         self,
@@ -49,7 +49,9 @@ class BackgroundWorkers:
         engine: Engine,
         connectors: Mapping[str, Connector],
         on_call_events: Callable[[Sequence[CallEvent]], None] | None = None,
+        addons: Sequence[AddOn] | None = None,
     ) -> None:
+        """`addons` (default: the installed ones) add their own workers after the dispatcher."""
         self.stop_event = threading.Event()
         self._listener = on_call_events
         self.dispatcher = Dispatcher(
@@ -77,14 +79,13 @@ class BackgroundWorkers:
                     target=self.dispatcher.run_forever, args=(self.stop_event,), name="dispatcher"
                 )
             )
-        self.widget_scheduler = make_widget_scheduler(
-            settings, engine, connectors, lambda: mango_client(settings)
-        )
-        self._threads.append(
-            threading.Thread(
-                target=self.widget_scheduler.run_forever, args=(self.stop_event,), name="widget-scheduler"
-            )
-        )
+        context = WorkerContext(settings, engine, connectors, mango_client)
+        for addon in load_addons() if addons is None else addons:
+            if addon.background_workers is not None:
+                for worker in addon.background_workers(context):  # the widget's scheduler
+                    self._threads.append(
+                        threading.Thread(target=worker.run_forever, args=(self.stop_event,), name=worker.name)
+                    )
         self.history_runner = make_history_runner(settings, engine)
         self._threads.append(
             threading.Thread(target=self.history_runner.run_forever, args=(self.stop_event,), name="history")

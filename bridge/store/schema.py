@@ -183,6 +183,7 @@ connector_state = Table(
     Column("updated_at", Float, nullable=False),
 )
 
-import admin_module.tables  # noqa: E402, F401  (the admin panel's tables share this metadata)
 import bridge.history.tables  # noqa: E402, F401  (the history-import jobs share this metadata)
-import widget.tables  # noqa: E402, F401  (the widget's tables share this metadata)
+
+# The add-ons' tables (the admin panel's, the widget's) join this metadata when their table modules are
+# imported: by the add-ons' own code, or by `bridge.addons.load_addon_tables()` (the migrations do that).

@@ -9,8 +9,7 @@ from flask import Flask, Response, jsonify
 from sqlalchemy import Engine
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from admin_module.blueprint import make_admin_blueprint
-from admin_module.live import password_login
+from bridge.addons import WebContext, load_addons, password_login
 from bridge.api.calls import make_calls_api
 from bridge.api.openapi import make_openapi
 from bridge.api.originate import make_originate_api
@@ -27,13 +26,16 @@ from bridge.settings_store import SettingsStore
 from bridge.web.errors import install_error_handlers
 from bridge.web.health import make_health
 from bridge.web.recordings import make_recordings_blueprint
-from widget.blueprint import make_widget_blueprint
 
 log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings, engine: Engine, writer: GroupCommitWriter) -> Flask:
-    """Build the WSGI app. The caller owns the engine and the writer (and stops the writer)."""
+    """Build the WSGI app. The caller owns the engine and the writer (and stops the writer).
+
+    The installed add-ons (`bridge.addons`) register their blueprints after the core's own.
+    """
+    addons = load_addons()
     app = Flask("callbridge")
     app.config["MAX_CONTENT_LENGTH"] = settings.mango.max_body_bytes
     app.config["MAX_FORM_MEMORY_SIZE"] = settings.mango.max_body_bytes
@@ -71,7 +73,7 @@ def create_app(settings: Settings, engine: Engine, writer: GroupCommitWriter) ->
     )
     app.register_blueprint(make_calls_api(engine, lambda: settings.api.token.get_secret_value()))
     app.register_blueprint(make_openapi())
-    passwords = password_login(engine, settings)  # the panel's users, with the `login.*` limits
+    passwords = password_login(addons, engine, settings)  # an add-on's users (the panel's), if any
     app.register_blueprint(make_operator(settings, engine, signer, password_login=passwords))
     app.register_blueprint(make_health(engine))
     # Signed recording links for CRMs; the panel's "recordings may be linked" option applies within 2 s.
@@ -84,19 +86,11 @@ def create_app(settings: Settings, engine: Engine, writer: GroupCommitWriter) ->
             enabled=recordings_enabled,
         )
     )
-    app.register_blueprint(
-        make_admin_blueprint(
-            settings,
-            engine,
-            mango_client_factory=mango_client,
-            store=admin_settings,
-            connectors=lambda: connectors,  # bound below, read per request
-        )
-    )
     connectors = load_connectors(settings, engine)
-    app.register_blueprint(
-        make_widget_blueprint(settings, engine, connectors, lambda: mango_client(settings))
-    )
+    context = WebContext(settings, engine, admin_settings, connectors, mango_client)
+    for addon in addons:  # the admin panel at /admin, then the widget at /widget
+        if addon.register_web is not None:
+            addon.register_web(app, context)
     for name, connector in connectors.items():
         blueprint = connector.blueprint()
         if blueprint is not None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
+from bridge.addons import load_addon_tables
 from bridge.store.schema import metadata
 
+load_addon_tables()  # the add-ons' tables join `metadata`, so Alembic sees every table
 config = context.config
 engine = config.attributes.get("engine") or create_engine(config.get_main_option("sqlalchemy.url"))
 

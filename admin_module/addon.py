@@ -1,0 +1,60 @@
+"""The admin panel's registration with the core (entry point ``callbridge.addons``: ``admin``).
+
+Hooks import their modules when called, so loading the registration stays cheap.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from bridge.addons import AddOn, WebContext
+
+if TYPE_CHECKING:
+    import click
+    from flask import Flask
+    from sqlalchemy import Engine
+
+    from bridge.config import Settings
+    from bridge.operator.blueprint import PasswordLogin
+
+
+def _tables() -> object:
+    import admin_module.tables
+
+    return admin_module.tables
+
+
+def _register_web(app: Flask, context: WebContext) -> None:
+    from admin_module.blueprint import make_admin_blueprint
+
+    app.register_blueprint(
+        make_admin_blueprint(
+            context.settings,
+            context.engine,
+            mango_client_factory=context.mango_client,
+            store=context.saved,
+            connectors=lambda: context.connectors,
+        )
+    )
+
+
+def _cli_group() -> click.Command:
+    from admin_module.cli import admin
+
+    return admin
+
+
+def _password_login(engine: Engine, settings: Settings) -> PasswordLogin:
+    from admin_module.live import password_login
+
+    return password_login(engine, settings)  # the panel's users, with the `login.*` limits
+
+
+addon = AddOn(
+    name="admin",
+    order=10,
+    tables=_tables,
+    register_web=_register_web,
+    cli_group=_cli_group,
+    password_login=_password_login,
+)
