@@ -20,6 +20,7 @@ run: $(STAMP)
 
 test: $(STAMP) chromium
 	$(BIN)/ruff check bridge connectors widget admin_module tests bench
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q
 
 # Browser tests drive Debian's Chromium (never a downloaded browser). Installed here when missing and we
@@ -32,6 +33,7 @@ chromium:
 lint: $(STAMP)
 	$(BIN)/ruff check bridge connectors widget admin_module tests bench
 	$(BIN)/ruff format --check bridge connectors widget admin_module tests bench
+	$(BIN)/lint-imports --no-cache
 
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py

@@ -32,3 +32,11 @@ def test_the_add_ons_are_found_by_entry_point_in_their_order() -> None:
     addons = load_addons()
     assert [addon.name for addon in addons] == ["admin", "widget"]
     assert all(addon.tables and addon.register_web and addon.cli_group for addon in addons)
+
+
+def test_import_contracts_hold() -> None:
+    lint_imports = Path(sys.executable).with_name("lint-imports")
+    done = subprocess.run(
+        [str(lint_imports), "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
