@@ -53,3 +53,15 @@ def engine(database_url: str) -> Iterator[Engine]:
     upgrade(eng)
     yield eng
     eng.dispose()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "daemon: starts `callbridge run`; `make test-fast` leaves it out")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    from tests.markers import starts_daemon
+
+    for item in items:
+        if starts_daemon(item):
+            item.add_marker(pytest.mark.daemon)
