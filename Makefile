@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test lint bench clean chromium
+.PHONY: run test test-fast lint bench clean chromium
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "callbridge needs Python 3.11 or newer")'
@@ -22,6 +22,11 @@ test: $(STAMP) chromium
 	$(BIN)/ruff check bridge connectors widget admin_module tests bench
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q
+
+# For development: everything but the tests that start `callbridge run` (marked `daemon`).
+# CI runs `make test`, which runs them all.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not daemon" -p no:cacheprovider
 
 # Browser tests drive Debian's Chromium (never a downloaded browser). Installed here when missing and we
 # are root; otherwise those tests skip and say why.
