@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -115,7 +116,8 @@ def test_call_in_the_log_plays_its_recording_through_callbridge(
         wait_seconds=5,
         customer_number="74951112233",
     )
-    add_recording(engine, "hung-up-1", "MToxMDAwMDoxMjM6MA==")
+    # An id no other run used: on PostgreSQL the recordings cache is the shared ./var/recordings-cache.
+    add_recording(engine, "hung-up-1", f"MToxMDAwMDo{uuid.uuid4().hex}==")
     page = open_as(browser, panel.url, "admin")
     row = page.locator('tr[data-entry="hung-up-1"]')
     assert "74951112233" in row.inner_text() and "Анна Петрова" in row.inner_text()

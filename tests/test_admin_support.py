@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -44,9 +43,7 @@ def make_app(
     mango: dict[str, str] = {"api_url": simulator_url} if simulator_url else {}
     if credentials:
         mango.update(api_key=API_KEY, api_salt=API_SALT)
-    # Its own recordings cache: the default next to a PostgreSQL database is the shared var/.
-    recordings = {"cache_dir": tempfile.mkdtemp(prefix="callbridge-test-recordings-")}
-    settings = Settings.model_validate({"mango": mango, "recordings": recordings})
+    settings = Settings.model_validate({"mango": mango} if mango else {})
     store = SettingsStore(engine, settings, fixed=fixed)
     app = Flask("admin-test")
     app.register_blueprint(
