@@ -279,7 +279,7 @@ class LiveConnector(Connector):
 
     def blueprint(self) -> Any | None:
         """Inbound hooks that follow the current build: its own blueprint, or 404 while it has none."""
-        from bridge.web.connector_hooks import live_hooks  # Flask is only needed by the web app
+        from bridge.connector_hooks import live_hooks  # Flask is only needed by the web app
 
         return live_hooks(self.name, self.build)
 

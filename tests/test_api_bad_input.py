@@ -11,7 +11,7 @@ import pytest
 import requests
 from flask import Flask, request
 
-from bridge.web.errors import ApiError, install_error_handlers
+from bridge.http_errors import ApiError, install_error_handlers
 from tests.api_stack import AUTH, ApiStack, api_stack
 from tests.conftest import BACKENDS
 

@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 from admin_module import calllog
 from bridge.api.calls import make_calls_api
 from bridge.api.calls_query import CallFilter, list_calls
-from bridge.web.errors import install_error_handlers
+from bridge.http_errors import install_error_handlers
 from tests.test_admin_support import add_call, login, make_app, seed_users
 
 TOKEN = "direction-test-token"

@@ -25,6 +25,7 @@ from bridge.checks import check_connectors
 from bridge.config import Settings
 from bridge.connectors_runtime import LiveConnector, Sections, active, is_dormant, load_connectors
 from bridge.crm_employees import imports_employees
+from bridge.http_errors import install_error_handlers
 from bridge.lookup import LookupService
 from bridge.outbox.dispatcher import Dispatcher
 from bridge.outbox.enqueue import enqueue
@@ -32,7 +33,6 @@ from bridge.pbx.mango import scenarios
 from bridge.pbx.mango.simulator.poster import Poster
 from bridge.registry import available_connectors
 from bridge.store.schema import calls, outbox
-from bridge.web.errors import install_error_handlers
 from tests.daemon import Daemon
 from tests.test_admin_connector_config import (
     SECRET,

@@ -25,11 +25,11 @@ from sqlalchemy import Engine, func, select
 from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 
+from bridge.http_errors import install_error_handlers
 from bridge.ingest.writer import GroupCommitWriter
 from bridge.pbx.mango.receiver import MangoCredentials, MangoReceiver
 from bridge.pbx.mango.signing import signed_form
 from bridge.store.schema import raw_events
-from bridge.web.errors import install_error_handlers
 from tests.daemon import API_KEY, API_SALT, Daemon
 
 KEY, SALT = "plain-path-key", "plain-path-salt-0123"

@@ -12,9 +12,9 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine
 
 from bridge.config import Settings
+from bridge.http_errors import install_error_handlers
 from bridge.pbx.mango.client import MangoClient
 from bridge.pbx.mango.simulator import CommandServer
-from bridge.web.errors import install_error_handlers
 from widget.blueprint import make_widget_blueprint
 from widget.service import WidgetService
 from widget.settings import SiteConfig

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from flask import request
 
-from bridge.web.errors import ApiError
+from bridge.http_errors import ApiError
 
 
 def require_bearer(token_source: Callable[[], str]) -> Callable[[], None]:

@@ -20,7 +20,7 @@ from bridge.api.calls_query import (
     list_calls,
 )
 from bridge.api.params import moment, refuse_unreadable_input, whole_number
-from bridge.web.errors import ApiError
+from bridge.http_errors import ApiError
 
 MAX_LIMIT = 200
 _EXTENSION = re.compile(r"[0-9A-Za-z_.-]{1,32}")

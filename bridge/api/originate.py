@@ -26,12 +26,12 @@ from bridge.api.params import refuse_unreadable_input
 from bridge.api.text import unstorable
 from bridge.commands.originate import InvalidExtension, InvalidPhoneNumber, OriginateService
 from bridge.connector_api.phones import to_e164
+from bridge.http_errors import ApiError
 from bridge.pbx.mango.errors import MangoBadRequest, MangoError, MangoRateLimited, MangoTransportError
 from bridge.processing.calls_store import row_to_dict
 from bridge.ratelimit import TokenBucket
 from bridge.realtime.auth import SUPERVISOR, Identity, TokenError, TokenSigner
 from bridge.store.schema import calls, commands
-from bridge.web.errors import ApiError
 
 MAX_FIELD = 64
 _SHORT_NUMBER = re.compile(r"^[0-9]{1,16}$")

@@ -10,7 +10,7 @@ from flask import request
 
 from bridge.api.calls_query import MAX_TIMESTAMP
 from bridge.api.text import unstorable
-from bridge.web.errors import ApiError
+from bridge.http_errors import ApiError
 
 MAX_PARAMETER = 2000  # characters in one query parameter or path value
 

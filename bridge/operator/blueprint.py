@@ -17,9 +17,9 @@ from sqlalchemy import Engine
 
 from bridge.api.calls_query import CallFilter, list_calls
 from bridge.config import Settings
+from bridge.http_errors import ApiError
 from bridge.realtime.auth import Identity, TokenError, TokenSigner
 from bridge.realtime.session import browser_session
-from bridge.web.errors import ApiError
 
 COOKIE = "cb_operator"
 MAX_CALLS = 200

@@ -15,6 +15,7 @@ from bridge.api.openapi import make_openapi
 from bridge.api.originate import make_originate_api
 from bridge.config import Settings
 from bridge.connectors_runtime import load_connectors, mango_client, originate_service
+from bridge.http_errors import install_error_handlers
 from bridge.ingest.writer import GroupCommitWriter
 from bridge.memo import cached, once
 from bridge.operator import make_operator
@@ -23,7 +24,6 @@ from bridge.realtime.auth import signer_for
 from bridge.recordings.links import links_for
 from bridge.recordings.service import cache_for
 from bridge.settings_store import SettingsStore
-from bridge.web.errors import install_error_handlers
 from bridge.web.health import make_health
 from bridge.web.recordings import make_recordings_blueprint
 
@@ -95,7 +95,7 @@ def create_app(settings: Settings, engine: Engine, writer: GroupCommitWriter) ->
         blueprint = connector.blueprint()
         if blueprint is not None:
             # Inbound hooks of a connector (OAuth install, click-to-call events) live under its name; every
-            # installed connector has them, answering 404 until it is enabled (bridge.web.connector_hooks).
+            # installed connector has them, answering 404 until it is enabled (bridge.connector_hooks).
             app.register_blueprint(blueprint, url_prefix=f"/connectors/{name}")
 
     @app.get("/")

@@ -30,7 +30,7 @@ from typing import Any
 
 from granian.rsgi import HTTPProtocol, ProtocolClosed, ProtocolError, Scope
 
-from bridge.web.errors import INTERNAL_ERROR, error_payload
+from bridge.http_errors import INTERNAL_ERROR, error_payload
 
 log = logging.getLogger(__name__)
 

@@ -11,11 +11,11 @@ from collections.abc import Callable
 
 from flask import Blueprint, Response, request
 
+from bridge.http_errors import ApiError
 from bridge.pbx.mango.client import MangoClient
 from bridge.recordings.cache import RecordingCache
 from bridge.recordings.links import LinkError, RecordingLinks
 from bridge.recordings.service import RecordingUnavailable, serve
-from bridge.web.errors import ApiError
 
 MAX_ID_LENGTH = 256  # Mango's recording ids are short base64 strings
 

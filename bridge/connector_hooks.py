@@ -16,7 +16,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, abort, current_app, request
 
 from bridge.connector_api import Connector
-from bridge.web.errors import install_error_handlers
+from bridge.http_errors import install_error_handlers
 
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
