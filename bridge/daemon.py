@@ -30,9 +30,9 @@ from bridge.outbox.dispatcher import Dispatcher
 from bridge.outbox.retry import RetryPolicy
 from bridge.processing.processor import EventProcessor
 from bridge.processing.stale_calls import StaleCallSweeper
-from bridge.processing.wakeup import EVENTS, WAKE, WakeupListener
 from bridge.store.engine import make_engine
 from bridge.store.migrate import upgrade
+from bridge.wakeup import EVENTS, WAKE, WakeupListener
 
 if TYPE_CHECKING:
     from bridge.realtime.hub import RealtimeHub

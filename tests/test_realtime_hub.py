@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
-import bridge.processing.wakeup as wakeup
 import bridge.realtime as realtime
+import bridge.wakeup as wakeup
 from bridge.connector_api import CallEvent
 from bridge.lookup import LookupService
-from bridge.processing.wakeup import EVENTS, WAKEUP_ENV, WakeupListener
 from bridge.realtime.auth import TokenSigner
 from bridge.realtime.hub import RealtimeHub
+from bridge.wakeup import EVENTS, WAKEUP_ENV, WakeupListener
 from connectors.demo import DemoConnector
 from tests.fakes.realtime_client import Client
 

@@ -23,10 +23,10 @@ from functools import partial
 
 from sqlalchemy import Engine
 
-from bridge.processing.wakeup import sender_from_env
 from bridge.store.errors import describe, transient
 from bridge.store.raw_events import insert_raw_events, insert_raw_events_sqlite
 from bridge.store.write_lock import INGEST_AUTOCHECKPOINT, sqlite_path, write_lock
+from bridge.wakeup import sender_from_env
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class GroupCommitWriter:
         self._queue: queue.SimpleQueue[tuple[RawRecord, Done] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="ingest-writer", daemon=True)
         self._stopped = threading.Event()
-        # By default, tell the parent's processor about each commit (see bridge.processing.wakeup).
+        # By default, tell the parent's processor about each commit (see bridge.wakeup).
         self._on_commit = on_commit if on_commit is not None else sender_from_env()
         self._sqlite_path = sqlite_path(engine)
         self._sqlite: sqlite3.Connection | None = None  # owned by the writer thread

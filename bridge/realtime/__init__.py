@@ -2,7 +2,7 @@
 
 `publish(events)` hands CallEvents to this instance's hub from any process of `callbridge run`: in the
 parent it goes straight to the hub; in an HTTP worker it travels over the local relay datagram
-(`bridge.processing.wakeup`). Use it after the transaction that stored the events has committed, e.g.
+(`bridge.wakeup`). Use it after the transaction that stored the events has committed, e.g.
 for `callback.requested` from the widget. Elsewhere (a CLI command, a test) it does nothing.
 """
 
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bridge.connector_api import CallEvent
-from bridge.processing.wakeup import EVENTS, sender_from_env
+from bridge.wakeup import EVENTS, sender_from_env
 
 log = logging.getLogger(__name__)
 
