@@ -326,12 +326,11 @@ delay_ms = {CRM_DELAY_MS}
 
 def preload(db_url: str, calls: int) -> float:
     """Store `calls` finished calls through the real ingest and processor code, before the daemon starts."""
-    from bridge.ingest.writer import RawRecord
     from bridge.pbx.mango.parse import dedup_key, entry_id_of, parse
     from bridge.processing.processor import EventProcessor
     from bridge.store.engine import make_engine
     from bridge.store.migrate import upgrade
-    from bridge.store.raw_events import insert_raw_events
+    from bridge.store.raw_events import RawRecord, insert_raw_events
 
     started = time.time()
     engine = make_engine(db_url)

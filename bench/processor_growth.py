@@ -28,12 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from popup_latency import build_plan  # noqa: E402  (the same calls as the popup bench)
 
-from bridge.ingest.writer import RawRecord  # noqa: E402
 from bridge.pbx.mango import parse as mango_parse  # noqa: E402
 from bridge.processing.processor import EventProcessor  # noqa: E402
 from bridge.store.engine import make_engine  # noqa: E402
 from bridge.store.migrate import upgrade  # noqa: E402
-from bridge.store.raw_events import insert_raw_events  # noqa: E402
+from bridge.store.raw_events import RawRecord, insert_raw_events  # noqa: E402
 from bridge.store.schema import raw_events  # noqa: E402
 from bridge.store.write_lock import write_transaction  # noqa: E402
 

@@ -21,10 +21,9 @@ import pytest
 import requests
 from sqlalchemy import Engine, select, text, update
 
-from bridge.ingest.writer import RawRecord
 from bridge.pbx.mango.signing import signed_form
 from bridge.store.engine import make_engine
-from bridge.store.raw_events import insert_raw_events
+from bridge.store.raw_events import RawRecord, insert_raw_events
 from bridge.store.schema import raw_events
 from tests.daemon import API_KEY, API_SALT, CALLBRIDGE, Daemon
 from tests.fakes.webhook_receiver import WebhookReceiver

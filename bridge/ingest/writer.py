@@ -18,28 +18,16 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
 from functools import partial
 
 from sqlalchemy import Engine
 
 from bridge.store.errors import describe, transient
-from bridge.store.raw_events import insert_raw_events, insert_raw_events_sqlite
+from bridge.store.raw_events import RawRecord, insert_raw_events, insert_raw_events_sqlite
 from bridge.store.write_lock import INGEST_AUTOCHECKPOINT, sqlite_path, write_lock
 from bridge.wakeup import sender_from_env
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class RawRecord:
-    """A signed, parsed notification ready to be stored."""
-
-    path: str
-    dedup_key: str
-    entry_id: str | None
-    payload: str
-    received_at: float
 
 
 class WriterStopped(RuntimeError):

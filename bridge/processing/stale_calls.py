@@ -17,10 +17,9 @@ from collections.abc import Callable
 
 from sqlalchemy import Engine, select
 
-from bridge.ingest.writer import RawRecord
 from bridge.pbx.timeout import TIMEOUT_PATH, timeout_dedup_key, timeout_payload
 from bridge.store.engine import reader
-from bridge.store.raw_events import insert_raw_events
+from bridge.store.raw_events import RawRecord, insert_raw_events
 from bridge.store.schema import calls
 from bridge.store.write_lock import write_transaction
 

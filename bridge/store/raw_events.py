@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Engine, Select, and_, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -14,8 +14,16 @@ from bridge.store.engine import reader
 from bridge.store.schema import raw_events
 from bridge.store.write_lock import write_transaction
 
-if TYPE_CHECKING:
-    from bridge.ingest.writer import RawRecord
+
+@dataclass(frozen=True)
+class RawRecord:
+    """A signed, parsed notification ready to be stored."""
+
+    path: str
+    dedup_key: str
+    entry_id: str | None
+    payload: str
+    received_at: float
 
 
 def _insert_ignoring_duplicates(conn: Connection) -> Any:

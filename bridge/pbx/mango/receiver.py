@@ -30,10 +30,11 @@ from werkzeug.wrappers import Request
 from werkzeug.wsgi import get_path_info
 
 from bridge.http_errors import INTERNAL_ERROR, ApiError, error_payload, http_error
-from bridge.ingest.writer import EventRefused, GroupCommitWriter, RawRecord
+from bridge.ingest.writer import EventRefused, GroupCommitWriter
 from bridge.pbx.events import PbxEvent
 from bridge.pbx.mango import parse as mango_parse
 from bridge.pbx.mango.signing import verify
+from bridge.store.raw_events import RawRecord
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
