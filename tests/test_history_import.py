@@ -17,12 +17,11 @@ from bridge.history import jobs
 from bridge.history.importer import HistoryImporter
 from bridge.history.periods import PeriodError, check_period, split
 from bridge.history.runner import HistoryRunner
-from bridge.history.tables import history_imports
 from bridge.pbx.mango import scenarios
 from bridge.pbx.mango.client import MangoClient
 from bridge.pbx.mango.parse import parse
 from bridge.pbx.mango.simulator.command_server import CommandServer
-from bridge.store.schema import calls, legs, outbox, raw_events, recordings
+from bridge.store.schema import calls, history_imports, legs, outbox, raw_events, recordings
 from bridge.tracker import track
 
 API_KEY = "hist-key"

@@ -23,8 +23,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, select, text, update
 
-from bridge.history.tables import history_imports
 from bridge.store.engine import reader
+from bridge.store.schema import history_imports
 from bridge.store.write_lock import write_transaction
 
 log = logging.getLogger("callbridge.history")

@@ -183,7 +183,29 @@ connector_state = Table(
     Column("updated_at", Float, nullable=False),
 )
 
-import bridge.history.tables  # noqa: E402, F401  (the history-import jobs share this metadata)
+# The history-import jobs (`bridge.history.jobs`; migration `h001`).
+history_imports = Table(
+    "history_imports",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    # queued | requesting | waiting | importing | done | failed
+    Column("state", String(16), nullable=False),
+    Column("date_from", String(10), nullable=False),  # YYYY-MM-DD, first day imported
+    Column("date_to", String(10), nullable=False),  # YYYY-MM-DD, last day imported (inclusive)
+    Column("timezone", String(64), nullable=False),  # the days are days in this zone
+    Column("chunks_total", Integer, nullable=False, default=0),
+    Column("chunks_done", Integer, nullable=False, default=0),
+    Column("rows_seen", Integer, nullable=False, default=0),  # report rows (one per call leg)
+    Column("calls_imported", Integer, nullable=False, default=0),  # new calls written
+    Column("calls_skipped", Integer, nullable=False, default=0),  # calls already in the store
+    Column("error", Text, nullable=True),  # why it failed, in plain words
+    Column("started_by", String(64), nullable=True),  # panel user name, or "cli"
+    Column("created_at", Float, nullable=False),
+    Column("started_at", Float, nullable=True),
+    Column("finished_at", Float, nullable=True),
+    Column("updated_at", Float, nullable=False),  # also the heartbeat of a running import
+)
+Index("ix_history_imports_state", history_imports.c.state, history_imports.c.id)
 
 # The add-ons' tables (the admin panel's, the widget's) join this metadata when their table modules are
 # imported: by the add-ons' own code, or by `bridge.addons.load_addon_tables()` (the migrations do that).
