@@ -23,16 +23,15 @@ sends to the redirect URI.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bridge.connector_api import StateStore
+from bridge.connector_api.oauth import TokenPair, TokenVault
 from connectors.amocrm.client import (
     AmoApiError,
     AmoAuthError,
@@ -46,7 +45,6 @@ STATE_KEY = "oauth_tokens"
 LEASE_SECONDS = 30.0  # longer than the token request's worst case (connect 3 s + read 10 s)
 EARLY_REFRESH_SECONDS = 120.0  # refresh this long before the access token expires
 REAUTH_PAUSE = 300.0  # retry deliveries every 5 minutes while the integration needs authorising
-_POLL = 0.05
 
 
 class SeedRefused(AmoPermanentError):
@@ -54,34 +52,10 @@ class SeedRefused(AmoPermanentError):
 
 
 @dataclass(frozen=True)
-class TokenRecord:
+class TokenRecord(TokenPair):
     """What is stored under `STATE_KEY` (JSON). Secrets: access_token, refresh_token."""
 
-    access_token: str | None = None
-    refresh_token: str | None = None
-    expires_at: float = 0.0
-    refreshed_at: float = 0.0
-    generation: int = 0  # how many times a pair was obtained
     seeds_used: tuple[str, ...] = ()  # fingerprints of codes/refresh tokens taken from config or callback
-    lease_owner: str | None = None
-    lease_until: float = 0.0
-    error: str | None = None  # why there is no usable token (re-authorise)
-
-    def to_json(self) -> str:
-        data = asdict(self)
-        data["seeds_used"] = list(self.seeds_used)
-        return json.dumps(data, separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, text: str) -> TokenRecord:
-        data = json.loads(text)
-        known = set(cls.__dataclass_fields__)
-        values = {k: v for k, v in data.items() if k in known}
-        values["seeds_used"] = tuple(values.get("seeds_used") or ())
-        return cls(**values)
-
-    def leased(self, now: float) -> bool:
-        return self.lease_owner is not None and self.lease_until > now
 
 
 @dataclass(frozen=True)
@@ -115,6 +89,21 @@ class OAuthTokens:
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     refreshes: int = field(default=0, repr=False)  # token requests this instance made (tests)
     _replaced: dict[str, str] = field(default_factory=dict, repr=False)  # old access token -> newer one
+    _vault: TokenVault[TokenRecord] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # Clock and sleep are read at each use: tests swap them on a built instance.
+        self._vault = TokenVault(
+            self.state,
+            STATE_KEY,
+            TokenRecord,
+            unbound=lambda: AmoAuthError(
+                "amoCRM OAuth: the connector is not bound to a state store", retry_after=1.0
+            ),
+            lease_seconds=self.lease_seconds,
+            clock=lambda: self.clock(),
+            sleep=lambda seconds: self.sleep(seconds),
+        )
 
     def fresher(self, token: str) -> str:
         """The newer access token if this process already replaced `token` (no I/O): a request that
@@ -136,7 +125,7 @@ class OAuthTokens:
                 if record is not None and record.leased(now):
                     if now > deadline:
                         raise AmoRetryableError("amoCRM OAuth: another process is still obtaining the token")
-                    self.sleep(_POLL)
+                    self._vault.pause()
                     continue
                 with self._lock:
                     record, version = self._load()
@@ -182,7 +171,7 @@ class OAuthTokens:
                         return record
                     raise self._unauthorised(record)
                 if record is not None and record.leased(self.clock()) and self.clock() < deadline:
-                    self.sleep(_POLL)
+                    self._vault.pause()
                     continue
                 self._rotate(record, version, grant)
                 stored, _ = self._load()
@@ -195,21 +184,8 @@ class OAuthTokens:
 
     # ------------------------------------------------------------------------------ internals
 
-    def _store(self) -> StateStore:
-        store = self.state()
-        if store is None:
-            raise AmoAuthError("amoCRM OAuth: the connector is not bound to a state store", retry_after=1.0)
-        return store
-
     def _load(self) -> tuple[TokenRecord | None, int | None]:
-        stored = self._store().get(STATE_KEY)
-        if stored is None:
-            return None, None
-        try:
-            return TokenRecord.from_json(stored[0]), stored[1]
-        except (ValueError, TypeError):
-            log.error("amoCRM OAuth: the stored token record is unreadable; it will be replaced")
-            return TokenRecord(error="the stored token record was unreadable"), stored[1]
+        return self._vault.load()
 
     def _refresh_if_still(self, failed_token: str) -> str:
         """Refresh unless another thread or process already replaced `failed_token` (then use theirs)."""
@@ -222,7 +198,7 @@ class OAuthTokens:
             if record.leased(now):
                 if now > deadline:
                     raise AmoRetryableError("amoCRM OAuth: another process is still refreshing the token")
-                self.sleep(_POLL)
+                self._vault.pause()
                 continue
             if record.access_token and record.access_token != failed_token and record.expires_at > now:
                 if failed_token:
@@ -234,16 +210,14 @@ class OAuthTokens:
 
     def _rotate(self, record: TokenRecord | None, version: int | None, grant: Grant) -> str:
         """Claim the record, ask amoCRM for a new pair with `grant`, store it; return the access token."""
-        store = self._store()
         base = record or TokenRecord()
-        owner = uuid.uuid4().hex
-        claimed = replace(base, lease_owner=owner, lease_until=self.clock() + self.lease_seconds)
-        claimed_version = store.compare_and_set(STATE_KEY, claimed.to_json(), version)
-        if claimed_version is None:
+        claimed = self._vault.claim(base, version)
+        if claimed is None:
             # Someone else changed the record first: never use the same grant twice; take theirs.
             if grant.grant_type == "refresh_token":
                 return self._refresh_if_still(base.access_token or "")
             return self.token() if grant is self.seed else self._after_lost_claim(grant)
+        claimed_version = claimed[1]
         seeds = base.seeds_used + ((grant.fingerprint,) if grant.fingerprint else ())
         payload = {
             "client_id": self.client_id,
@@ -263,7 +237,7 @@ class OAuthTokens:
             if grant.fingerprint is not None and base.access_token and base.refresh_token:
                 # A stale code or token in the config (or a replayed callback) must not throw away a
                 # working pair: remember the seed as used and keep what is stored.
-                kept = replace(base, seeds_used=seeds, lease_owner=None, lease_until=0.0)
+                kept = replace(base, seeds_used=seeds).released()
                 self._write_after(kept, claimed_version)
                 log.warning(
                     "amoCRM OAuth: the %s was refused (%s); keeping the stored tokens", grant.label, reason
@@ -286,7 +260,7 @@ class OAuthTokens:
             raise self._unauthorised(dead) from None
         except AmoApiError:
             # Transient (5xx, 429, network): release the claim; the next caller tries again.
-            released = replace(base, lease_owner=None, lease_until=0.0)
+            released = base.released()
             self._write_after(released, claimed_version)
             raise
         now = self.clock()
@@ -317,7 +291,7 @@ class OAuthTokens:
         while self.clock() < deadline:
             record, version = self._load()
             if record is not None and record.leased(self.clock()):
-                self.sleep(_POLL)
+                self._vault.pause()
                 continue
             return self._rotate(record, version, grant)
         raise AmoRetryableError("amoCRM OAuth: another process is still refreshing the token")
@@ -325,14 +299,8 @@ class OAuthTokens:
     def _write_after(self, record: TokenRecord, claimed_version: int) -> None:
         """Store `record` over our claim. If the claim was taken over (our lease expired while amoCRM was
         slow), the pair we hold is still the newest one amoCRM issued, so it wins."""
-        store = self._store()
-        version: int | None = claimed_version
-        for _ in range(10):
-            if store.compare_and_set(STATE_KEY, record.to_json(), version) is not None:
-                return
-            current = store.get(STATE_KEY)
-            version = current[1] if current else None
-        raise AmoRetryableError("amoCRM OAuth: could not store the new tokens (the record kept changing)")
+        if self._vault.write_over(record, claimed_version) is None:
+            raise AmoRetryableError("amoCRM OAuth: could not store the new tokens (the record kept changing)")
 
     def _unauthorised(self, record: TokenRecord | None) -> AmoAuthError:
         why = record.error if record is not None and record.error else "no tokens yet"

@@ -3,11 +3,12 @@
 The pair lives under the state key ``oauth`` as JSON. Bitrix24 rotates the refresh token on every
 refresh (the docs do not say whether the old one keeps working, so we assume it does not): two
 processes refreshing with the same refresh token at once could leave one of them holding a pair that
-the other one's refresh already invalidated. So a refresh is a small protocol on the versioned store:
+the other one's refresh already invalidated. So a refresh is a small protocol on the versioned store
+(its mechanics are the kit's `bridge.connector_api.oauth.TokenVault`):
 
 1. Re-read the record. If its access token is no longer the one that failed, someone else refreshed:
    use theirs (no request).
-2. Take a *lease*: compare-and-set the record with ``refreshing_until = now + lease``. Only the winner
+2. Take a *lease*: compare-and-set the record with a lease (owner, until). Only the winner
    talks to the OAuth server; a process that finds a live lease waits and re-reads.
 3. The winner stores the new pair with compare-and-set on the version it leased. If that write loses
    (the lease ran out and someone else took over), it keeps retrying for as long as the stored refresh
@@ -19,19 +20,18 @@ The install handler writes a fresh pair unconditionally (a new install supersede
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import requests
 
 from bridge.connector_api import DeliveryError, StateStore
 from bridge.connector_api.http import safe_host, send
+from bridge.connector_api.oauth import TokenPair, TokenVault
 from connectors.bitrix24.errors import NotAuthorised, explain
 
 log = logging.getLogger("callbridge.connectors.bitrix24")
@@ -40,31 +40,21 @@ TOKENS_KEY = "oauth"
 APP_TOKEN_KEY = "application_token"
 ACCESS_TOKEN_TTL = 3600.0  # settings/oauth: an access token lasts 1 h
 LEASE_SECONDS = 30.0
-_WAIT_STEP = 0.05
 
 
 @dataclass(frozen=True)
-class TokenRecord:
+class TokenRecord(TokenPair):
     """The stored pair and what came with it. `generation` counts installs and refreshes."""
 
-    access_token: str
-    refresh_token: str
-    expires_at: float
+    generation: int = 1
     member_id: str | None = None
     domain: str | None = None
-    generation: int = 1
     installed_at: float = 0.0
-    refreshed_at: float = 0.0
-    refreshing_until: float = 0.0
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, text: str) -> TokenRecord:
-        data = json.loads(text)
-        known = cls.__dataclass_fields__
-        return cls(**{k: v for k, v in data.items() if k in known})
+    @property
+    def refreshing_until(self) -> float:
+        """Until when a refresh holds the lease (0 when none does)."""
+        return self.lease_until
 
 
 class OAuthTokens:
@@ -88,36 +78,36 @@ class OAuthTokens:
         sleep: Callable[[float], None] = time.sleep,
         lease: float = LEASE_SECONDS,
     ) -> None:
-        self._state = state
+        self._vault = TokenVault(
+            state,
+            TOKENS_KEY,
+            TokenRecord,
+            unbound=lambda: NotAuthorised(
+                "bitrix24: the connector is not bound to the daemon's state store yet"
+            ),
+            lease_seconds=lease,
+            clock=clock,
+            sleep=sleep,
+        )
         self._client_id = client_id
         self._client_secret = client_secret
         self._token_url = token_url
         self._session = session
         self._timeout = timeout
         self._clock = clock
-        self._sleep = sleep
-        self._lease = lease
         self._lock = threading.Lock()
         self.refreshes = 0  # refreshes this process made (for check() and tests)
 
     # ------------------------------------------------------------------ reading
 
-    def _store(self) -> StateStore:
-        store = self._state()
-        if store is None:
-            raise NotAuthorised("bitrix24: the connector is not bound to the daemon's state store yet")
-        return store
-
     def load(self) -> tuple[TokenRecord, int] | None:
-        stored = self._store().get(TOKENS_KEY)
-        if stored is None:
+        record, version = self._vault.load()
+        if record is None or version is None:
             return None
-        try:
-            record = TokenRecord.from_json(stored[0])
-        except (ValueError, TypeError):
+        if record.error:
             log.error("bitrix24: the stored OAuth tokens are unreadable; reinstall the application")
             return None
-        return (record, stored[1]) if record.access_token else None  # empty after an uninstall
+        return (record, version) if record.access_token else None  # empty after an uninstall
 
     def installed(self) -> bool:
         return self.load() is not None
@@ -134,43 +124,35 @@ class OAuthTokens:
         record = loaded[0]
         if record.expires_at and self._clock() >= record.expires_at - 5:
             # Known to be dead: refreshing now saves a request that would only earn a 401.
-            return self.refresh(record.access_token)
-        return record.access_token
+            return self.refresh(record.access_token or "")
+        return record.access_token or ""
 
     # ------------------------------------------------------------------ writing
 
     def install(self, record: TokenRecord) -> TokenRecord:
         """Store a pair from an install event, superseding whatever is stored."""
-        store = self._store()
-        for _ in range(20):
-            current = store.get(TOKENS_KEY)
-            version = current[1] if current else None
-            generation = 1
-            if current:
-                with contextlib.suppress(ValueError, TypeError):
-                    generation = TokenRecord.from_json(current[0]).generation + 1
-            fresh = replace(record, generation=generation, refreshing_until=0.0)
-            if store.compare_and_set(TOKENS_KEY, fresh.to_json(), version) is not None:
-                return fresh
-        raise NotAuthorised("bitrix24: could not store the tokens (the state kept changing); try again")
+
+        def fresh(current: TokenRecord | None) -> TokenRecord:
+            generation = current.generation + 1 if current is not None and not current.error else 1
+            return replace(record, generation=generation).released()
+
+        stored = self._vault.supersede(fresh)
+        if stored is None:
+            raise NotAuthorised("bitrix24: could not store the tokens (the state kept changing); try again")
+        return stored
 
     def forget(self) -> None:
         """Drop the pair (uninstall): calls wait for the next install."""
-        store = self._store()
-        for _ in range(20):
-            current = store.get(TOKENS_KEY)
-            if current is None:
-                return
-            gone = TokenRecord("", "", 0.0, generation=TokenRecord.from_json(current[0]).generation)
-            if store.compare_and_set(
-                TOKENS_KEY, json.dumps({"uninstalled": True, **asdict(gone)}), current[1]
-            ):
-                return
+        if self._vault.load()[0] is None:
+            return
+        self._vault.supersede(
+            lambda current: TokenRecord("", "", 0.0, generation=current.generation if current else 1)
+        )
 
     def refresh(self, stale_access_token: str) -> str:
         """A working access token after `stale_access_token` failed; at most one refresh per rotation."""
         with self._lock:
-            deadline = self._clock() + self._lease + 5
+            deadline = self._clock() + self._vault.lease_seconds + 5
             while True:
                 loaded = self.load()
                 if loaded is None or not loaded[0].refresh_token:
@@ -181,24 +163,22 @@ class OAuthTokens:
                 now = self._clock()
                 if record.access_token != stale_access_token and record.access_token:
                     return record.access_token  # another thread or process refreshed already
-                if record.refreshing_until > now:
+                if record.leased(now):
                     if now > deadline:
                         raise NotAuthorised("bitrix24: another process is refreshing the token; try again")
-                    self._sleep(_WAIT_STEP)
+                    self._vault.pause()
                     continue
-                leased = replace(record, refreshing_until=now + self._lease)
-                lease_version = self._store().compare_and_set(TOKENS_KEY, leased.to_json(), version)
-                if lease_version is None:
+                claimed = self._vault.claim(record, version)
+                if claimed is None:
                     continue  # someone else moved first: look again
-                return self._refresh_leased(leased, lease_version)
+                return self._refresh_leased(*claimed)
 
     def _refresh_leased(self, leased: TokenRecord, lease_version: int) -> str:
-        store = self._store()
         try:
-            answer = self._post_refresh(leased.refresh_token)
+            answer = self._post_refresh(leased.refresh_token or "")
         except BaseException:
             # Give the lease back so that the next attempt does not wait for it to run out.
-            store.compare_and_set(TOKENS_KEY, replace(leased, refreshing_until=0.0).to_json(), lease_version)
+            self._vault.write_over(leased.released(), lease_version, attempts=1)
             raise
         now = self._clock()
         fresh = replace(
@@ -209,25 +189,19 @@ class OAuthTokens:
             member_id=str(answer.get("member_id") or leased.member_id or "") or None,
             generation=leased.generation + 1,
             refreshed_at=now,
-            refreshing_until=0.0,
-        )
+        ).released()
         self.refreshes += 1
-        version = lease_version
-        for _ in range(50):
-            if store.compare_and_set(TOKENS_KEY, fresh.to_json(), version) is not None:
-                log.info("bitrix24: OAuth tokens refreshed (pair #%d)", fresh.generation)
-                return fresh.access_token
-            current = store.get(TOKENS_KEY)
-            if current is None:
-                version = None
-                continue
-            stored = TokenRecord.from_json(current[0])
-            if stored.refresh_token not in (leased.refresh_token, fresh.refresh_token):
-                # A newer install or refresh won; ours is older. Use the stored one.
-                return stored.access_token
-            version = current[1]
-        log.error("bitrix24: could not store refreshed tokens; the next call will refresh again")
-        return fresh.access_token
+        # A newer install or refresh (another refresh token than ours) wins; ours is older then.
+        ours = (leased.refresh_token, fresh.refresh_token)
+        stands = self._vault.write_over(
+            fresh, lease_version, keep_newer=lambda stored: stored.refresh_token not in ours, attempts=50
+        )
+        if stands is None:
+            log.error("bitrix24: could not store refreshed tokens; the next call will refresh again")
+            return fresh.access_token or ""
+        if stands is fresh:
+            log.info("bitrix24: OAuth tokens refreshed (pair #%d)", fresh.generation)
+        return stands.access_token or ""
 
     def _post_refresh(self, refresh_token: str) -> dict[str, Any]:
         if not self._client_id or not self._client_secret:
