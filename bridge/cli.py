@@ -3,38 +3,21 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
-from functools import cached_property
 
 import click
-from sqlalchemy import Engine
 
 from bridge import __version__
-from bridge.config import ConfigError, Settings, load_config
+from bridge.checks import check
+from bridge.cli_context import AppContext
+from bridge.config import ConfigError
+from bridge.connectors_cli import connectors
+from bridge.employees import employees_cli
+from bridge.events_cli import events
+from bridge.history.cli import import_history
 from bridge.logging_setup import setup_logging
+from bridge.outbox.cli import deliveries
+from bridge.pbx.mango.simulator.cli import simulate
 from bridge.store.engine import make_engine
-
-
-@dataclass
-class AppContext:
-    """What every subcommand gets as `ctx.obj`: the settings and (lazily) the store."""
-
-    config_path: str | None
-
-    @cached_property
-    def config(self) -> Settings:
-        try:
-            return load_config(self.config_path)
-        except ConfigError as exc:
-            raise click.ClickException(str(exc)) from None
-
-    @cached_property
-    def engine(self) -> Engine:
-        from bridge.store.migrate import upgrade
-
-        engine = make_engine(self.config.database.url)
-        upgrade(engine)
-        return engine
 
 
 class _CallbridgeGroup(click.Group):
@@ -156,25 +139,13 @@ def token(obj: AppContext, extension: str | None, supervisor: bool, ttl: str) ->
     click.echo(value)
 
 
-def _add_subcommands() -> None:
-    from bridge.checks import check
-    from bridge.connectors_cli import connectors
-    from bridge.employees import employees_cli
-    from bridge.events_cli import events
-    from bridge.history.cli import import_history
-    from bridge.outbox.cli import deliveries
-    from bridge.pbx.mango.simulator.cli import simulate
-
-    cli.add_command(check)
-    cli.add_command(deliveries)
-    cli.add_command(simulate)
-    cli.add_command(connectors)
-    cli.add_command(employees_cli)
-    cli.add_command(import_history)
-    cli.add_command(events)
-
-
-_add_subcommands()
+cli.add_command(check)
+cli.add_command(deliveries)
+cli.add_command(simulate)
+cli.add_command(connectors)
+cli.add_command(employees_cli)
+cli.add_command(import_history)
+cli.add_command(events)
 
 
 def main() -> None:

@@ -6,16 +6,17 @@ what it can do (`bridge.crm_employees` for the employee import).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
+from bridge.cli_context import AppContext
 from bridge.connector_api import DeliveryError
+from bridge.connectors_runtime import is_dormant, load_connectors
 from bridge.crm_employees import import_crm_employees, imports_employees, mango_users_from
+from bridge.employees import mango_client_for
+from bridge.pbx.mango.errors import MangoError
 from bridge.registry import ConnectorConfigError, available_connectors, build_connectors
-
-if TYPE_CHECKING:
-    from bridge.cli import AppContext
 
 __all__ = ["connectors"]
 
@@ -54,10 +55,6 @@ def list_command(obj: AppContext) -> None:
 @click.pass_obj
 def import_employees_command(obj: AppContext, name: str) -> None:
     """Import connector NAME's map from extensions to CRM users, and store it."""
-    from bridge.connectors_runtime import is_dormant, load_connectors
-    from bridge.employees import mango_client_for
-    from bridge.pbx.mango.errors import MangoError
-
     installed = available_connectors()
     if name not in installed:
         raise click.ClickException(

@@ -12,16 +12,16 @@ import json
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import click
 from sqlalchemy import Engine, insert, select, update
 
+from bridge.cli_context import AppContext
+from bridge.connectors_runtime import mango_client
 from bridge.pbx.mango.client import MangoClient, MangoUser
+from bridge.pbx.mango.errors import MangoError
+from bridge.settings_store import SettingsStore
 from bridge.store.schema import employees
-
-if TYPE_CHECKING:
-    from bridge.cli import AppContext
 
 __all__ = ["EmployeeImport", "employees_cli", "import_employees", "mango_client_for", "store_employees"]
 
@@ -99,9 +99,6 @@ def import_employees(
 def mango_client_for(obj: AppContext) -> MangoClient:
     """A Mango client with the credentials the daemon uses (the configuration, or what the admin panel
     saved); a `ClickException` in plain words when there are none."""
-    from bridge.connectors_runtime import mango_client
-    from bridge.settings_store import SettingsStore
-
     settings = SettingsStore(obj.engine, obj.config).effective()
     if not settings.mango.api_key or not settings.mango.api_salt.get_secret_value():
         raise click.ClickException(
@@ -120,8 +117,6 @@ def employees_cli() -> None:
 @click.pass_obj
 def import_command(obj: AppContext) -> None:
     """Import the employees from Mango (`config/users/request`) into the store."""
-    from bridge.pbx.mango.errors import MangoError
-
     client = mango_client_for(obj)
     try:
         result = import_employees(obj.engine, client)

@@ -123,7 +123,7 @@ def test_language_is_chosen_per_user(client: FlaskClient) -> None:
 
 
 def test_cli_creates_and_lists_users(engine: Engine, database_url: str) -> None:
-    from bridge.cli import AppContext
+    from bridge.cli_context import AppContext
 
     obj = AppContext(None)
     obj.__dict__["engine"] = engine
