@@ -69,6 +69,7 @@ class BackgroundWorkers:
             connectors,
             close_after=settings.tracker.close_after_seconds,
             on_call_events=self._on_call_events,
+            command_timeout=settings.mango.command_timeout_seconds,
         )
         self._threads = [
             threading.Thread(target=self.processor.run_forever, args=(self.stop_event,), name="processor"),

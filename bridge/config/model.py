@@ -32,6 +32,8 @@ class MangoSettings(_Section):
     # Source-IP allow-list for webhooks: empty = open; "mango" = Mango's published addresses; or a list.
     allowed_ips: list[str] = Field(default_factory=list)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    # A command accepted (or maybe sent) with no asynchronous result after this long is marked timed_out.
+    command_timeout_seconds: float = Field(default=120.0, gt=0)
 
     @field_validator("api_url")
     @classmethod

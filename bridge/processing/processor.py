@@ -26,6 +26,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Row, select, text, update
 
+from bridge.commands.journal import DEFAULT_TIMEOUT, CommandJournal
 from bridge.connector_api import CallEvent, Connector
 from bridge.outbox.enqueue import enqueue
 from bridge.pbx.events import TRACKED_EVENT_TYPES, CommandResultEvent, PbxEvent, SmsEvent
@@ -35,7 +36,7 @@ from bridge.store.engine import reader
 from bridge.store.errors import describe as _describe
 from bridge.store.errors import transient
 from bridge.store.raw_events import UNPROCESSED, pending, quarantine
-from bridge.store.schema import calls, commands, raw_events
+from bridge.store.schema import calls, raw_events
 from bridge.store.write_lock import write_transaction
 from bridge.tracker import TrackResult, track
 
@@ -98,6 +99,7 @@ class EventProcessor:
         clock: Callable[[], float] = time.time,
         on_call_events: Callable[[Sequence[CallEvent]], None] | None = None,
         backlog_duty: float = 0.5,
+        command_timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         if not 0.0 < backlog_duty <= 1.0:
             raise ValueError("backlog_duty must be in (0, 1]")
@@ -111,6 +113,7 @@ class EventProcessor:
         self._wake = threading.Event()
         self._last_sweep = 0.0
         self._backlog_duty = backlog_duty
+        self.journal = CommandJournal(engine, clock=clock, timeout=command_timeout)
 
     def wake(self) -> None:
         self._wake.set()
@@ -224,7 +227,7 @@ class EventProcessor:
             snapshots = SnapshotRows()
             for unit in units:
                 for result in unit.results:
-                    self._record_command_result(conn, result, now)
+                    self._record_command_result(conn, result)
                 snapshots.extend(unit.snapshot)
             save_rows(conn, snapshots)
             for unit in units:
@@ -288,16 +291,10 @@ class EventProcessor:
         last = max((r.received_at for r in stored), default=None)
         return _CallWork(events=events, emitted=emitted, last_event_at=last)
 
-    def _record_command_result(
-        self, conn: Connection, event: CommandResultEvent | SmsEvent, now: float
-    ) -> None:
+    def _record_command_result(self, conn: Connection, event: CommandResultEvent | SmsEvent) -> None:
+        """A command's asynchronous result, into the command journal (in the pass's transaction)."""
         code = event.result if isinstance(event, CommandResultEvent) else event.reason
-        status = "done" if code == 1000 else "failed"
-        conn.execute(
-            update(commands)
-            .where(commands.c.command_id == event.command_id)
-            .values(async_result=code, status=status, updated_at=now)
-        )
+        self.journal.result(conn, event.command_id, code)
 
     def sweep_stale_calls(self) -> int:
         """Re-fold open calls that saw no event for `close_after` seconds, so they close from their legs."""
@@ -368,6 +365,7 @@ class EventProcessor:
                 if self._clock() - self._last_sweep >= sweep_every:
                     self._last_sweep = self._clock()
                     self.sweep_stale_calls()
+                    self.journal.time_out()  # commands whose asynchronous result never came
             except Exception:
                 log.exception("event processing pass failed; retrying")
                 processed = 0
