@@ -29,6 +29,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, case, insert, select, update
 
+from bridge.commands import journal
+from bridge.commands.journal import CommandJournal
 from bridge.connector_api import CallEvent, Connector
 from bridge.connector_api.events import CALLBACK_REQUESTED
 from bridge.connector_api.phones import InvalidPhoneNumber, mango_digits, to_e164
@@ -41,7 +43,6 @@ from bridge.pbx.mango.errors import (
     MangoRateLimited,
     MangoTransportError,
 )
-from bridge.store.schema import calls, commands, legs
 from widget import daily_cap, outcome, tokens
 from widget.errors import WidgetError
 from widget.limits import Check, LimitExceeded, check_and_record, network_of
@@ -155,6 +156,7 @@ class WidgetService:
         self.attempt_timeout = attempt_timeout
         self.sites = SiteCache(engine, ttl=site_cache_ttl)
         self.managers = GroupManagers(rosters=self._group_rosters, clock=clock)
+        self.journal = CommandJournal(engine, clock=clock)
 
     # ------------------------------------------------------------------------------ helpers
 
@@ -379,16 +381,8 @@ class WidgetService:
             if claimed != 1:
                 return False
             group, number, line = site.config.group, mango_digits(row.phone), site.config.line
-            conn.execute(
-                insert(commands).values(
-                    command_id=command_id,
-                    path=COMMAND_PATH,
-                    payload=json.dumps({"from": group, "to": number, "line_number": line}),
-                    status="sending",
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
+            payload = {"from": group, "to": number, "line_number": line}
+            self.journal.record(COMMAND_PATH, payload, conn=conn, command_id=command_id)
         log.info("widget dialling request=%s command=%s", request_id, command_id)
         self._send(request_id, command_id, group, number, line, site.config)
         return True
@@ -396,11 +390,11 @@ class WidgetService:
     def _send(
         self, request_id: int, command_id: str, group: str, number: str, line: str, config: SiteConfig
     ) -> None:
-        command_status, sync_result = "failed", None
+        command_status, sync_result = journal.FAILED, None
         values: dict[str, Any]
         try:
             accepted = self.client().callback_group(group, number, line, command_id=command_id)
-            command_status, sync_result = "accepted", accepted.result
+            command_status, sync_result = journal.ACCEPTED, accepted.result
             values = {"status": CALLING, "dialled_at": self.clock(), "claimed_until": None}
         except MangoError as exc:
             sync_result = exc.code
@@ -408,7 +402,7 @@ class WidgetService:
             now = self.clock()
             if isinstance(exc, MangoTransportError) and exc.maybe_delivered:
                 # It may have reached Mango: wait for its result or its legs, as for an accepted one.
-                command_status = "sent"
+                command_status = journal.SENT
                 values = {"status": CALLING, "dialled_at": now, "claimed_until": None}
             elif isinstance(exc, MangoRateLimited):
                 # Not sent: try again shortly without spending an attempt.
@@ -429,12 +423,7 @@ class WidgetService:
             log.exception("widget command %s could not be sent", command_id)
             values = self._failed_attempt_values(config, outcome.COMMAND_REFUSED, self.clock())
         finally:
-            with self.engine.begin() as conn:
-                conn.execute(
-                    update(commands)
-                    .where(commands.c.command_id == command_id)
-                    .values(status=command_status, sync_result=sync_result, updated_at=self.clock())
-                )
+            self.journal.sent(command_id, command_status, sync_result)
         self._transition(request_id, command_id, DIALLING, values)
 
     def _failed_attempt_values(
@@ -478,24 +467,10 @@ class WidgetService:
         """Move a `calling` request on from what its command's result and legs say; True if it changed."""
         if row.status != CALLING or not row.command_id:
             return False
-        leg_rows = conn.execute(
-            select(
-                legs.c.entry_id,
-                legs.c.state,
-                legs.c.from_extension,
-                legs.c.from_number,
-                legs.c.to_extension,
-                legs.c.to_number,
-                legs.c.connected_at,
-            ).where(legs.c.command_id == row.command_id)
-        ).all()
-        async_result = conn.execute(
-            select(commands.c.async_result).where(commands.c.command_id == row.command_id)
-        ).scalar()
-        entry_id = leg_rows[0].entry_id if leg_rows else None
-        closed = False
-        if entry_id is not None:
-            closed = bool(conn.execute(select(calls.c.closed).where(calls.c.entry_id == entry_id)).scalar())
+        caused = self.journal.caused(conn, row.command_id)
+        command = self.journal.find(conn, row.command_id)
+        async_result = command.async_result if command else None
+        leg_rows, entry_id = caused.legs, caused.entry_id
         state = outcome.progress(
             [
                 outcome.Leg(
@@ -510,7 +485,7 @@ class WidgetService:
             ],
             mango_digits(row.phone),
             async_result=async_result,
-            call_closed=closed,
+            call_closed=caused.call_closed,
         )
         since = now - (row.dialled_at or row.updated_at)
         values: dict[str, Any] = {}
