@@ -24,6 +24,7 @@ from admin_module import auth, stats
 from admin_module.call_detail import register_call_detail_routes
 from admin_module.callbacks import register_callback_routes
 from admin_module.i18n import translate
+from admin_module.language import panel_language
 from admin_module.live import register_live_routes
 from admin_module.pages import PAGES, ClientFactory, Originate, PageContext, error_page
 from admin_module.roles import can
@@ -99,9 +100,7 @@ def make_admin_blueprint(
     limiter = auth.LoginLimiter(engine, auth.LoginLimits.from_settings(settings))
 
     def t(key: str, **values: object) -> str:
-        user = g.get("admin_user")
-        lang = user.lang if user is not None else request.accept_languages.best_match(["ru", "en"], "ru")
-        return translate(lang, key, **values)
+        return translate(panel_language(), key, **values)
 
     def tz() -> ZoneInfo:
         return _tz(settings_store.panel().timezone)

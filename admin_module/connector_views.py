@@ -27,6 +27,8 @@ from admin_module.connector_forms import (
     secret_state,
     validate,
 )
+from admin_module.language import panel_language
+from admin_module.manifest_view import card
 from admin_module.settings_store import SettingsError, SettingsStore
 from bridge.config import Settings
 from bridge.connector_api import Closeable, Connector, DeliveryError
@@ -74,7 +76,8 @@ def register_connector_routes(
         status: int = 200,
     ) -> Response:
         manifest = getattr(cls, "manifest", None)
-        specs = field_specs(cls.config_model, _lang(), manifest.settings if manifest is not None else None)
+        language = panel_language()
+        specs = field_specs(cls.config_model, language, manifest.settings if manifest is not None else None)
         section, enabled = current(name)
         form = build_form(
             specs, section, enabled=enabled, formdata=request.form if submission is not None else None
@@ -82,6 +85,7 @@ def register_connector_routes(
         body = render_template(
             "admin/connector_edit.html",
             name=name,
+            card=card(cls, language),
             doc=(cls.config_model.__doc__ or "").strip(),
             fields=form_fields(form, specs),
             enabled_field=form[ENABLED],
@@ -178,14 +182,6 @@ def register_connector_routes(
             return False, t("conncfg_test_failed", error=redact(f"{type(exc).__name__}: {exc}", 300))
         finally:
             _close(connector)
-
-
-def _lang() -> str:
-    """The panel language of the signed-in user (the browser's choice before sign-in)."""
-    user = g.get("admin_user")
-    if user is not None and user.lang:
-        return str(user.lang)
-    return request.accept_languages.best_match(["ru", "en"], "ru") or "ru"
 
 
 def _close(connector: Connector | None) -> None:

@@ -5,6 +5,10 @@ from __future__ import annotations
 EN: dict[str, str] = {
     "conncfg_title": "Connector {name}",
     "conncfg_settings": "settings",
+    "conncfg_does": "What it does",
+    "conncfg_needs": "What you need",
+    "conncfg_docs": "Setup guide",
+    "conncfg_docs_in_source": "(in callbridge's documentation)",
     "conncfg_enabled": "Enabled",
     "conncfg_enabled_hint": (
         "Changes apply within seconds; a connector that was off when callbridge started "
@@ -425,6 +429,10 @@ EN: dict[str, str] = {
 RU: dict[str, str] = {
     "conncfg_title": "Коннектор {name}",
     "conncfg_settings": "настройки",
+    "conncfg_does": "Что делает",
+    "conncfg_needs": "Что понадобится",
+    "conncfg_docs": "Инструкция по настройке",
+    "conncfg_docs_in_source": "(в документации callbridge)",
     "conncfg_enabled": "Включён",
     "conncfg_enabled_hint": (
         "Изменения применяются через несколько секунд; коннектор, выключенный при запуске callbridge, "

@@ -205,6 +205,26 @@ def test_the_form_titles_follow_the_users_language(admin: Browser) -> None:
     assert titles["secret"].en in page.text and str(escape(titles["secret"].ru)) not in page.text
 
 
+@pytest.mark.parametrize("lang", ["ru", "en"])
+def test_each_connector_page_shows_its_manifest_in_the_users_language(admin: Browser, lang: str) -> None:
+    assert admin.post("/admin/lang", {"lang": lang}).status_code == 302
+    try:
+        listing = admin.get("/admin/connectors").text
+        for name, cls in available_connectors().items():
+            manifest = cls.manifest
+            assert str(escape(manifest.title(lang))) in listing
+            page = admin.get(f"/admin/connectors/{name}").text
+            assert str(escape(manifest.title(lang))) in page.split("</h1>")[0]
+            block = page.split('id="manifest"')[1].split("</dl>")[0]
+            assert block.count("<li>") == len(manifest.capabilities) + len(manifest.requirements)
+            assert all(str(escape(r)) in block for r in manifest.requirements)
+            assert manifest.docs in block
+        lookup = "карточка звонящего из CRM" if lang == "ru" else "caller cards from the CRM"
+        assert lookup in admin.get("/admin/connectors/amocrm").text
+    finally:
+        assert admin.post("/admin/lang", {"lang": "en"}).status_code == 302  # the admin's language again
+
+
 def test_the_connectors_page_links_each_connector_to_its_form(admin: Browser) -> None:
     page = admin.get("/admin/connectors")
     for name in available_connectors():

@@ -8,6 +8,8 @@ from flask import Blueprint, flash, g, redirect, render_template, request, url_f
 
 from admin_module import auth
 from admin_module.forms import ActionForm
+from admin_module.language import panel_language
+from admin_module.manifest_view import card
 from admin_module.pages.context import PageContext, log
 from bridge.connectors_runtime import is_enabled
 
@@ -22,7 +24,8 @@ def register(bp: Blueprint, ctx: PageContext) -> None:
         from bridge.outbox.queries import counts, list_deliveries
         from bridge.registry import available_connectors
 
-        installed = sorted(available_connectors())
+        installed = available_connectors()
+        language = panel_language()
         sections = ctx.store.effective().connectors  # saved panel values included
         enabled = {name for name, section in sections.items() if is_enabled(section)}
         totals = counts(engine)
@@ -34,6 +37,7 @@ def register(bp: Blueprint, ctx: PageContext) -> None:
             rows.append(
                 {
                     "name": name,
+                    "card": card(installed[name], language) if name in installed else None,
                     "installed": name in installed,
                     "enabled": name in enabled,
                     "counts": per,
