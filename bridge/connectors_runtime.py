@@ -39,6 +39,7 @@ from bridge.memo import cached as memo_cached
 from bridge.pbx.mango.client import MangoClient
 from bridge.recordings.links import links_for
 from bridge.registry import ConnectorConfigError, available_connectors, build_connectors
+from bridge.settings_store import SettingsStore
 from bridge.store.connector_state import SqlStateStore
 
 log = logging.getLogger("callbridge.connectors")
@@ -88,8 +89,6 @@ def effective_sections(settings: Settings, engine: Engine) -> Callable[[], Secti
 
     Falls back to the configured sections when the panel's table cannot be read (an empty database).
     """
-    from bridge.settings_store import SettingsStore
-
     store = SettingsStore(engine, settings)
 
     def read() -> Sections:

@@ -11,6 +11,7 @@ from bridge.history import jobs
 from bridge.history.importer import HistoryImporter
 from bridge.history.periods import CHUNK_DAYS, PeriodError, check_period, parse_day, split, zone
 from bridge.history.runner import effective_client_factory
+from bridge.settings_store import SettingsStore
 
 
 def _day(value: str, name: str) -> date:
@@ -38,8 +39,6 @@ def import_history(obj: Any, date_from: str, date_to: str, tz_name: str | None) 
     Calls already in the store are kept as they are, so running it again is safe. Imported calls are
     not sent to the CRMs.
     """
-    from bridge.settings_store import SettingsStore
-
     first, last = _day(date_from, "--from"), _day(date_to, "--to")
     engine = obj.engine
     saved = SettingsStore(engine, obj.config)

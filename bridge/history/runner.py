@@ -9,6 +9,7 @@ from collections.abc import Callable
 from sqlalchemy import Engine
 
 from bridge.config import Settings
+from bridge.connectors_runtime import mango_client
 from bridge.history import jobs
 from bridge.history.importer import HistoryImporter
 from bridge.pbx.mango.client import MangoClient
@@ -51,8 +52,6 @@ def effective_client_factory(
     settings: Settings, engine: Engine, store: SettingsStore | None = None
 ) -> Callable[[], MangoClient]:
     """Builds a Mango client from the effective settings (values saved in the panel apply at once)."""
-    from bridge.connectors_runtime import mango_client
-
     saved = store or SettingsStore(engine, settings)
     return lambda: mango_client(saved.effective())
 
