@@ -28,9 +28,9 @@ from admin_module.language import panel_language
 from admin_module.live import register_live_routes
 from admin_module.pages import PAGES, ClientFactory, Originate, PageContext, error_page
 from admin_module.roles import can
-from admin_module.settings_store import SettingsStore
 from bridge.config import Settings
 from bridge.connector_api import Connector
+from bridge.settings_store import SettingsStore
 
 __all__ = ["ClientFactory", "Originate", "make_admin_blueprint"]
 

@@ -29,12 +29,12 @@ from admin_module.connector_forms import (
 )
 from admin_module.language import panel_language
 from admin_module.manifest_view import card
-from admin_module.settings_store import SettingsError, SettingsStore
 from bridge.config import Settings
 from bridge.connector_api import Closeable, Connector, DeliveryError
 from bridge.connector_api.http import redact
 from bridge.connectors_runtime import build_bound, context_for, is_enabled
 from bridge.registry import ConnectorConfigError, available_connectors
+from bridge.settings_store import SettingsError, SettingsStore
 
 log = logging.getLogger(__name__)
 

@@ -12,11 +12,11 @@ from flask import Blueprint, Response, flash, g, jsonify, redirect, render_templ
 from sqlalchemy import Engine
 
 from admin_module import auth
-from admin_module.settings_store import SettingsStore
 from bridge.config import Settings
 from bridge.history import jobs
 from bridge.history.periods import PeriodError, check_period, parse_day, zone
 from bridge.pbx.mango.client import MangoClient
+from bridge.settings_store import SettingsStore
 
 Translate = Callable[..., str]
 

@@ -98,8 +98,8 @@ def test_login_save_settings_and_test_the_connection(browser: Any, panel: LivePa
 def test_call_in_the_log_plays_its_recording_through_callbridge(
     browser: Any, engine: Engine, panel: LivePanel
 ) -> None:
-    from admin_module.settings_store import SettingsStore
     from bridge.config import Settings
+    from bridge.settings_store import SettingsStore
 
     SettingsStore(engine, Settings(), fixed=frozenset()).save(
         {"mango.api_url": panel.simulator.url, "mango.api_key": API_KEY, "mango.api_salt": API_SALT}
@@ -145,8 +145,8 @@ def test_call_in_the_log_plays_its_recording_through_callbridge(
 def test_missed_call_is_listed_and_one_click_calls_back(
     browser: Any, engine: Engine, panel: LivePanel
 ) -> None:
-    from admin_module.settings_store import SettingsStore
     from bridge.config import Settings
+    from bridge.settings_store import SettingsStore
 
     SettingsStore(engine, Settings(), fixed=frozenset()).save(
         {"mango.api_url": panel.simulator.url, "mango.api_key": API_KEY, "mango.api_salt": API_SALT}

@@ -18,12 +18,12 @@ import pytest
 import requests
 from sqlalchemy import Engine, func, select
 
-from admin_module.settings_store import SettingsStore
 from bridge.config import Settings
 from bridge.history import jobs
 from bridge.history.runner import make_history_runner
 from bridge.pbx.mango import scenarios
 from bridge.pbx.mango.simulator.command_server import CommandServer
+from bridge.settings_store import SettingsStore
 from bridge.store.schema import calls
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, requires_chromium
 from tests.daemon import Daemon

@@ -14,12 +14,12 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, insert, select
 
-from admin_module.settings_store import SettingsError, SettingsStore, fixed_keys, parse_ip_list
 from admin_module.tables import admin_users
 from bridge.config import Settings
 from bridge.config.model import MANGO_SOURCE_IPS
 from bridge.pbx.mango.simulator.audio import silent_mp3
 from bridge.pbx.mango.simulator.command_server import CommandServer
+from bridge.settings_store import SettingsError, SettingsStore, fixed_keys, parse_ip_list
 from bridge.store.schema import employees, outbox
 from tests.test_admin_support import (
     API_KEY,

@@ -17,12 +17,12 @@ from sqlalchemy import Engine, insert
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from admin_module.blueprint import make_admin_blueprint
-from admin_module.settings_store import SettingsStore
 from admin_module.users import create_user
 from bridge.config import Settings
 from bridge.connector_api import Connector
 from bridge.connectors_runtime import mango_client
 from bridge.pbx.mango.simulator.command_server import CommandServer
+from bridge.settings_store import SettingsStore
 from bridge.store.schema import calls, employees, recordings
 
 API_KEY = "test-vpbx-key"

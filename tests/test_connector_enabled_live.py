@@ -20,7 +20,6 @@ import requests
 from flask import Flask
 from sqlalchemy import Engine, select
 
-from admin_module.settings_store import SettingsStore
 from bridge.checks import check_connectors
 from bridge.config import Settings
 from bridge.connectors_runtime import LiveConnector, Sections, active, is_dormant, load_connectors
@@ -32,6 +31,7 @@ from bridge.outbox.enqueue import enqueue
 from bridge.pbx.mango import scenarios
 from bridge.pbx.mango.simulator.poster import Poster
 from bridge.registry import available_connectors
+from bridge.settings_store import SettingsStore
 from bridge.store.schema import calls, outbox
 from tests.daemon import Daemon
 from tests.test_admin_connector_config import (

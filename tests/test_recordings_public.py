@@ -17,7 +17,6 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine
 from werkzeug.test import TestResponse
 
-from admin_module.settings_store import SettingsStore
 from bridge.config import Settings
 from bridge.ingest.writer import GroupCommitWriter
 from bridge.pbx.mango import scenarios
@@ -25,6 +24,7 @@ from bridge.pbx.mango.simulator import CommandServer
 from bridge.pbx.mango.simulator.audio import silent_mp3
 from bridge.pbx.mango.simulator.poster import Poster
 from bridge.recordings.links import RecordingLinks, links_for
+from bridge.settings_store import SettingsStore
 from bridge.web.app import create_app
 from tests.daemon import API_KEY, API_SALT, Daemon
 from tests.fakes.amocrm import FakeAmoCrm

@@ -14,10 +14,10 @@ import pytest
 import requests
 from sqlalchemy import Engine
 
-from admin_module.settings_store import SettingsStore
 from bridge.config import Settings
 from bridge.pbx.mango.simulator.audio import silent_mp3
 from bridge.recordings.cache import CacheLimitExceeded, RecordingCache, Sink
+from bridge.settings_store import SettingsStore
 from tests.test_admin_support import (
     API_KEY,
     API_SALT,

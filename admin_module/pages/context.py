@@ -12,10 +12,10 @@ from flask import Response, render_template
 from sqlalchemy import Engine, select
 
 from admin_module import auth
-from admin_module.settings_store import SettingsStore
 from bridge.config import Settings
 from bridge.connector_api import Connector
 from bridge.pbx.mango.client import MangoClient
+from bridge.settings_store import SettingsStore
 from bridge.store.engine import reader
 from bridge.store.schema import employees
 

@@ -10,10 +10,10 @@ from flask import Blueprint, flash, g, redirect, render_template, url_for
 from admin_module import auth
 from admin_module.forms import TelephonyForm
 from admin_module.pages.context import PageContext, log
-from admin_module.settings_store import SettingsError, parse_ip_list
 from bridge.config import Settings
 from bridge.config.model import MANGO_SOURCE_IPS
 from bridge.pbx.mango.errors import MangoBadKey, MangoBadSign, MangoError
+from bridge.settings_store import SettingsError, parse_ip_list
 
 
 def register(bp: Blueprint, ctx: PageContext) -> None:
