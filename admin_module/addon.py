@@ -5,9 +5,10 @@ Hooks import their modules when called, so loading the registration stays cheap.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bridge.addons import AddOn, WebContext
+from bridge.addons import AddOn, Migrations, WebContext
 
 if TYPE_CHECKING:
     import click
@@ -16,6 +17,15 @@ if TYPE_CHECKING:
 
     from bridge.config import Settings
     from bridge.operator.blueprint import PasswordLogin
+
+# The panel's Alembic branch. Its first revision sat in the core's line until the branch was split off:
+# there, these core (and widget) revisions came after it.
+MIGRATIONS = Migrations(
+    versions=Path(__file__).parent / "migrations" / "versions",
+    base="a001",
+    base_table="admin_users",
+    implied_by=frozenset({"w002", "h001", "0003", "0004", "0005", "0006"}),
+)
 
 
 def _tables() -> object:
@@ -54,6 +64,7 @@ addon = AddOn(
     name="admin",
     order=10,
     tables=_tables,
+    migrations=MIGRATIONS,
     register_web=_register_web,
     cli_group=_cli_group,
     password_login=_password_login,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Column, Float, Index, Integer, String, Table, Text, UniqueConstraint, false
+from sqlalchemy import Boolean, Column, Float, Index, Integer, String, Table, UniqueConstraint, false
 
 from bridge.store.schema import Id, metadata
 
@@ -20,14 +20,6 @@ admin_users = Table(
     # A disabled user cannot log in; disabling ends every session of theirs.
     Column("disabled", Boolean, nullable=False, default=False, server_default=false()),
     UniqueConstraint("username", name="uq_admin_users_username"),
-)
-
-admin_settings = Table(
-    "admin_settings",
-    metadata,
-    Column("key", String(64), primary_key=True),  # "mango.api_key", "admin.softphone", ...
-    Column("value", Text, nullable=False),  # JSON
-    Column("updated_at", Float, nullable=False),
 )
 
 admin_login_failures = Table(

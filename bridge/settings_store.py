@@ -21,22 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import Engine, Float, String, Text, column, delete, insert, select, table, update
+from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from bridge.config import Settings
 from bridge.config.loader import env_overrides
 from bridge.config.model import MANGO_SOURCE_IPS
 from bridge.store.engine import reader
-
-# The saved values, one row per dotted key (created by migration `a001`). A light table clause, so the
-# core needs none of the panel's table definitions.
-admin_settings = table(
-    "admin_settings",
-    column("key", String(64)),  # "mango.api_key", "admin.softphone", ...
-    column("value", Text),  # JSON
-    column("updated_at", Float),
-)
+from bridge.store.schema import admin_settings
 
 # Settings keys the panel edits (section.key of bridge.config.Settings) ...
 CORE_KEYS: tuple[str, ...] = (

@@ -23,7 +23,6 @@ from sqlalchemy import Engine, select
 from werkzeug.serving import make_server
 
 from admin_module.connector_forms import field_specs
-from admin_module.tables import admin_settings
 from bridge.config import Settings
 from bridge.connector_api import CallEvent, DeliveryError
 from bridge.connectors_runtime import LiveConnector, cached, effective_sections, load_connectors
@@ -34,7 +33,7 @@ from bridge.pbx.mango.simulator.command_server import CommandServer
 from bridge.pbx.mango.simulator.poster import Poster
 from bridge.registry import available_connectors, build_connectors
 from bridge.settings_store import SettingsStore, fixed_keys
-from bridge.store.schema import outbox
+from bridge.store.schema import admin_settings, outbox
 from tests.daemon import Daemon
 from tests.fakes import shop_schema as shop
 from tests.test_admin_support import (

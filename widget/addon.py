@@ -6,13 +6,23 @@ Hooks import their modules when called, so loading the registration stays cheap.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bridge.addons import AddOn, WebContext, Worker, WorkerContext
+from bridge.addons import AddOn, Migrations, WebContext, Worker, WorkerContext
 
 if TYPE_CHECKING:
     import click
     from flask import Flask
+
+# The widget's Alembic branch. Its first revision sat in the core's line until the branch was split off:
+# there, these core (and admin) revisions came after it.
+MIGRATIONS = Migrations(
+    versions=Path(__file__).parent / "migrations" / "versions",
+    base="w001",
+    base_table="widget_sites",
+    implied_by=frozenset({"a001", "a002", "h001", "0003", "0004", "0005", "0006"}),
+)
 
 
 def _tables() -> object:
@@ -52,6 +62,7 @@ addon = AddOn(
     name="widget",
     order=20,
     tables=_tables,
+    migrations=MIGRATIONS,
     register_web=_register_web,
     cli_group=_cli_group,
     background_workers=_background_workers,

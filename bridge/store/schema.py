@@ -99,6 +99,7 @@ legs = Table(
     Column("ended_at", Float, nullable=True),
 )
 Index("ix_legs_entry", legs.c.entry_id)
+Index("ix_legs_command", legs.c.command_id)  # the calls a PBX command caused (migration 0007)
 
 recordings = Table(
     "recordings",
@@ -180,6 +181,15 @@ connector_state = Table(
     Column("key", String(128), primary_key=True),
     Column("value", Text, nullable=False),
     Column("version", Integer, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+# The settings saved in the panel, one row per dotted key (`bridge.settings_store`; migration 0007).
+admin_settings = Table(
+    "admin_settings",
+    metadata,
+    Column("key", String(64), primary_key=True),  # "mango.api_key", "admin.softphone", ...
+    Column("value", Text, nullable=False),  # JSON
     Column("updated_at", Float, nullable=False),
 )
 

@@ -1,14 +1,14 @@
 """history imports: jobs importing call history from Mango's stats/request
 
 Revision ID: h001
-Revises: a001
+Revises: 0002
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "h001"
-down_revision = "a001"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 

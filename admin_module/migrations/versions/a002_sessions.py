@@ -1,14 +1,14 @@
 """admin panel: server-side sessions, disabled users, atomic login attempt counters
 
 Revision ID: a002
-Revises: 0003
+Revises: a001
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "a002"
-down_revision = "0003"
+down_revision = "a001"
 branch_labels = None
 depends_on = None
 

@@ -1,16 +1,20 @@
-"""widget: sites, callback requests, abuse-limit hits, block list; legs by command_id
+"""widget: sites, callback requests, abuse-limit hits, block list
+
+The base of the widget's branch (label `widget`); it needs the core's tables of 0002. (Databases
+migrated before the branch was split also got the core's `ix_legs_command` here; the core's 0007 now
+makes it.)
 
 Revision ID: w001
-Revises: 0002
+Revises: (branch base; depends on 0002)
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "w001"
-down_revision = "0002"
-branch_labels = None
-depends_on = None
+down_revision = None
+branch_labels = ("widget",)
+depends_on = "0002"
 
 Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
@@ -79,13 +83,9 @@ def upgrade() -> None:
         sa.Column("created_at", sa.Float(), nullable=False),
         sa.PrimaryKeyConstraint("kind", "value"),
     )
-    with op.batch_alter_table("legs", schema=None) as batch_op:
-        batch_op.create_index("ix_legs_command", ["command_id"], unique=False)
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("legs", schema=None) as batch_op:
-        batch_op.drop_index("ix_legs_command")
     op.drop_table("widget_blocklist")
     with op.batch_alter_table("widget_hits", schema=None) as batch_op:
         batch_op.drop_index("ix_widget_hits_at")

@@ -1,16 +1,20 @@
-"""admin panel: panel users, saved settings, failed logins
+"""admin panel: panel users, failed logins
+
+The base of the admin panel's branch (label `admin`); it needs the core's tables of 0002. (Databases
+migrated before the branch was split also got the saved-settings table `admin_settings` here; it is the
+core's now, made by the core's 0007.)
 
 Revision ID: a001
-Revises: w001
+Revises: (branch base; depends on 0002)
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "a001"
-down_revision = "w001"
-branch_labels = None
-depends_on = None
+down_revision = None
+branch_labels = ("admin",)
+depends_on = "0002"
 
 Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
@@ -30,13 +34,6 @@ def upgrade() -> None:
         sa.UniqueConstraint("username", name="uq_admin_users_username"),
     )
     op.create_table(
-        "admin_settings",
-        sa.Column("key", sa.String(length=64), nullable=False),
-        sa.Column("value", sa.Text(), nullable=False),
-        sa.Column("updated_at", sa.Float(), nullable=False),
-        sa.PrimaryKeyConstraint("key"),
-    )
-    op.create_table(
         "admin_login_failures",
         sa.Column("id", Id, autoincrement=True, nullable=False),
         sa.Column("key", sa.String(length=200), nullable=False),
@@ -51,5 +48,4 @@ def downgrade() -> None:
     with op.batch_alter_table("admin_login_failures", schema=None) as batch_op:
         batch_op.drop_index("ix_admin_login_failures_key")
     op.drop_table("admin_login_failures")
-    op.drop_table("admin_settings")
     op.drop_table("admin_users")

@@ -1,14 +1,14 @@
 """widget guards: single-use form tokens; a site's requests by day for the daily cap
 
 Revision ID: w002
-Revises: 0003
+Revises: w001
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "w002"
-down_revision = "0003"
+down_revision = "w001"
 branch_labels = None
 depends_on = None
 
