@@ -25,8 +25,9 @@ from bridge.connector_api import Connector
 from bridge.pbx.mango.client import MangoClient
 from widget import tokens
 from widget.limits import prune
-from widget.service import CALLING, DIALLING, FAILED, SCHEDULED, WAITING, WidgetService
+from widget.service import WidgetService
 from widget.sites import load_site
+from widget.states import CALLING, DIALLING, FAILED, SCHEDULED, WAITING
 from widget.tables import widget_requests
 
 log = logging.getLogger("callbridge.widget")
