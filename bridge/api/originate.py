@@ -177,7 +177,7 @@ def command_status(engine: Engine, command_id: str) -> dict[str, Any] | None:
     digits = str(payload.get("to_number") or "")
     return {
         "command_id": row.command_id,
-        "status": row.status,  # sending | accepted | failed (Mango refused) | done (Mango connected it)
+        "status": row.status,  # bridge.commands.journal: sending, accepted, sent, failed, done, timed_out
         "sync_result": row.sync_result,
         "async_result": row.async_result,
         "extension": payload.get("extension"),
