@@ -35,6 +35,7 @@ from bridge.connector_api import (
     RefStore,
     RetryableDeliveryError,
 )
+from bridge.connector_api.protocols import Dormant
 from bridge.memo import cached as memo_cached
 from bridge.pbx.mango.client import MangoClient
 from bridge.recordings.links import links_for
@@ -317,7 +318,7 @@ for _method, _value in vars(Connector).items():
 
 def is_dormant(connector: Connector) -> bool:
     """Whether `connector` is a `LiveConnector` not enabled yet (users of the mapping skip those)."""
-    return bool(getattr(connector, "dormant", False))
+    return isinstance(connector, Dormant) and connector.dormant
 
 
 def active(connectors: Mapping[str, Connector]) -> dict[str, Connector]:
