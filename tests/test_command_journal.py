@@ -4,6 +4,7 @@ legs a command caused (SQLite and PostgreSQL)."""
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 import pytest
@@ -11,7 +12,9 @@ from sqlalchemy import Engine, insert, select
 
 from bridge.commands import journal
 from bridge.commands.journal import CommandJournal
+from bridge.processing.processor import EventProcessor
 from bridge.store.schema import calls, commands, legs
+from tests.waiting import wait_until
 
 T0 = 1_760_000_000.0
 
@@ -222,3 +225,21 @@ def test_caused_finds_the_legs_carrying_the_command_id_and_their_call(engine: En
         closed = book.caused(conn, command_id)
         assert book.caused(conn, "another-command").legs == ()
     assert (closed.entry_id, closed.call_closed) == ("entry-1", True)
+
+
+def test_the_processors_periodic_sweep_times_commands_out(engine: Engine) -> None:
+    clock = Clock()
+    processor = EventProcessor(engine, {}, clock=clock, command_timeout=30.0)
+    command_id = processor.journal.record("commands/callback", {})
+    processor.journal.sent(command_id, journal.ACCEPTED, 1000)
+    clock.now += 31
+    stop = threading.Event()
+    worker = threading.Thread(target=processor.run_forever, args=(stop,), kwargs={"sweep_every": 0.0})
+    worker.start()
+    try:
+        wait_until(lambda: row(engine, command_id).status == journal.TIMED_OUT, "the command timed out")
+    finally:
+        stop.set()
+        processor.wake()
+        worker.join(10)
+    assert not worker.is_alive()
