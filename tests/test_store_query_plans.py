@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from sqlalchemy import Engine, Select, func, insert, select, text
 
+from bridge.commands.journal import ACCEPTED, DONE, overdue
 from bridge.store.raw_events import pending
-from bridge.store.schema import raw_events
+from bridge.store.schema import commands, raw_events
 
 PROCESSED = 3000
 
@@ -63,3 +64,29 @@ def test_the_quarantine_index_holds_only_quarantined_events(engine: Engine) -> N
             else text("SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_raw_events_quarantined'")
         ).scalar_one()
     assert "quarantined_at IS NOT NULL" in indexed, indexed
+
+
+def test_the_command_timeout_sweep_reads_waiting_commands_by_their_index(engine: Engine) -> None:
+    rows = [
+        {
+            "command_id": f"c{n}",
+            "path": "commands/callback",
+            "payload": "{}",
+            "status": DONE if n < PROCESSED else ACCEPTED,
+            "async_result": 1000 if n < PROCESSED else None,
+            "created_at": float(n),
+            "updated_at": float(n),
+        }
+        for n in range(PROCESSED + 3)
+    ]
+    with engine.begin() as conn:
+        conn.execute(insert(commands), rows)
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("ANALYZE"))
+    if engine.dialect.name == "sqlite":  # PostgreSQL may rightly scan a table this small
+        assert "ix_commands_waiting" in _plan(engine, overdue(PROCESSED + 2.0))
+    with engine.connect() as conn:
+        assert conn.execute(overdue(PROCESSED + 2.0)).scalars().all() == [
+            f"c{PROCESSED}",
+            f"c{PROCESSED + 1}",
+        ]

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, case, insert, select, update
+from sqlalchemy import ColumnElement, Connection, Engine, Select, case, insert, select, update
 
 from bridge.store.engine import reader
 from bridge.store.schema import calls, commands, legs
@@ -78,6 +78,20 @@ class Caused:
     legs: tuple[CausedLeg, ...]
     entry_id: str | None
     call_closed: bool
+
+
+def _overdue(updated_before: float) -> tuple[ColumnElement[bool], ...]:
+    return (
+        commands.c.status.in_(AWAITING_RESULT),
+        commands.c.async_result.is_(None),
+        commands.c.updated_at <= updated_before,
+    )
+
+
+def overdue(updated_before: float) -> Select[tuple[str]]:
+    """The ids of commands still waiting for their result, last changed before `updated_before` (one
+    sweep's batch; read by `ix_commands_waiting`)."""
+    return select(commands.c.command_id).where(*_overdue(updated_before)).limit(_SWEEP_BATCH)
 
 
 def new_command_id(prefix: str = "cmd") -> str:
@@ -160,17 +174,9 @@ class CommandJournal:
         """Mark `TIMED_OUT` the commands accepted or sent more than `timeout` seconds ago whose asynchronous
         result has not come; returns how many. Candidates are read outside the write lock."""
         now = self._clock()
-        waiting = (
-            commands.c.status.in_(AWAITING_RESULT),
-            commands.c.async_result.is_(None),
-            commands.c.updated_at <= now - self.timeout,
-        )
+        waiting = _overdue(now - self.timeout)
         with reader(self._engine).connect() as conn:
-            ids = (
-                conn.execute(select(commands.c.command_id).where(*waiting).limit(_SWEEP_BATCH))
-                .scalars()
-                .all()
-            )
+            ids = conn.execute(overdue(now - self.timeout)).scalars().all()
         if not ids:
             return 0
         with write_transaction(self._engine) as conn:

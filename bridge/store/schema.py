@@ -173,6 +173,8 @@ commands = Table(
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
 )
+# The journal's timeout sweep: commands still waiting for their result, oldest first (migration 0008).
+Index("ix_commands_waiting", commands.c.status, commands.c.updated_at)
 
 connector_state = Table(
     "connector_state",
