@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy import Boolean, Column, Float, Index, Integer, String, Table, Text, UniqueConstraint
 
-from bridge.store.schema import Id, legs, metadata
+from bridge.store.schema import Id, metadata
 
 __all__ = ["widget_blocklist", "widget_form_tokens", "widget_hits", "widget_requests", "widget_sites"]
 
@@ -97,6 +97,3 @@ widget_blocklist = Table(
     Column("reason", Text, nullable=True),
     Column("created_at", Float, nullable=False),
 )
-
-# The status endpoint follows a command's legs by command_id.
-Index("ix_legs_command", legs.c.command_id)
