@@ -8,7 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bridge.addons import AddOn, Migrations, WebContext
+from bridge.addons import AddOn, WebContext
+from bridge.store.migrate import Migrations
 
 if TYPE_CHECKING:
     import click
@@ -18,8 +19,9 @@ if TYPE_CHECKING:
     from bridge.config import Settings
     from bridge.operator.blueprint import PasswordLogin
 
-# The panel's Alembic branch. Its first revision sat in the core's line until the branch was split off:
-# there, these core (and widget) revisions came after it.
+# The panel's Alembic branch (entry point ``callbridge.migrations``: ``admin``). Its first
+# revision sat in the core's line until the branch was split off: there, these core (and widget)
+# revisions came after it.
 MIGRATIONS = Migrations(
     versions=Path(__file__).parent / "migrations" / "versions",
     base="a001",
@@ -64,7 +66,6 @@ addon = AddOn(
     name="admin",
     order=10,
     tables=_tables,
-    migrations=MIGRATIONS,
     register_web=_register_web,
     cli_group=_cli_group,
     password_login=_password_login,

@@ -5,11 +5,13 @@ The core imports no add-on by name. Each add-on registers one `AddOn` under the 
 `load_addons()`, in `order`, and calls the hooks an add-on fills in:
 
 - `tables()` imports the add-on's table module, so its tables join `bridge.store.schema.metadata`;
-- `migrations` is its Alembic branch (a versions directory beside the core's), applied with the core's;
 - `register_web(app, context)` registers its blueprints on the web app;
 - `cli_group()` gives its `click` group, added to `callbridge`;
 - `background_workers(context)` gives the threads the daemon runs for it;
 - `password_login(engine, settings)` gives the operator page's password logins (the first add-on wins).
+
+An add-on's tables are migrated by its own Alembic branch, registered apart under
+``callbridge.migrations`` (see `bridge.store.migrate`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -36,7 +37,6 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "AddOn",
     "AddOnError",
-    "Migrations",
     "WebContext",
     "Worker",
     "WorkerContext",
@@ -82,29 +82,12 @@ class Worker:
 
 
 @dataclass(frozen=True)
-class Migrations:
-    """An add-on's Alembic branch: the directory of its revision scripts, labelled with its own branch.
-
-    `base`, `base_table` and `implied_by` are for databases migrated while the branch's first revision was
-    still part of the core's line: where a head is one of the revisions in `implied_by` and `base_table`
-    (a table `base` creates) exists, `base` was applied, and the store records it so (see
-    `bridge.store.migrate`).
-    """
-
-    versions: Path
-    base: str | None = None
-    base_table: str | None = None
-    implied_by: frozenset[str] = frozenset()
-
-
-@dataclass(frozen=True)
 class AddOn:
     """An add-on's registration; every hook is optional. Lower `order` registers first."""
 
     name: str
     order: int = 100
     tables: Callable[[], object] | None = None
-    migrations: Migrations | None = None
     register_web: Callable[[Flask, WebContext], None] | None = None
     cli_group: Callable[[], click.Command] | None = None
     background_workers: Callable[[WorkerContext], Sequence[Worker]] | None = None

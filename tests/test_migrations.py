@@ -14,9 +14,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, delete, inspect
 
-from bridge.addons import AddOn, load_addon_tables, load_addons
+from bridge.addons import load_addon_tables
 from bridge.store.engine import make_engine
-from bridge.store.migrate import _alembic_version, current_heads, upgrade
+from bridge.store.migrate import Migrations, _alembic_version, addon_branches, current_heads, upgrade
 from bridge.store.schema import admin_settings, metadata
 
 HEADS = {"0008", "a002", "w002"}
@@ -45,10 +45,10 @@ def _schema_differences(engine: Engine) -> list[object]:
         return list(compare_metadata(MigrationContext.configure(conn), metadata))
 
 
-def _addons() -> list[AddOn]:
-    addons = load_addons()
-    assert {a.name for a in addons if a.migrations} == {"admin", "widget"}
-    return addons
+def _branches() -> list[Migrations]:
+    branches = addon_branches()
+    assert {b.base for b in branches} == {"a001", "w001"}
+    return branches
 
 
 def test_a_new_database_gets_every_table_and_index_the_code_defines(empty: Engine) -> None:
@@ -60,14 +60,14 @@ def test_a_new_database_gets_every_table_and_index_the_code_defines(empty: Engin
 
 
 def test_the_core_migrates_without_its_add_ons_and_they_join_later(empty: Engine) -> None:
-    upgrade(empty, addons=[])
+    upgrade(empty, branches=[])
     assert current_heads(empty) == {"0008"}
     tables = _tables(empty)
     assert "admin_settings" in tables and "ix_legs_command" in _indexes(empty, "legs")
     assert not tables & (WIDGET_TABLES | ADMIN_TABLES)
     with empty.begin() as conn:  # the core's saved settings work without the panel
         conn.execute(admin_settings.insert().values(key="mango.api_url", value='"x"', updated_at=1.0))
-    upgrade(empty, addons=_addons())
+    upgrade(empty, branches=_branches())
     assert current_heads(empty) == HEADS
     assert _tables(empty) >= WIDGET_TABLES | ADMIN_TABLES
     assert _schema_differences(empty) == []
@@ -77,7 +77,7 @@ def _as_before_the_split(engine: Engine, applied: list[str], recorded: set[str])
     """A database as the single-line history left it: `applied` revisions run (and what the add-ons'
     first revisions made for the core then), with only `recorded` in Alembic's table."""
     for revision in applied:
-        upgrade(engine, revision, addons=_addons())
+        upgrade(engine, revision, branches=_branches())
     if {"w001", "w002"} & set(applied):
         with engine.begin() as conn:
             conn.exec_driver_sql("CREATE INDEX ix_legs_command ON legs (command_id)")

@@ -9,14 +9,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bridge.addons import AddOn, Migrations, WebContext, Worker, WorkerContext
+from bridge.addons import AddOn, WebContext, Worker, WorkerContext
+from bridge.store.migrate import Migrations
 
 if TYPE_CHECKING:
     import click
     from flask import Flask
 
-# The widget's Alembic branch. Its first revision sat in the core's line until the branch was split off:
-# there, these core (and admin) revisions came after it.
+# The widget's Alembic branch (entry point ``callbridge.migrations``: ``widget``). Its first
+# revision sat in the core's line until the branch was split off: there, these core (and admin)
+# revisions came after it.
 MIGRATIONS = Migrations(
     versions=Path(__file__).parent / "migrations" / "versions",
     base="w001",
@@ -62,7 +64,6 @@ addon = AddOn(
     name="widget",
     order=20,
     tables=_tables,
-    migrations=MIGRATIONS,
     register_web=_register_web,
     cli_group=_cli_group,
     background_workers=_background_workers,

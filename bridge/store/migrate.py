@@ -1,13 +1,16 @@
 """Alembic migrations, applied programmatically on start and by `callbridge db upgrade`.
 
-The core's revisions live in `bridge/store/migrations/versions`; each add-on brings its own branch (a
-versions directory and a branch label, `bridge.addons.Migrations`), found through its registration.
+The core's revisions live in `bridge/store/migrations/versions`. Each add-on brings its own branch (a
+versions directory whose revisions carry the add-on's branch label): a `Migrations` registered under the
+entry point group ``callbridge.migrations``.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib.metadata import entry_points
 from pathlib import Path
 
 from alembic import command
@@ -17,16 +20,41 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, column, insert, inspect, table
 from sqlalchemy.types import String
 
-from bridge.addons import AddOn, load_addons
-
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+ENTRY_POINT_GROUP = "callbridge.migrations"
 _alembic_version = table("alembic_version", column("version_num", String(32)))
 
 
-def alembic_config(engine: Engine, addons: Sequence[AddOn] | None = None) -> Config:
+@dataclass(frozen=True)
+class Migrations:
+    """An add-on's Alembic branch: the directory of its revision scripts, labelled with its own branch.
+
+    `base`, `base_table` and `implied_by` are for databases migrated while the branch's first revision was
+    still part of the core's line: where a head is one of the revisions in `implied_by` and `base_table`
+    (a table `base` creates) exists, `base` was applied, and `record_split_branches` records it so.
+    """
+
+    versions: Path
+    base: str | None = None
+    base_table: str | None = None
+    implied_by: frozenset[str] = frozenset()
+
+
+def addon_branches() -> list[Migrations]:
+    """Every installed add-on's branch, by entry point name."""
+    found: dict[str, Migrations] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        value = ep.load()
+        if not isinstance(value, Migrations):
+            raise TypeError(f"{ENTRY_POINT_GROUP} entry point {ep.name!r} ({ep.value}) is not a Migrations")
+        found.setdefault(ep.name, value)
+    return [found[name] for name in sorted(found)]
+
+
+def alembic_config(engine: Engine, branches: Sequence[Migrations] | None = None) -> Config:
     """Alembic's configuration for `engine`: the core's revisions and every add-on's branch."""
-    addons = load_addons() if addons is None else addons
-    locations = [MIGRATIONS_DIR / "versions"] + [a.migrations.versions for a in addons if a.migrations]
+    branches = addon_branches() if branches is None else branches
+    locations = [MIGRATIONS_DIR / "versions"] + [branch.versions for branch in branches]
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.set_main_option("path_separator", "os")
@@ -36,11 +64,11 @@ def alembic_config(engine: Engine, addons: Sequence[AddOn] | None = None) -> Con
     return config
 
 
-def upgrade(engine: Engine, revision: str = "heads", addons: Sequence[AddOn] | None = None) -> None:
-    """Bring the database to `revision` (default: the newest of every branch)."""
-    addons = load_addons() if addons is None else addons
-    record_split_branches(engine, addons)
-    command.upgrade(alembic_config(engine, addons), revision)
+def upgrade(engine: Engine, revision: str = "heads", branches: Sequence[Migrations] | None = None) -> None:
+    """Bring the database to `revision` (default: the newest of every branch; `branches=[]`: the core's)."""
+    branches = addon_branches() if branches is None else branches
+    record_split_branches(engine, branches)
+    command.upgrade(alembic_config(engine, branches), revision)
 
 
 def current_heads(engine: Engine) -> set[str]:
@@ -54,7 +82,7 @@ def current_revision(engine: Engine) -> str | None:
     return ",".join(sorted(current_heads(engine))) or None
 
 
-def record_split_branches(engine: Engine, addons: Sequence[AddOn]) -> None:
+def record_split_branches(engine: Engine, branches: Sequence[Migrations]) -> None:
     """Record an add-on branch's base as applied where the core's history implied it.
 
     Before the add-ons' revisions became branches of their own, they sat in the core's line, so a
@@ -64,14 +92,13 @@ def record_split_branches(engine: Engine, addons: Sequence[AddOn]) -> None:
     heads = current_heads(engine)
     if not heads:
         return
-    script = ScriptDirectory.from_config(alembic_config(engine, addons))
+    script = ScriptDirectory.from_config(alembic_config(engine, branches))
     applied = {rev.revision for head in heads for rev in script.iterate_revisions(head, "base")}
     tables = set(inspect(engine).get_table_names())
     missing = [
         branch.base
-        for branch in (addon.migrations for addon in addons)
-        if branch is not None
-        and branch.base is not None
+        for branch in branches
+        if branch.base is not None
         and branch.base not in applied
         and branch.base_table in tables
         and not heads.isdisjoint(branch.implied_by)
