@@ -43,6 +43,7 @@ from bridge.pbx.mango.errors import (
 )
 from bridge.pbx.mango.signing import dump_json, recording_link_sign, signed_form
 from bridge.pbx.mango.stats import DEFAULT_FIELDS, StatsResult, normalise_fields, parse_stats_csv
+from bridge.pbx.port import CommandAccepted, PbxGroup, PbxUser, PbxUserNumber
 from bridge.ratelimit import TokenBucket
 
 __all__ = [
@@ -103,15 +104,7 @@ _STATS_KEYS_REMEMBERED = 256
 
 
 @dataclass(frozen=True)
-class CommandAccepted:
-    """Mango accepted a command. Its outcome arrives later at `<base>/result/<path>` with this id."""
-
-    command_id: str
-    result: int
-
-
-@dataclass(frozen=True)
-class MangoUserNumber:
+class MangoUserNumber(PbxUserNumber):
     """One of an employee's numbers, in ringing order."""
 
     number: str
@@ -126,8 +119,11 @@ class MangoUserNumber:
 
 
 @dataclass(frozen=True)
-class MangoUser:
-    """An employee from `config/users/request`. Ids and numbers are strings whatever Mango sent."""
+class MangoUser(PbxUser):
+    """An employee from `config/users/request`. Ids and numbers are strings whatever Mango sent.
+
+    The port's `PbxUser` with Mango's own fields added (login, lines, ringing algorithm, SIP ids, groups).
+    """
 
     extension: str | None
     name: str | None = None
@@ -146,7 +142,7 @@ class MangoUser:
 
 
 @dataclass(frozen=True)
-class MangoGroup:
+class MangoGroup(PbxGroup):
     """A ring group from `groups`: its id, name, short number and its operators' extensions in order."""
 
     group_id: str

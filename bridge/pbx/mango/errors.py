@@ -1,5 +1,8 @@
 """Exceptions of the Mango client: one class per code class, with messages a person can act on.
 
+Each is also the PBX port's kind for it (`bridge.pbx.port`): `MangoRateLimited` is a `PbxRateLimited`, so
+the core catches the port's kinds and never names Mango's.
+
 Messages carry the code, its meaning and the API path, never the salt, a signature or a payload.
 `retryable` tells a dispatcher whether the same request can succeed later without a change.
 """
@@ -7,40 +10,32 @@ Messages carry the code, its meaning and the API path, never the salt, a signatu
 from __future__ import annotations
 
 from bridge.pbx.mango.codes import describe, is_call_ended
+from bridge.pbx.port import (
+    PbxBadKey,
+    PbxBadRequest,
+    PbxBadSignature,
+    PbxBillingError,
+    PbxError,
+    PbxRateLimited,
+    PbxTransportError,
+)
 
 
-class MangoError(Exception):
+class MangoError(PbxError):
     """A Mango request failed. `code` is Mango's result code, or None when Mango gave none."""
 
     retryable: bool = False
-
-    def __init__(
-        self,
-        code: int | None,
-        message: str,
-        *,
-        path: str | None = None,
-        http_status: int | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.path = path
-        self.http_status = http_status
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(code={self.code!r}, message={self.message!r})"
 
 
 class MangoCallEnded(MangoError):
     """11xx-13xx returned as an error: the call (leg) ended, so the command has nothing to act on."""
 
 
-class MangoBillingError(MangoError):
+class MangoBillingError(MangoError, PbxBillingError):
     """2xxx: the account's balance, tariff or limits forbid it. Fix it in the Mango cabinet."""
 
 
-class MangoBadRequest(MangoError):
+class MangoBadRequest(MangoError, PbxBadRequest):
     """3xxx: Mango rejected the request itself. Repeating it unchanged fails again.
 
     Mango allows one invalid request per 2 minutes; after a second one it answers HTTP 401 to
@@ -48,11 +43,11 @@ class MangoBadRequest(MangoError):
     """
 
 
-class MangoBadSign(MangoBadRequest):
+class MangoBadSign(MangoBadRequest, PbxBadSignature):
     """3102: the signature does not match: the API salt is wrong."""
 
 
-class MangoBadKey(MangoBadRequest):
+class MangoBadKey(MangoBadRequest, PbxBadKey):
     """3105: the API key (product code) is wrong."""
 
 
@@ -74,7 +69,7 @@ class MangoCallNotFound(MangoCannotDo):
     """4101: the call has already ended or never existed."""
 
 
-class MangoRateLimited(MangoCannotDo):
+class MangoRateLimited(MangoCannotDo, PbxRateLimited):
     """4290 or HTTP 429: too many requests. `retry_after` is the wait in seconds, when known.
 
     `local` is True when the client's own limiter refused before sending anything.
@@ -112,7 +107,7 @@ class MangoServerError(MangoError):
     retryable = True
 
 
-class MangoTransportError(MangoError):
+class MangoTransportError(MangoError, PbxTransportError):
     """No usable answer: network error, timeout, TLS failure, or a reply that is not Mango's JSON.
 
     `maybe_delivered` is True when the request may have reached Mango (a read timeout, a broken
