@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from bridge.config import Settings
     from bridge.connector_api import Connector
     from bridge.operator.blueprint import PasswordLogin
-    from bridge.pbx.mango.client import MangoClient
+    from bridge.pbx.port import PbxClientForSettings
     from bridge.settings_store import SettingsStore
 
 __all__ = [
@@ -60,7 +60,7 @@ class WebContext:
     engine: Engine
     saved: SettingsStore  # the saved settings, shared with the app (one store per app)
     connectors: Mapping[str, Connector]
-    mango_client: Callable[[Settings], MangoClient]
+    mango_client: PbxClientForSettings
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ class WorkerContext:
     settings: Settings
     engine: Engine
     connectors: Mapping[str, Connector]
-    mango_client: Callable[[Settings], MangoClient]
+    mango_client: PbxClientForSettings
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import click
 from bridge.config import Settings
 from bridge.connector_api import DeliveryError
 from bridge.connectors_runtime import active, load_connectors, mango_client
-from bridge.pbx.mango.errors import MangoError
+from bridge.pbx.port import PbxError
 from bridge.registry import ConnectorConfigError
 
 
@@ -25,7 +25,7 @@ def check_mango(settings: Settings) -> CheckResult:
         return CheckResult("mango", False, "no API key and salt configured (CALLBRIDGE_MANGO_API_KEY, _SALT)")
     try:
         return CheckResult("mango", True, mango_client(settings).check())
-    except MangoError as exc:
+    except PbxError as exc:
         return CheckResult("mango", False, str(exc))
 
 

@@ -15,7 +15,7 @@ from bridge.connector_api import DeliveryError
 from bridge.connectors_runtime import is_dormant, load_connectors
 from bridge.crm_employees import import_crm_employees, imports_employees, mango_users_from
 from bridge.employees import mango_client_for
-from bridge.pbx.mango.errors import MangoError
+from bridge.pbx.port import PbxError
 from bridge.registry import ConnectorConfigError, available_connectors, build_connectors
 
 __all__ = ["connectors"]
@@ -78,7 +78,7 @@ def import_employees_command(obj: AppContext, name: str) -> None:
 
     try:
         lines = import_crm_employees(connector, mango_users_from(lambda: mango_client_for(obj)))
-    except MangoError as exc:
+    except PbxError as exc:
         raise click.ClickException(f"could not get the employee list from Mango: {exc}") from None
     except DeliveryError as exc:
         raise click.ClickException(f"the {name} connector could not import its employees: {exc}") from None

@@ -37,7 +37,7 @@ from bridge.connector_api import (
 )
 from bridge.connector_api.protocols import Dormant
 from bridge.memo import cached as memo_cached
-from bridge.pbx.mango.client import MangoClient
+from bridge.pbx.select import pbx_client
 from bridge.recordings.links import links_for
 from bridge.registry import ConnectorConfigError, available_connectors, build_connectors
 from bridge.settings_store import SettingsStore
@@ -50,14 +50,8 @@ SECTIONS_TTL = 2.0
 Sections = Mapping[str, Mapping[str, Any]]
 
 
-def mango_client(settings: Settings) -> MangoClient:
-    """A Mango command client from the current settings."""
-    return MangoClient(
-        settings.mango.api_key,
-        settings.mango.api_salt.get_secret_value(),
-        settings.mango.api_url,
-        verify_tls=settings.mango.verify_tls,
-    )
+mango_client = pbx_client
+"""A client of the configured PBX from the current settings (`bridge.pbx.select.pbx_client`)."""
 
 
 def originate_service(settings: Settings, engine: Engine) -> OriginateService:

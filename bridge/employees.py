@@ -18,8 +18,7 @@ from sqlalchemy import Engine, insert, select, update
 
 from bridge.cli_context import AppContext
 from bridge.connectors_runtime import mango_client
-from bridge.pbx.mango.client import MangoClient, MangoUser
-from bridge.pbx.mango.errors import MangoError
+from bridge.pbx.port import PbxCommands, PbxError, PbxUser
 from bridge.settings_store import SettingsStore
 from bridge.store.schema import employees
 
@@ -53,7 +52,7 @@ class EmployeeImport:
 
 
 def store_employees(
-    engine: Engine, users: Iterable[MangoUser], *, clock: Callable[[], float] = time.time
+    engine: Engine, users: Iterable[PbxUser], *, clock: Callable[[], float] = time.time
 ) -> EmployeeImport:
     """Upsert every user that has an extension into `employees`, in one transaction."""
     users = list(users)
@@ -90,13 +89,13 @@ def store_employees(
 
 
 def import_employees(
-    engine: Engine, client: MangoClient, *, clock: Callable[[], float] = time.time
+    engine: Engine, client: PbxCommands, *, clock: Callable[[], float] = time.time
 ) -> EmployeeImport:
-    """Ask Mango for its employees and store them. Raises `MangoError` when Mango cannot be asked."""
+    """Ask Mango for its employees and store them. Raises `PbxError` when Mango cannot be asked."""
     return store_employees(engine, client.users(), clock=clock)
 
 
-def mango_client_for(obj: AppContext) -> MangoClient:
+def mango_client_for(obj: AppContext) -> PbxCommands:
     """A Mango client with the credentials the daemon uses (the configuration, or what the admin panel
     saved); a `ClickException` in plain words when there are none."""
     settings = SettingsStore(obj.engine, obj.config).effective()
@@ -120,7 +119,7 @@ def import_command(obj: AppContext) -> None:
     client = mango_client_for(obj)
     try:
         result = import_employees(obj.engine, client)
-    except MangoError as exc:
+    except PbxError as exc:
         raise click.ClickException(f"could not get the employee list from Mango: {exc}") from None
     finally:
         client.close()

@@ -27,7 +27,7 @@ from bridge.api.text import unstorable
 from bridge.commands.originate import InvalidExtension, InvalidPhoneNumber, OriginateService
 from bridge.connector_api.phones import to_e164
 from bridge.http_errors import ApiError
-from bridge.pbx.mango.errors import MangoBadRequest, MangoError, MangoRateLimited, MangoTransportError
+from bridge.pbx.port import PbxBadRequest, PbxError, PbxRateLimited, PbxTransportError
 from bridge.processing.calls_store import row_to_dict
 from bridge.ratelimit import TokenBucket
 from bridge.realtime.auth import SUPERVISOR, Identity, TokenError, TokenSigner
@@ -127,16 +127,16 @@ def make_originate_api(
             return _error(422, f"number: {exc}", "number")
         except InvalidExtension as exc:
             return _error(422, f"extension: {exc}", "extension")
-        except MangoRateLimited as exc:
+        except PbxRateLimited as exc:
             response = _error(429, f"Mango is rate limiting commands: {exc.message}")
             if exc.retry_after:
                 response.headers["Retry-After"] = str(int(exc.retry_after + 0.999))
             return response
-        except MangoTransportError as exc:
+        except PbxTransportError as exc:
             return _error(503, f"Mango could not be reached: {exc.message}")
-        except MangoBadRequest as exc:
+        except PbxBadRequest as exc:
             return _error(502, f"Mango refused the command (code {exc.code}): {exc.message}")
-        except MangoError as exc:
+        except PbxError as exc:
             return _error(502, f"Mango could not place the call (code {exc.code}): {exc.message}")
         status = command_status(engine, command_id) or {}
         response = jsonify(

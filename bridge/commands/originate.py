@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
 
 from sqlalchemy import Engine
 
 from bridge.commands.journal import ACCEPTED, FAILED, CommandJournal, new_command_id
 from bridge.connector_api.phones import InvalidPhoneNumber, mango_digits, to_e164
-from bridge.pbx.mango.client import MangoClient
-from bridge.pbx.mango.errors import MangoError
+from bridge.pbx.port import PbxClientFactory, PbxError
 
 log = logging.getLogger(__name__)
 _EXTENSION = re.compile(r"^[0-9]{1,16}$")
@@ -29,12 +27,12 @@ class InvalidExtension(ValueError):
 
 class OriginateService:
     """`originate(extension, number) -> command_id`; raises `InvalidPhoneNumber`, `InvalidExtension`,
-    or the specific `MangoError` when Mango refuses the command."""
+    or the specific `PbxError` kind when the PBX refuses the command."""
 
     def __init__(
         self,
         engine: Engine,
-        client_factory: Callable[[], MangoClient],
+        client_factory: PbxClientFactory,
         *,
         region: str = "RU",
         line_number: str | None = None,
@@ -59,7 +57,7 @@ class OriginateService:
                 extension, mango_digits(e164), line_number=self._line_number, command_id=command_id
             )
             status, result = ACCEPTED, accepted.result
-        except MangoError as exc:
+        except PbxError as exc:
             result = getattr(exc, "code", None)
             log.warning("click-to-call %s refused by Mango: %s", command_id, exc)
             raise

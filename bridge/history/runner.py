@@ -9,10 +9,10 @@ from collections.abc import Callable
 from sqlalchemy import Engine
 
 from bridge.config import Settings
-from bridge.connectors_runtime import mango_client
 from bridge.history import jobs
 from bridge.history.importer import HistoryImporter
 from bridge.pbx.mango.client import MangoClient
+from bridge.pbx.select import mango_client
 from bridge.settings_store import SettingsStore
 
 log = logging.getLogger("callbridge.history")

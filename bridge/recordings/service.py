@@ -7,7 +7,6 @@ through `serve`; each decides first who may hear the recording.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from pathlib import Path
 
 import requests
@@ -15,7 +14,7 @@ from flask import Response, request
 from sqlalchemy import Engine
 
 from bridge.config import Settings
-from bridge.pbx.mango.client import MangoClient
+from bridge.pbx.port import PbxClientFactory
 from bridge.recordings.cache import CachedFile, CacheLimitExceeded, RecordingCache, Sink
 from bridge.recordings.ranges import CHUNK, file_response
 
@@ -52,7 +51,7 @@ def cache_for(settings: Settings, engine: Engine | None = None) -> RecordingCach
 
 
 def fetch_from_mango(
-    client: Callable[[], MangoClient],
+    client: PbxClientFactory,
     recording_id: str,
     out: Sink,
     *,
@@ -76,11 +75,11 @@ def fetch_from_mango(
     except requests.RequestException as exc:
         reason = type(exc).__name__
         raise RecordingUnavailable(f"could not fetch the recording from Mango: {reason}") from None
-    except Exception as exc:  # MangoError, a client without credentials: their messages carry no secrets
+    except Exception as exc:  # PbxError, a client without credentials: their messages carry no secrets
         raise RecordingUnavailable(f"Mango refused the recording: {exc}") from None
 
 
-def cached_file(cache: RecordingCache, client: Callable[[], MangoClient], recording_id: str) -> CachedFile:
+def cached_file(cache: RecordingCache, client: PbxClientFactory, recording_id: str) -> CachedFile:
     """The recording on disk; Mango is asked only when it is not cached yet."""
     try:
         return cache.get_or_fetch(recording_id, lambda out: fetch_from_mango(client, recording_id, out))
@@ -92,7 +91,7 @@ def cached_file(cache: RecordingCache, client: Callable[[], MangoClient], record
         ) from None
 
 
-def serve(cache: RecordingCache, client: Callable[[], MangoClient], recording_id: str) -> Response:
+def serve(cache: RecordingCache, client: PbxClientFactory, recording_id: str) -> Response:
     """The recording for the current request, honouring `Range` and `If-Range`.
 
     `client` is called only on a cache miss. Raises `RecordingUnavailable` when Mango cannot give it.

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from flask import Blueprint, Response, request
 
 from bridge.http_errors import ApiError
-from bridge.pbx.mango.client import MangoClient
+from bridge.pbx.port import PbxClientFactory
 from bridge.recordings.cache import RecordingCache
 from bridge.recordings.links import LinkError, RecordingLinks
 from bridge.recordings.service import RecordingUnavailable, serve
@@ -23,7 +23,7 @@ MAX_ID_LENGTH = 256  # Mango's recording ids are short base64 strings
 def make_recordings_blueprint(
     links: RecordingLinks,
     cache: RecordingCache,
-    client: Callable[[], MangoClient],
+    client: PbxClientFactory,
     *,
     enabled: Callable[[], bool],
 ) -> Blueprint:
