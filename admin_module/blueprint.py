@@ -1,7 +1,7 @@
 """The admin panel's Flask blueprint at `/admin`.
 
 `make_admin_blueprint(settings, engine, originate=..., mango_client_factory=...)`: `originate(extension,
-number) -> command_id` places click-to-call; `mango_client_factory(settings) -> MangoClient` builds a Mango
+number) -> command_id` places click-to-call; `mango_client_factory(settings) -> PbxCommands` builds a PBX
 client from the *effective* settings (saved panel values applied), so saved settings apply without a restart.
 
 This module builds the blueprint, its request hooks, error handlers, filters and template context; each page

@@ -12,10 +12,9 @@ from flask import Blueprint, Response, flash, g, jsonify, redirect, render_templ
 from sqlalchemy import Engine
 
 from admin_module import auth
-from bridge.config import Settings
 from bridge.history import jobs
 from bridge.history.periods import PeriodError, check_period, parse_day, zone
-from bridge.pbx.mango.client import MangoClient
+from bridge.pbx.port import PbxClientForSettings
 from bridge.settings_store import SettingsStore
 
 Translate = Callable[..., str]
@@ -31,7 +30,7 @@ def register_history_routes(
     *,
     engine: Engine,
     settings_store: SettingsStore,
-    mango_client_factory: Callable[[Settings], MangoClient],
+    mango_client_factory: PbxClientForSettings,
     t: Translate,
 ) -> None:
     """Add the history-import page, its form and its progress JSON to the admin blueprint."""

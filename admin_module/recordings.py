@@ -8,7 +8,6 @@ the first time. Mango's link is never shown; `Range` requests let the player see
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any
 
 from flask import Response
@@ -17,7 +16,7 @@ from sqlalchemy import Engine, select
 from admin_module.roles import can
 from admin_module.users import PanelUser
 from bridge.config import Settings
-from bridge.pbx.mango.client import MangoClient
+from bridge.pbx.port import PbxClientFactory
 from bridge.recordings import service
 from bridge.recordings.service import RecordingUnavailable
 from bridge.store.engine import reader
@@ -51,9 +50,7 @@ def may_see_call(user: PanelUser, call: dict[str, Any]) -> bool:
     return ext in (call.get("answered_by"), call.get("responsible")) or ext in (call.get("extensions") or [])
 
 
-def serve(
-    settings: Settings, engine: Engine, client: Callable[[], MangoClient], recording_id: str
-) -> Response:
+def serve(settings: Settings, engine: Engine, client: PbxClientFactory, recording_id: str) -> Response:
     """The recording for the current request (byte ranges for seeking), from the shared cache.
 
     Call it only after the access check: the cache keeps files, never who may hear them.

@@ -26,7 +26,7 @@ from flask import Blueprint, Response, g, jsonify, request, send_from_directory
 from sqlalchemy import Engine
 
 from bridge.connector_api import Connector
-from bridge.pbx.mango.client import MangoClient
+from bridge.pbx.port import PbxClientFactory
 from widget.errors import WidgetError
 from widget.input import MAX_BODY_BYTES, check_text, parse_body
 from widget.service import CallbackForm, WidgetService
@@ -55,7 +55,7 @@ def service_from_settings(
     settings: Any,
     engine: Engine,
     connectors: Mapping[str, Connector],
-    mango_client_factory: Callable[[], MangoClient],
+    mango_client_factory: PbxClientFactory,
     *,
     clock: Callable[[], float] = time.time,
 ) -> WidgetService:
@@ -68,7 +68,7 @@ def make_widget_blueprint(
     settings: Any,
     engine: Engine,
     connectors: Mapping[str, Connector],
-    mango_client_factory: Callable[[], MangoClient],
+    mango_client_factory: PbxClientFactory,
     *,
     service: WidgetService | None = None,
 ) -> Blueprint:

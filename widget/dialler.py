@@ -19,13 +19,13 @@ from sqlalchemy import Engine, case, select, update
 from bridge.commands import journal
 from bridge.commands.journal import CommandJournal
 from bridge.connector_api.phones import mango_digits
-from bridge.pbx.mango.client import MangoClient
-from bridge.pbx.mango.errors import (
-    MangoBadRequest,
-    MangoBillingError,
-    MangoError,
-    MangoRateLimited,
-    MangoTransportError,
+from bridge.pbx.port import (
+    PbxBadRequest,
+    PbxBillingError,
+    PbxClientFactory,
+    PbxError,
+    PbxRateLimited,
+    PbxTransportError,
 )
 from widget import outcome
 from widget.settings import SiteConfig
@@ -66,7 +66,7 @@ class Dialler:
     def __init__(
         self,
         engine: Engine,
-        client: Callable[[], MangoClient],
+        client: PbxClientFactory,
         commands: CommandJournal,
         *,
         clock: Callable[[], float],
@@ -137,15 +137,15 @@ class Dialler:
             accepted = self._client().callback_group(group, number, line, command_id=command_id)
             command_status, sync_result = journal.ACCEPTED, accepted.result
             values = {"status": CALLING, "dialled_at": self._clock(), "claimed_until": None}
-        except MangoError as exc:
+        except PbxError as exc:
             sync_result = exc.code
             log.warning("widget command %s refused by Mango: %s", command_id, exc)
             now = self._clock()
-            if isinstance(exc, MangoTransportError) and exc.maybe_delivered:
+            if isinstance(exc, PbxTransportError) and exc.maybe_delivered:
                 # It may have reached Mango: wait for its result or its legs, as for an accepted one.
                 command_status = journal.SENT
                 values = {"status": CALLING, "dialled_at": now, "claimed_until": None}
-            elif isinstance(exc, MangoRateLimited):
+            elif isinstance(exc, PbxRateLimited):
                 # Not sent: try again shortly without spending an attempt.
                 delay = exc.retry_after or 1.0
                 values = {
@@ -156,7 +156,7 @@ class Dialler:
                     "phase": None,
                 }
             else:
-                permanent = isinstance(exc, MangoBadRequest | MangoBillingError) and not exc.retryable
+                permanent = isinstance(exc, PbxBadRequest | PbxBillingError) and not exc.retryable
                 values = failed_attempt_values(
                     config, outcome.COMMAND_REFUSED, now, permanent=permanent, result=exc.code
                 )

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from sqlalchemy import Engine, select, update
 
 from bridge.connector_api import Connector
-from bridge.pbx.mango.client import MangoClient
+from bridge.pbx.port import PbxClientFactory
 from widget import tokens
 from widget.limits import prune
 from widget.service import WidgetService
@@ -178,7 +178,7 @@ def make_widget_scheduler(
     settings: object,
     engine: Engine,
     connectors: Mapping[str, Connector],
-    mango_client_factory: Callable[[], MangoClient],
+    mango_client_factory: PbxClientFactory,
     *,
     clock: Callable[[], float] = time.time,
 ) -> WidgetScheduler:

@@ -23,7 +23,7 @@ from sqlalchemy import Connection, Engine, select
 
 from bridge.commands.journal import CommandJournal
 from bridge.connector_api import Connector
-from bridge.pbx.mango.client import MangoClient
+from bridge.pbx.port import PbxClientFactory, PbxCommands
 from widget import tokens
 from widget.dialler import COMMAND_PATH, Dialler
 from widget.errors import WidgetError
@@ -61,7 +61,7 @@ class WidgetService:
         self,
         engine: Engine,
         connectors: Mapping[str, Connector] | Sequence[Connector],
-        client_factory: Callable[[], MangoClient],
+        client_factory: PbxClientFactory,
         *,
         default_region: str = "RU",
         clock: Callable[[], float] = time.time,
@@ -72,7 +72,7 @@ class WidgetService:
     ) -> None:
         self.engine = engine
         self._client_factory = client_factory
-        self._client: MangoClient | None = None
+        self._client: PbxCommands | None = None
         self._client_lock = threading.Lock()
         self.default_region = default_region
         self.clock = clock
@@ -93,7 +93,7 @@ class WidgetService:
             attempt_timeout=attempt_timeout,
         )
 
-    def client(self) -> MangoClient:
+    def client(self) -> PbxCommands:
         """One Mango client per service, so its rate limiter and connection pool are shared."""
         with self._client_lock:
             if self._client is None:

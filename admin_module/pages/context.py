@@ -14,7 +14,7 @@ from sqlalchemy import Engine, select
 from admin_module import auth
 from bridge.config import Settings
 from bridge.connector_api import Connector
-from bridge.pbx.mango.client import MangoClient
+from bridge.pbx.port import PbxClientForSettings, PbxCommands
 from bridge.settings_store import SettingsStore
 from bridge.store.engine import reader
 from bridge.store.schema import employees
@@ -23,7 +23,7 @@ log = logging.getLogger("admin_module.blueprint")
 """One logger for the panel's actions (settings saved, retries, imports, callbacks), whichever page acts."""
 
 Originate = Callable[[str, str], str]
-ClientFactory = Callable[[Settings], MangoClient]
+ClientFactory = PbxClientForSettings
 Translate = Callable[..., str]
 
 
@@ -47,7 +47,7 @@ class PageContext:
     connectors: Callable[[], Mapping[str, Connector]] | None = None
     connectors_health: Callable[[], dict[str, Any]] | None = None
 
-    def mango_client(self) -> MangoClient:
+    def mango_client(self) -> PbxCommands:
         """A Mango client on the effective settings (saved panel values applied)."""
         return self.mango_client_factory(self.store.effective())
 

@@ -14,7 +14,7 @@ from admin_module.pages.context import PageContext, log
 from admin_module.users import list_users, set_extension
 from bridge.connector_api import DeliveryError
 from bridge.crm_employees import import_crm_employees, imports_employees, mango_users_from
-from bridge.pbx.mango.errors import MangoError
+from bridge.pbx.port import PbxError
 from bridge.store.engine import reader
 from bridge.store.schema import employees
 
@@ -53,7 +53,7 @@ def register(bp: Blueprint, ctx: PageContext) -> None:
         mango_users = mango_users_from(ctx.mango_client)
         try:
             lines = import_crm_employees(connector, mango_users)
-        except (MangoError, DeliveryError, ValueError) as exc:
+        except (PbxError, DeliveryError, ValueError) as exc:
             flash(t("import_failed", reason=f"{name}: {exc}"), "error")
         else:
             log.info("admin.employees crm import by=%s connector=%s", g.admin_user.username, name)
@@ -73,7 +73,7 @@ def register(bp: Blueprint, ctx: PageContext) -> None:
             finally:
                 client.close()
             flash(t("imported", n=n), "ok")
-        except (MangoError, ValueError) as exc:
+        except (PbxError, ValueError) as exc:
             flash(t("import_failed", reason=str(exc)), "error")
         return redirect(url_for("admin.employees_page"))
 

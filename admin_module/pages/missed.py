@@ -13,7 +13,7 @@ from admin_module.forms import CallbackForm
 from admin_module.missed import follow_ups
 from admin_module.pages.context import PageContext, log
 from admin_module.roles import can
-from bridge.pbx.mango.errors import MangoError
+from bridge.pbx.port import PbxError
 
 
 def register(bp: Blueprint, ctx: PageContext) -> None:
@@ -60,7 +60,7 @@ def register(bp: Blueprint, ctx: PageContext) -> None:
         number = form.number.data.strip()
         try:
             command_id = ctx.originate(extension, number)
-        except (MangoError, ValueError) as exc:
+        except (PbxError, ValueError) as exc:
             if wants_json:
                 return jsonify({"error": t("callback_failed", reason=str(exc))}), 422
             flash(t("callback_failed", reason=str(exc)), "error")

@@ -12,7 +12,7 @@ from admin_module.forms import TelephonyForm
 from admin_module.pages.context import PageContext, log
 from bridge.config import Settings
 from bridge.config.model import MANGO_SOURCE_IPS
-from bridge.pbx.mango.errors import MangoBadKey, MangoBadSign, MangoError
+from bridge.pbx.port import PbxBadKey, PbxBadSignature, PbxError
 from bridge.settings_store import SettingsError, parse_ip_list
 
 
@@ -128,11 +128,11 @@ def check_connection(ctx: PageContext, candidate: Settings) -> tuple[bool, str]:
             client.check()
         finally:
             client.close()
-    except MangoBadSign as exc:
+    except PbxBadSignature as exc:
         return False, f"{t('conn_bad_sign')} {exc}"
-    except MangoBadKey as exc:
+    except PbxBadKey as exc:
         return False, f"{t('conn_bad_key')} {exc}"
-    except MangoError as exc:
+    except PbxError as exc:
         return False, t("conn_failed", reason=str(exc))
     except ValueError as exc:
         return False, t("conn_failed", reason=str(exc))
