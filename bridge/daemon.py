@@ -28,6 +28,7 @@ from bridge.connectors_runtime import active, load_connectors, mango_client
 from bridge.history.runner import make_history_runner
 from bridge.outbox.dispatcher import Dispatcher
 from bridge.outbox.retry import RetryPolicy
+from bridge.pbx.select import event_decoder
 from bridge.processing.processor import EventProcessor
 from bridge.processing.stale_calls import StaleCallSweeper
 from bridge.store.engine import make_engine
@@ -70,6 +71,7 @@ class BackgroundWorkers:
             close_after=settings.tracker.close_after_seconds,
             on_call_events=self._on_call_events,
             command_timeout=settings.mango.command_timeout_seconds,
+            decode=event_decoder(),
         )
         self._threads = [
             threading.Thread(target=self.processor.run_forever, args=(self.stop_event,), name="processor"),

@@ -15,11 +15,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
+from bridge.pbx.events import PbxEvent
+
 if TYPE_CHECKING:
     from bridge.config import Settings
 
 __all__ = [
     "CommandAccepted",
+    "EventDecoder",
     "PbxBadKey",
     "PbxBadRequest",
     "PbxBadSignature",
@@ -29,6 +32,7 @@ __all__ = [
     "PbxCommands",
     "PbxError",
     "PbxGroup",
+    "PbxParseError",
     "PbxRateLimited",
     "PbxTransportError",
     "PbxUser",
@@ -119,6 +123,10 @@ class PbxTransportError(PbxError):
     ) -> None:
         super().__init__(code, message, path=path, http_status=http_status)
         self.maybe_delivered = maybe_delivered
+
+
+class PbxParseError(ValueError):
+    """A notification's payload is not one the PBX sends; the message says which field and why."""
 
 
 # ------------------------------------------------------------------------------------------- results
@@ -221,6 +229,10 @@ class PbxCommands(Protocol):
         """A short-lived link to a recording's file; fetch it at once, never store it."""
         ...
 
+
+EventDecoder = Callable[[str, str], PbxEvent | None]
+"""`decode(path, payload_text)`: the typed event for a stored notification (None for a path that is kept
+but not interpreted); raises `PbxParseError` for a payload that is not valid."""
 
 PbxClientFactory = Callable[[], PbxCommands]
 """Builds a PBX client when called (so none is built until a command is sent)."""

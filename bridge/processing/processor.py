@@ -30,7 +30,8 @@ from bridge.commands.journal import DEFAULT_TIMEOUT, CommandJournal
 from bridge.connector_api import CallEvent, Connector
 from bridge.outbox.enqueue import enqueue
 from bridge.pbx.events import TRACKED_EVENT_TYPES, CommandResultEvent, PbxEvent, SmsEvent
-from bridge.pbx.mango.parse import ParseError, load_json, parse
+from bridge.pbx.port import EventDecoder, PbxParseError
+from bridge.pbx.select import event_decoder
 from bridge.processing.calls_store import SnapshotRows, load_emitted, save_rows, save_snapshot
 from bridge.store.engine import reader
 from bridge.store.errors import describe as _describe
@@ -77,11 +78,11 @@ class _Plan:
     poisoned: dict[int, str] = field(default_factory=dict)  # raw event id -> why it cannot be folded
 
 
-def _decode(path: str, payload: str) -> PbxEvent | None:
+def _decode(decode: EventDecoder, path: str, payload: str) -> PbxEvent | None:
     """A stored event already folded once; one that no longer parses is left out."""
     try:
-        return parse(path, load_json(payload))
-    except ParseError as exc:
+        return decode(path, payload)
+    except PbxParseError as exc:
         log.error("stored /%s event no longer parses: %s", path, exc)
         return None
 
@@ -100,10 +101,13 @@ class EventProcessor:
         on_call_events: Callable[[Sequence[CallEvent]], None] | None = None,
         backlog_duty: float = 0.5,
         command_timeout: float = DEFAULT_TIMEOUT,
+        decode: EventDecoder | None = None,
     ) -> None:
+        """`decode`: how a stored notification becomes a typed event (the configured PBX's, by default)."""
         if not 0.0 < backlog_duty <= 1.0:
             raise ValueError("backlog_duty must be in (0, 1]")
         self._engine = engine
+        self._decode = decode or event_decoder()
         self._reader = reader(engine)
         self._connectors = list(connectors.values())
         self._close_after = close_after
@@ -162,7 +166,7 @@ class EventProcessor:
         work: dict[str, _CallWork] = {}
         for row in rows:
             try:
-                event = parse(row.path, load_json(row.payload))
+                event = self._decode(row.path, row.payload)
             except Exception as exc:
                 plan.poisoned[row.id] = f"does not parse: {_describe(exc)}"
                 continue
@@ -285,9 +289,8 @@ class EventProcessor:
             .where(raw_events.c.entry_id == entry_id, raw_events.c.processed_at.is_not(None))
             .order_by(raw_events.c.id)
         ).all()
-        events = [
-            e for e in (_decode(r.path, r.payload) for r in stored) if isinstance(e, TRACKED_EVENT_TYPES)
-        ]
+        decoded = (_decode(self._decode, r.path, r.payload) for r in stored)
+        events = [e for e in decoded if isinstance(e, TRACKED_EVENT_TYPES)]
         last = max((r.received_at for r in stored), default=None)
         return _CallWork(events=events, emitted=emitted, last_event_at=last)
 

@@ -1,5 +1,5 @@
-"""The Flask app factory: the Mango receiver, the read API, click-to-call, the operator page, health and
-metrics."""
+"""The Flask app factory: the PBX's notification receiver, the read API, click-to-call, the operator page,
+health and metrics."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from bridge.http_errors import install_error_handlers
 from bridge.ingest.writer import GroupCommitWriter
 from bridge.memo import cached, once
 from bridge.operator import make_operator
-from bridge.pbx.mango.receiver import MangoCredentials, MangoReceiver
+from bridge.pbx.select import install_receiver
 from bridge.realtime.auth import signer_for
 from bridge.recordings.links import links_for
 from bridge.recordings.service import cache_for
@@ -45,18 +45,8 @@ def create_app(settings: Settings, engine: Engine, writer: GroupCommitWriter) ->
     admin_settings = SettingsStore(engine, settings)
     # Settings saved in the admin panel apply without a restart; re-read them at most every 2 s.
     effective = cached(admin_settings.effective, seconds=2.0)
-    credentials = MangoCredentials(
-        lambda: (effective().mango.api_key, effective().mango.api_salt.get_secret_value())
-    )
-    receiver = MangoReceiver(
-        credentials,
-        writer,
-        allowed_ips=lambda: effective().mango.allowed_ips,
-        max_body_bytes=settings.mango.max_body_bytes,
-    )
-    app.register_blueprint(receiver.blueprint())
     # Notifications skip Flask (a plain WSGI path), behind the proxy fix-up so the source address is real.
-    app.wsgi_app = receiver.wsgi(app.wsgi_app)  # type: ignore[method-assign]
+    install_receiver(app, settings, effective, writer)
     if settings.http.trusted_proxies:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.http.trusted_proxies)  # type: ignore[method-assign]
     # Registered before the read API so that /api/calls/originate/<id> is not taken for a call id.

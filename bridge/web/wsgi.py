@@ -18,7 +18,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from bridge.config import load_config
 from bridge.ingest.writer import GroupCommitWriter
 from bridge.logging_setup import setup_logging
-from bridge.pbx.mango.receiver import EXTENSION, MangoReceiver
+from bridge.pbx.select import notifications_on_loop
 from bridge.store.engine import make_engine
 from bridge.web.app import create_app
 from bridge.web.front import WsgiFront
@@ -29,7 +29,7 @@ engine = make_engine(settings.database.url)
 writer = GroupCommitWriter(engine)
 atexit.register(writer.stop)
 app = create_app(settings, engine, writer)
-receiver: MangoReceiver = app.extensions[EXTENSION]
+answer_on_loop = notifications_on_loop(app)
 # The source address the app sees behind trusted proxies (create_app's fix-up, applied to a copy).
 forwarded = ProxyFix(lambda environ, _start: environ, x_for=settings.http.trusted_proxies)
 
@@ -38,7 +38,7 @@ def notifications(environ: dict[str, Any]) -> Awaitable[tuple[int, list[tuple[st
     """The receiver's event-loop path, seeing the request as the WSGI app would."""
     if settings.http.trusted_proxies:
         environ = forwarded(dict(environ), None)
-    return receiver.answer_on_loop(environ)
+    return answer_on_loop(environ)
 
 
 front = WsgiFront(

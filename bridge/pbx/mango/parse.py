@@ -28,6 +28,7 @@ from bridge.pbx.events import (
     StatReadyEvent,
     SummaryEvent,
 )
+from bridge.pbx.port import PbxParseError
 from bridge.pbx.timeout import TIMEOUT_PATH, parse_timeout, timeout_dedup_key
 
 COMMAND_RESULT_PATHS = (
@@ -56,7 +57,7 @@ _OUT_OF_RANGE = "is out of range (integers must fit in 64 bits, signed)"
 _CALL_STATES = {"Appeared", "Connected", "OnHold", "Disconnected"}
 
 
-class ParseError(ValueError):
+class ParseError(PbxParseError):
     """The payload is not a valid Mango notification; the message says which field and why."""
 
 
@@ -375,3 +376,9 @@ def dedup_key(path: str, event: PbxEvent | None, json_text: str) -> str:
 
 def entry_id_of(event: PbxEvent | None) -> str | None:
     return getattr(event, "entry_id", None)
+
+
+def decode(path: str, text: str) -> PbxEvent | None:
+    """The typed event for a stored notification: its `json` field decoded (`load_json`), then `parse`d.
+    The port's `EventDecoder` for Mango."""
+    return parse(path, load_json(text))
