@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from bridge.pbx.events import PingEvent
 from bridge.pbx.mango.client import CommandAccepted as MangoCommandAccepted
 from bridge.pbx.mango.client import MangoClient, MangoGroup, MangoUser, MangoUserNumber
 from bridge.pbx.mango.errors import (
@@ -19,6 +20,7 @@ from bridge.pbx.mango.errors import (
     MangoTransportError,
     error_for,
 )
+from bridge.pbx.mango.parse import ParseError
 from bridge.pbx.port import (
     CommandAccepted,
     PbxBadKey,
@@ -29,11 +31,13 @@ from bridge.pbx.port import (
     PbxCommands,
     PbxError,
     PbxGroup,
+    PbxParseError,
     PbxRateLimited,
     PbxTransportError,
     PbxUser,
     PbxUserNumber,
 )
+from bridge.pbx.select import event_decoder
 
 
 def test_mango_client_satisfies_the_port() -> None:
@@ -141,3 +145,13 @@ def test_access_blocked_is_a_retryable_bad_request_with_its_wait() -> None:
     caught = _caught(MangoAccessBlocked("blocked", retry_after=60.0), PbxBadRequest)
     assert caught.retryable is True and caught.http_status == 401
     assert caught.retry_after == 60.0  # type: ignore[attr-defined]
+
+
+def test_the_selected_decoder_is_mangos_and_its_parse_errors_are_the_ports() -> None:
+    decode = event_decoder()
+    assert decode("ping", '{"timestamp": 1700000000}') == PingEvent(raw={"timestamp": 1700000000})
+    for path, text in [("events/call", "not json"), ("events/call", "[]"), ("events/unknown", "{}")]:
+        with pytest.raises(PbxParseError) as caught:
+            decode(path, text)
+        assert isinstance(caught.value, ParseError)
+        assert str(caught.value)
