@@ -326,10 +326,12 @@ def load_connectors(
     """Every installed connector, kept up to date with saved settings: the enabled ones validated, built and
     bound to their context; the others dormant until an effective section enables them.
 
-    `sections` gives the effective connector sections (default: `effective_sections`, cached 2 s). Raises
+    `sections` gives the effective connector sections (default: `effective_sections`, re-read every
+    `database.saved_settings_refresh_seconds`). Raises
     `ConnectorConfigError` when a section enabled at start does not validate (as `build_connectors`).
     """
-    source = sections or cached(effective_sections(settings, engine))
+    refresh = settings.database.saved_settings_refresh_seconds
+    source = sections or cached(effective_sections(settings, engine), refresh)
     now = source()
     originate = originate_service(settings, engine)
     built = build_connectors(now)

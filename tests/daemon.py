@@ -17,6 +17,9 @@ CALLBRIDGE = str(Path(sys.executable).parent / "callbridge")
 API_KEY = "test-vpbx-key"
 API_SALT = "test-vpbx-salt-0123456789"
 API_TOKEN = "test-read-token-0123456789"
+# For tests that save settings in the panel and wait until every process has re-read them.
+SETTINGS_REFRESH = 0.5
+SHORT_SETTINGS_REFRESH = {"CALLBRIDGE_DATABASE_SAVED_SETTINGS_REFRESH_SECONDS": str(SETTINGS_REFRESH)}
 
 
 def free_port() -> int:

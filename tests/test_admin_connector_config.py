@@ -34,7 +34,7 @@ from bridge.pbx.mango.simulator.poster import Poster
 from bridge.registry import available_connectors, build_connectors
 from bridge.settings_store import SettingsStore, fixed_keys
 from bridge.store.schema import admin_settings, outbox
-from tests.daemon import Daemon
+from tests.daemon import SETTINGS_REFRESH, SHORT_SETTINGS_REFRESH, Daemon
 from tests.fakes import shop_schema as shop
 from tests.test_admin_support import (
     API_KEY,
@@ -453,7 +453,7 @@ def test_callbridge_run_delivers_to_the_url_saved_in_its_panel_without_a_restart
 ) -> None:
     first, second = receivers
     seed_users(engine)
-    daemon = Daemon(database_url, tmp_path).start()
+    daemon = Daemon(database_url, tmp_path, env=SHORT_SETTINGS_REFRESH).start()
     try:
         admin = Browser(daemon.url, "admin")
         assert admin.post("/admin/connectors/webhook", _webhook_form(first.url, SECRET)).status_code == 302
@@ -466,7 +466,7 @@ def test_callbridge_run_delivers_to_the_url_saved_in_its_panel_without_a_restart
         _wait_for_call(first, one.entry_id)
 
         assert admin.post("/admin/connectors/webhook", _webhook_form(second.url)).status_code == 302
-        time.sleep(2.5)  # every process re-reads the saved settings at most every 2 s
+        time.sleep(SETTINGS_REFRESH + 0.5)  # every process has re-read the saved settings by now
         two = scenarios.build("incoming_missed", seed=22, start=int(time.time()) - 30, customer="79165550002")
         assert not poster.play(two.notifications).errors
         _wait_for_call(second, two.entry_id)

@@ -33,7 +33,7 @@ from bridge.pbx.mango.simulator.poster import Poster
 from bridge.registry import available_connectors
 from bridge.settings_store import SettingsStore
 from bridge.store.schema import calls, outbox
-from tests.daemon import Daemon
+from tests.daemon import SETTINGS_REFRESH, SHORT_SETTINGS_REFRESH, Daemon
 from tests.test_admin_connector_config import (
     SECRET,
     Browser,
@@ -254,7 +254,7 @@ def test_callbridge_run_starts_a_connector_enabled_in_the_panel_and_stops_it_aga
     database_url: str, engine: Engine, tmp_path: Path, receiver: Receiver
 ) -> None:
     seed_users(engine)
-    daemon = Daemon(database_url, tmp_path).start()
+    daemon = Daemon(database_url, tmp_path, env=SHORT_SETTINGS_REFRESH).start()
     try:
         assert requests.get(f"{daemon.url}/connectors/bitrix24/", timeout=5).status_code == 404
         poster = Poster(daemon.mango_url, API_KEY, API_SALT)
@@ -274,7 +274,7 @@ def test_callbridge_run_starts_a_connector_enabled_in_the_panel_and_stops_it_aga
         _hooks_answer(f"{daemon.url}/connectors/bitrix24/")  # the HTTP workers got the connector too
 
         assert admin.post("/admin/connectors/webhook", {"url": receiver.url}).status_code == 302
-        time.sleep(3)  # every process re-reads the saved settings at most every 2 s
+        time.sleep(SETTINGS_REFRESH + 1.0)  # every process has re-read the saved settings by now
         two = scenarios.build("incoming_missed", seed=33, start=int(time.time()) - 30, customer="79165550003")
         assert not poster.play(two.notifications).errors
         _processed(engine, two.entry_id)

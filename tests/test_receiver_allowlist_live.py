@@ -14,16 +14,16 @@ from sqlalchemy import Engine
 from admin_module.users import create_user
 from bridge.pbx.mango.receiver import AllowList
 from bridge.pbx.mango.signing import signed_form
-from tests.daemon import API_KEY, API_SALT, Daemon
+from tests.daemon import API_KEY, API_SALT, SETTINGS_REFRESH, SHORT_SETTINGS_REFRESH, Daemon
 from tests.test_admin_support import PASSWORD, csrf_of, panel_session
 
-APPLIES_WITHIN = 2.0 + 1.5  # the 2 s settings cache, and some slack for a loaded machine
+APPLIES_WITHIN = SETTINGS_REFRESH + 1.5  # the settings refresh, and some slack for a loaded machine
 
 
 @pytest.fixture
 def daemon(database_url: str, engine: Engine, tmp_path: Path) -> Iterator[Daemon]:
     create_user(engine, "admin", PASSWORD, "admin", lang="en")
-    running = Daemon(database_url, tmp_path).start()
+    running = Daemon(database_url, tmp_path, env=SHORT_SETTINGS_REFRESH).start()
     try:
         yield running
     finally:
@@ -56,7 +56,8 @@ def settles_to(daemon: Daemon, status: int) -> requests.Response:
     while (answer := webhook(daemon)).status_code != status:
         assert time.monotonic() - started < APPLIES_WITHIN, f"still {answer.status_code}: {answer.text}"
         time.sleep(0.05)
-    time.sleep(max(0.0, 2.2 - (time.monotonic() - started)))  # every worker's cache has expired by now
+    # Every worker's cache has expired by now.
+    time.sleep(max(0.0, SETTINGS_REFRESH + 0.2 - (time.monotonic() - started)))
     answers = [webhook(daemon) for _ in range(20)]
     assert [a.status_code for a in answers] == [status] * 20
     return answer

@@ -131,6 +131,8 @@ class RecordingsSettings(_Section):
 
 class DatabaseSettings(_Section):
     url: str = "sqlite:///var/callbridge.db"
+    # Each process re-reads the settings saved in the panel at most this often (they apply within it).
+    saved_settings_refresh_seconds: float = Field(default=2.0, ge=0.05, le=300)
 
 
 class ApiSettings(_Section):

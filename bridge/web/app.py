@@ -43,8 +43,9 @@ def create_app(settings: Settings, engine: Engine, writer: GroupCommitWriter) ->
     install_error_handlers(app)
 
     admin_settings = SettingsStore(engine, settings)
-    # Settings saved in the admin panel apply without a restart; re-read them at most every 2 s.
-    effective = cached(admin_settings.effective, seconds=2.0)
+    # Settings saved in the admin panel apply without a restart: re-read at most every `refresh` seconds.
+    refresh = settings.database.saved_settings_refresh_seconds
+    effective = cached(admin_settings.effective, seconds=refresh)
     # Notifications skip Flask (a plain WSGI path), behind the proxy fix-up so the source address is real.
     install_receiver(app, settings, effective, writer)
     if settings.http.trusted_proxies:
@@ -66,8 +67,8 @@ def create_app(settings: Settings, engine: Engine, writer: GroupCommitWriter) ->
     passwords = password_login(addons, engine, settings)  # an add-on's users (the panel's), if any
     app.register_blueprint(make_operator(settings, engine, signer, password_login=passwords))
     app.register_blueprint(make_health(engine))
-    # Signed recording links for CRMs; the panel's "recordings may be linked" option applies within 2 s.
-    recordings_enabled = cached(lambda: admin_settings.panel().recordings, seconds=2.0)
+    # Signed recording links for CRMs; the panel's "recordings may be linked" option applies within `refresh`.
+    recordings_enabled = cached(lambda: admin_settings.panel().recordings, seconds=refresh)
     app.register_blueprint(
         make_recordings_blueprint(
             links_for(settings, engine, enabled=recordings_enabled),
