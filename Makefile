@@ -5,8 +5,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-# Test processes in parallel (pytest-xdist). Each test has its own databases, ports and daemon, so
-# any number works; more than the machine's cores only adds contention. `make test TEST_WORKERS=0`: serial.
+# Test processes in parallel (pytest-xdist). Each test has its own databases, ports and daemon; a module's
+# tests stay in one process, in order (--dist loadscope), as they share module fixtures. More workers than
+# the machine's cores only adds contention. `make test TEST_WORKERS=0`: serial.
 TEST_WORKERS ?= 2
 
 .PHONY: run test test-fast lint bench clean chromium
@@ -24,12 +25,12 @@ run: $(STAMP)
 test: $(STAMP) chromium
 	$(BIN)/ruff check bridge connectors widget admin_module tests bench
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --durations=25
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope --durations=25
 
 # For development: everything but the tests that start `callbridge run` (marked `daemon`).
 # CI runs `make test`, which runs them all.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m "not daemon" -p no:cacheprovider
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope -m "not daemon" -p no:cacheprovider
 
 # Browser tests drive Debian's Chromium (never a downloaded browser). Installed here when missing and we
 # are root; otherwise those tests skip and say why.

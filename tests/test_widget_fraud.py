@@ -239,6 +239,9 @@ def test_the_daily_cap_refuses_new_numbers_and_alerts_the_panel(bridge: Bridge) 
     assert "The daily cap is reached: 3 of 3 numbers today" in page.text
     listing = panel.get(f"{bridge.url}/admin/widget", timeout=10)
     assert f'id="widget-cap-reached-{site}"' in listing.text
-    assert 'id="widget-cap-reached-fraud-token"' not in listing.text
-    calm = panel.get(f"{bridge.url}/admin/widget/fraud-token", timeout=10)
+    bridge.add_site("fraud-calm", "--hours", "daily 00:00-24:00", "--daily-cap", "3")  # none dialled
+    listing = panel.get(f"{bridge.url}/admin/widget", timeout=10)
+    assert f'id="widget-cap-reached-{site}"' in listing.text
+    assert 'id="widget-cap-reached-fraud-calm"' not in listing.text
+    calm = panel.get(f"{bridge.url}/admin/widget/fraud-calm", timeout=10)
     assert calm.status_code == 200 and 'id="widget-cap-reached"' not in calm.text
