@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -38,18 +38,29 @@ def start_daemon(database_url: str, workdir: Path, receiver: WebhookReceiver, **
     ).start()
 
 
-def wait_closed(daemon: Daemon, entry_id: str, timeout: float = 20.0) -> dict:
+def wait_call(daemon: Daemon, entry_id: str, until: Callable[[dict], bool], timeout: float = 20.0) -> dict:
+    """The call from `/api/calls/<entry_id>` once `until(call)` holds (polled until `timeout`)."""
     quoted = urllib.parse.quote(entry_id, safe="")
-    deadline = time.time() + timeout
+    deadline = time.monotonic() + timeout
     call: dict = {}
-    while time.time() < deadline:
+    while time.monotonic() < deadline:
         response = daemon.api(f"/api/calls/{quoted}")
         if response.status_code == 200:
             call = response.json()
-            if call["closed"]:
+            if until(call):
                 return call
         time.sleep(0.1)
-    raise AssertionError(f"call {entry_id} did not close: {call}")
+    raise AssertionError(f"call {entry_id} never matched: {call}")
+
+
+def wait_closed(daemon: Daemon, entry_id: str, timeout: float = 20.0, recordings: int = 0) -> dict:
+    """The call once it is closed and at least `recordings` of its recordings are ready (Mango posts a
+    recording's completion after the summary, so `closed` alone does not mean the recording is in)."""
+
+    def settled(call: dict) -> bool:
+        return call["closed"] and sum(1 for r in call["recordings"] if r["ready"]) >= recordings
+
+    return wait_call(daemon, entry_id, settled, timeout)
 
 
 def assert_matches(call: dict, expected: scenarios.Expected) -> None:
@@ -92,7 +103,7 @@ def test_every_scenario_reaches_the_right_final_state(
             assert not report.errors, report.errors
             played.append(scenario)
         for scenario in played:
-            call = wait_closed(daemon, scenario.entry_id)
+            call = wait_closed(daemon, scenario.entry_id, recordings=len(scenario.expected.recording_ids))
             assert_matches(call, scenario.expected)
         # every CallEvent that the store queued reached the receiver exactly once
         deadline = time.time() + 20

@@ -12,8 +12,7 @@ from __future__ import annotations
 import random
 import subprocess
 import time
-import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from bridge.pbx.mango.signing import signed_form
 from bridge.pbx.mango.simulator import CommandServer
 from tests.daemon import API_KEY, API_SALT, CALLBRIDGE, Daemon
 from tests.fakes.webhook_receiver import WebhookReceiver
-from tests.test_e2e_calls import WEBHOOK_SECRET, start_daemon, wait_closed
+from tests.test_e2e_calls import WEBHOOK_SECRET, start_daemon, wait_call, wait_closed
 
 GROUP_FIELDS = {
     "id",
@@ -70,21 +69,6 @@ def mango(daemon: Daemon) -> Iterator[CommandServer]:
         server.stop()
 
 
-def _call(daemon: Daemon, entry_id: str, until: Callable[[dict], bool], timeout: float = 20.0) -> dict:
-    """The call from `/api/calls/<entry_id>` once `until(call)` holds (polled until `timeout`)."""
-    quoted = urllib.parse.quote(entry_id, safe="")
-    deadline = time.monotonic() + timeout
-    call: dict = {}
-    while time.monotonic() < deadline:
-        response = daemon.api(f"/api/calls/{quoted}")
-        if response.status_code == 200:
-            call = response.json()
-            if until(call):
-                return call
-        time.sleep(0.1)
-    raise AssertionError(f"call {entry_id} never matched: {call}")
-
-
 def _talking(mango: CommandServer, daemon: Daemon, seed: int) -> tuple[scenarios.Scenario, str]:
     """An incoming call answered by 101 and still in progress (its events up to the answer and the
     recording's start), known to the bridge as answered. Returns it and the answered leg's call_id."""
@@ -93,7 +77,7 @@ def _talking(mango: CommandServer, daemon: Daemon, seed: int) -> tuple[scenarios
     connected = next(i for i, n in enumerate(notes) if n.payload.get("call_state") == "Connected")
     mango.play(notes[: connected + 2])  # up to Connected and the recording's Started
     assert mango.wait_idle(10)
-    _call(daemon, scenario.entry_id, lambda c: c["status"] == "answered")
+    wait_call(daemon, scenario.entry_id, lambda c: c["status"] == "answered")
     return scenario, str(notes[connected].payload["call_id"])
 
 
@@ -116,7 +100,7 @@ def test_hangup_ends_the_call_with_its_legs_and_summary(mango: CommandServer, da
     scenario, leg = _talking(mango, daemon, seed=31)
     with MangoClient(API_KEY, API_SALT, base_url=mango.url) as client:
         assert client.hangup(leg, command_id="hang-1").result == 1000
-    call = wait_closed(daemon, scenario.entry_id)
+    call = wait_closed(daemon, scenario.entry_id, recordings=1)
     assert (call["status"], call["answered_by"], call["missed"]) == ("ended", "101", False)
     assert call["disconnect_reason"] == 1181  # ended by an external system's command (mango.md §4)
     legs = {item["call_id"]: item for item in call["legs"]}
