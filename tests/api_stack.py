@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import time
-import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from bridge.pbx.mango import scenarios
 from bridge.pbx.mango.simulator import CommandServer
 from bridge.pbx.mango.simulator.poster import Poster
 from tests.conftest import _pg_database
-from tests.daemon import API_KEY, API_SALT, API_TOKEN, Daemon
+from tests.daemon import API_KEY, API_SALT, API_TOKEN, Daemon, wait_closed
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 
@@ -45,14 +44,7 @@ class ApiStack:
         with Poster(self.daemon.mango_url, API_KEY, API_SALT) as poster:
             report = poster.play(scenario.notifications)
         assert not report.errors, report.errors
-        quoted = urllib.parse.quote(scenario.entry_id, safe="")
-        deadline = time.time() + 20
-        while time.time() < deadline:
-            response = self.get(f"/api/calls/{quoted}")
-            if response.status_code == 200 and response.json()["closed"]:
-                return response.json()
-            time.sleep(0.05)
-        raise AssertionError(f"call {scenario.entry_id} did not close")
+        return wait_closed(self.daemon, scenario.entry_id, recordings=len(scenario.expected.recording_ids))
 
     def tracebacks(self) -> list[str]:
         """Logged tracebacks of the daemon so far (each with the line before it)."""

@@ -9,6 +9,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
 
 import requests
@@ -121,3 +123,28 @@ class Daemon:
             timeout=60,
         )
         assert done.returncode == 0, done.stderr
+
+
+def wait_call(daemon: Daemon, entry_id: str, until: Callable[[dict], bool], timeout: float = 20.0) -> dict:
+    """The call from `/api/calls/<entry_id>` once `until(call)` holds (polled until `timeout`)."""
+    quoted = urllib.parse.quote(entry_id, safe="")
+    deadline = time.monotonic() + timeout
+    call: dict = {}
+    while time.monotonic() < deadline:
+        response = daemon.api(f"/api/calls/{quoted}")
+        if response.status_code == 200:
+            call = response.json()
+            if until(call):
+                return call
+        time.sleep(0.1)
+    raise AssertionError(f"call {entry_id} never matched: {call}")
+
+
+def wait_closed(daemon: Daemon, entry_id: str, timeout: float = 20.0, recordings: int = 0) -> dict:
+    """The call once it is closed and at least `recordings` of its recordings are ready (Mango posts a
+    recording's completion after the summary, so `closed` alone does not mean the recording is in)."""
+
+    def settled(call: dict) -> bool:
+        return call["closed"] and sum(1 for r in call["recordings"] if r["ready"]) >= recordings
+
+    return wait_call(daemon, entry_id, settled, timeout)

@@ -4,7 +4,6 @@ webhooks -> tracker -> store -> panel. Skipped while the daemon does not serve `
 from __future__ import annotations
 
 import time
-import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from bridge.pbx.mango import scenarios
 from bridge.pbx.mango.simulator.command_server import CommandServer
 from bridge.pbx.mango.simulator.poster import Poster
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, requires_chromium
-from tests.daemon import API_KEY, API_SALT, Daemon
+from tests.daemon import API_KEY, API_SALT, Daemon, wait_closed
 from tests.test_admin_support import PASSWORD
 
 pytestmark = requires_chromium
@@ -42,17 +41,6 @@ def stack(database_url: str, tmp_path: Path) -> Iterator[tuple[Daemon, CommandSe
     finally:
         daemon.stop()
         simulator.stop(timeout=1)
-
-
-def wait_closed(daemon: Daemon, entry_id: str, timeout: float = 20.0) -> dict[str, Any]:
-    quoted = urllib.parse.quote(entry_id, safe="")
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        response = daemon.api(f"/api/calls/{quoted}")
-        if response.status_code == 200 and response.json()["closed"]:
-            return response.json()
-        time.sleep(0.1)
-    raise AssertionError(f"call {entry_id} did not close")
 
 
 def login(browser: Any, daemon: Daemon, username: str) -> Any:
@@ -94,7 +82,7 @@ def test_panel_in_the_daemon(stack: tuple[Daemon, CommandServer]) -> None:
             for scenario in (answered, missed):
                 report = poster.play(scenario.notifications)
                 assert not report.errors, report.errors
-                wait_closed(daemon, scenario.entry_id)
+                wait_closed(daemon, scenario.entry_id, recordings=len(scenario.expected.recording_ids))
             page.goto(f"{daemon.url}/admin/calls")
             row = page.locator(f'tr[data-entry="{answered.entry_id}"]')
             assert row.count() == 1

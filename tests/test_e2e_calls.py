@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import random
 import time
-import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from bridge.pbx.mango import scenarios
 from bridge.pbx.mango.simulator.poster import Poster
-from tests.daemon import API_KEY, API_SALT, Daemon
+from tests.daemon import API_KEY, API_SALT, Daemon, wait_closed
 from tests.fakes.webhook_receiver import WebhookReceiver
 
 WEBHOOK_SECRET = "webhook-secret-0123456789abcdef"
@@ -36,31 +35,6 @@ def start_daemon(database_url: str, workdir: Path, receiver: WebhookReceiver, **
             **env,
         },
     ).start()
-
-
-def wait_call(daemon: Daemon, entry_id: str, until: Callable[[dict], bool], timeout: float = 20.0) -> dict:
-    """The call from `/api/calls/<entry_id>` once `until(call)` holds (polled until `timeout`)."""
-    quoted = urllib.parse.quote(entry_id, safe="")
-    deadline = time.monotonic() + timeout
-    call: dict = {}
-    while time.monotonic() < deadline:
-        response = daemon.api(f"/api/calls/{quoted}")
-        if response.status_code == 200:
-            call = response.json()
-            if until(call):
-                return call
-        time.sleep(0.1)
-    raise AssertionError(f"call {entry_id} never matched: {call}")
-
-
-def wait_closed(daemon: Daemon, entry_id: str, timeout: float = 20.0, recordings: int = 0) -> dict:
-    """The call once it is closed and at least `recordings` of its recordings are ready (Mango posts a
-    recording's completion after the summary, so `closed` alone does not mean the recording is in)."""
-
-    def settled(call: dict) -> bool:
-        return call["closed"] and sum(1 for r in call["recordings"] if r["ready"]) >= recordings
-
-    return wait_call(daemon, entry_id, settled, timeout)
 
 
 def assert_matches(call: dict, expected: scenarios.Expected) -> None:

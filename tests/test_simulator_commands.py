@@ -23,9 +23,9 @@ from bridge.pbx.mango import scenarios
 from bridge.pbx.mango.client import MangoClient
 from bridge.pbx.mango.signing import signed_form
 from bridge.pbx.mango.simulator import CommandServer
-from tests.daemon import API_KEY, API_SALT, CALLBRIDGE, Daemon
+from tests.daemon import API_KEY, API_SALT, CALLBRIDGE, Daemon, wait_call, wait_closed
 from tests.fakes.webhook_receiver import WebhookReceiver
-from tests.test_e2e_calls import WEBHOOK_SECRET, start_daemon, wait_call, wait_closed
+from tests.test_e2e_calls import WEBHOOK_SECRET, start_daemon
 
 GROUP_FIELDS = {
     "id",
