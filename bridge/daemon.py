@@ -64,6 +64,7 @@ class BackgroundWorkers:
                 cap=settings.dispatcher.max_delay_seconds,
                 min_delay=min(1.0, settings.dispatcher.base_delay_seconds),
             ),
+            claim_seconds=settings.dispatcher.claim_seconds,
         )
         self.processor = EventProcessor(
             engine,

@@ -20,6 +20,7 @@ from bridge.connector_api import (
     RefStore,
     RetryableDeliveryError,
 )
+from bridge.outbox import claims
 from bridge.outbox.dispatcher import Dispatcher
 from bridge.outbox.enqueue import enqueue
 from bridge.outbox.queries import list_deliveries
@@ -287,6 +288,26 @@ def test_a_live_claim_is_respected_and_an_expired_one_taken_over(db_engine):
         assert dispatcher.run_once() == 0
         clock.advance(30)
         assert dispatcher.run_once() == 1
+
+
+def test_a_claim_left_by_a_killed_process_goes_out_at_start_on_sqlite_and_stands_on_postgresql(db_engine):
+    crm = Scripted()
+    _enqueue(db_engine, [make_event("A")], [crm], time.time())
+    with db_engine.begin() as conn:  # claimed by a dispatcher that was killed mid-delivery
+        conn.execute(sa.update(outbox).values(claimed_until=time.time() + 3600))
+    dispatcher = Dispatcher(db_engine, {"crm": crm}, claim_seconds=3600)
+    if db_engine.dialect.name != "sqlite":  # dispatchers share the table: the claim stands until it lapses
+        assert claims.release_orphaned(db_engine) == 0
+        assert dispatcher.run_once() == 0
+        dispatcher.close()
+        return
+    stop, thread = _run_in_background(dispatcher)  # one dispatcher process: the claim was nobody's
+    try:
+        assert _wait_for(lambda: crm.delivered() == ["call.ringing"], timeout=10)
+    finally:
+        stop.set()
+        thread.join(10)
+        dispatcher.close()
 
 
 def test_unreadable_payload_is_dead_without_calling_the_connector(db_engine):

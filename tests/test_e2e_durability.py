@@ -20,6 +20,10 @@ from tests.daemon import API_KEY, API_SALT, Daemon
 from tests.fakes.webhook_receiver import WebhookReceiver
 from tests.test_e2e_calls import WEBHOOK_SECRET, start_daemon
 
+# Rows in flight at the kill go out again when their claim lapses (PostgreSQL) or at the restart (SQLite):
+# a webhook timeout of 3 s allows a claim of 8 s instead of the default 60.
+QUICK_CLAIMS = {"CALLBRIDGE_CONNECTORS_WEBHOOK_TIMEOUT": "3", "CALLBRIDGE_DISPATCHER_CLAIM_SECONDS": "8"}
+
 
 def wait_until(predicate, timeout: float, what: str) -> None:
     deadline = time.time() + timeout
@@ -45,7 +49,7 @@ def outbox_state(engine) -> tuple[int, int, set[str]]:
 def test_kill_9_mid_burst_loses_no_acknowledged_event(database_url: str, tmp_path: Path) -> None:
     receiver = WebhookReceiver(secret=WEBHOOK_SECRET).start()
     engine = make_engine(database_url)
-    daemon = start_daemon(database_url, tmp_path, receiver)
+    daemon = start_daemon(database_url, tmp_path, receiver, **QUICK_CLAIMS)
     try:
         calls = generate_calls(2000, seed=7)
         notifications = [n for scenario in calls for n in scenario.notifications]
@@ -68,7 +72,7 @@ def test_kill_9_mid_burst_loses_no_acknowledged_event(database_url: str, tmp_pat
         acked = report.acked
         assert 600 <= len(acked) < len(notifications), "the kill must land mid-burst"
 
-        daemon = start_daemon(database_url, tmp_path, receiver)
+        daemon = start_daemon(database_url, tmp_path, receiver, **QUICK_CLAIMS)
         with engine.connect() as conn:
             keys = set(conn.execute(select(raw_events.c.dedup_key)).scalars())
         for notification in acked:

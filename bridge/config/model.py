@@ -150,6 +150,8 @@ class DispatcherSettings(_Section):
     max_attempts: int = Field(default=12, ge=1, le=100)
     base_delay_seconds: float = Field(default=10.0, gt=0)
     max_delay_seconds: float = Field(default=1200.0, gt=0)
+    # How long a claimed row is held for one delivery attempt; longer than a connector's HTTP timeouts.
+    claim_seconds: float = Field(default=60.0, ge=5, le=3600)
     enabled: bool = True
 
 

@@ -20,7 +20,7 @@ from bridge.store.engine import reader
 from bridge.store.schema import outbox
 from bridge.store.write_lock import write_transaction
 
-__all__ = ["Claims", "Row", "Urgency", "finish", "release"]
+__all__ = ["Claims", "Row", "Urgency", "finish", "release", "release_orphaned"]
 
 _ROW_COLUMNS = (
     outbox.c.id,
@@ -167,6 +167,21 @@ def release(engine: sa.Engine, ids: list[int]) -> None:
             .where(outbox.c.id.in_(ids), outbox.c.status == "pending")
             .values(claimed_until=None)
         )
+
+
+def release_orphaned(engine: sa.Engine) -> int:
+    """On SQLite, end every claim still held: one dispatcher process runs there, so a claim found when it
+    starts was left by a process that died mid-delivery. Those rows go out now instead of when their claim
+    would have lapsed. A no-op elsewhere (PostgreSQL's dispatchers share the table). Returns rows released."""
+    if engine.dialect.name != "sqlite":
+        return 0
+    with write_transaction(engine) as conn:
+        result = conn.execute(
+            sa.update(outbox)
+            .where(outbox.c.status == "pending", outbox.c.claimed_until.is_not(None))
+            .values(claimed_until=None)
+        )
+    return result.rowcount or 0
 
 
 def finish(engine: sa.Engine, row_id: int, **values: object) -> None:

@@ -39,7 +39,8 @@ mode); the claim is the same UPDATE statements (urgent rows, then the oldest) in
 SQLite serialises. A claim lasts `claim_seconds`; a lane stops
 starting new deliveries halfway through it and releases what it did not start. `claim_seconds` must
 exceed the worst handle time of a connector (its HTTP timeouts), or a crashed-looking claim may be
-delivered twice (handle is idempotent anyway).
+delivered twice (handle is idempotent anyway). A claim of a process killed mid-delivery lapses after
+`claim_seconds` on PostgreSQL; on SQLite (one dispatcher) it is released when the next dispatcher starts.
 
 Outcomes. Success: ``done``, ``delivered_at``. `RetryableDeliveryError` (and any unexpected exception,
 even SystemExit from a connector, logged without its arguments): ``attempts + 1``,
@@ -267,8 +268,13 @@ class Dispatcher:
         return sum(self._pass_pool.map(self._lane_pass, lanes))
 
     def run_forever(self, stop: threading.Event, idle_sleep: float = 0.05) -> None:
-        """Run every lane in its own thread until `stop` is set; `wake()` cuts an idle wait short."""
+        """Run every lane in its own thread until `stop` is set; `wake()` cuts an idle wait short.
+
+        On SQLite the claims a killed process left behind are released first (`claims.release_orphaned`)."""
         self._stopping.clear()
+        orphaned = claims.release_orphaned(self.engine)
+        if orphaned:
+            log.warning("outbox released %d rows claimed by a process that stopped mid-delivery", orphaned)
         threads = [
             threading.Thread(
                 target=self._lane_loop, args=(lane, stop, idle_sleep), name=f"outbox-{lane.name}", daemon=True
