@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from dataclasses import dataclass
@@ -21,8 +22,13 @@ _USERNAME = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
 LANGS = ("ru", "en")
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024  # longer input is refused unchecked (argon2 hashes any length; this bounds the cost)
-# Verifying against this when the user does not exist keeps the timing the same for both cases.
-_DUMMY_HASH = _HASHER.hash("not-a-real-password")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verifying against this when the user does not exist keeps the timing the same for both cases.
+    Made on first use, not at import: every callbridge process imports this module."""
+    return _HASHER.hash("not-a-real-password")
 
 
 class UserError(ValueError):
@@ -128,7 +134,7 @@ def authenticate(engine: Engine, username: str, password: str) -> PanelUser | No
             row = conn.execute(select(admin_users).where(admin_users.c.username == username)).first()
     secret = _password_bytes(password)
     try:
-        _HASHER.verify(row.password_hash if row is not None else _DUMMY_HASH, secret or b"\0")
+        _HASHER.verify(row.password_hash if row is not None else _dummy_hash(), secret or b"\0")
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return None
     if row is None or secret is None or row.disabled:
