@@ -207,7 +207,10 @@ class RetailCrmConnector(Connector):
         entry = event.entry_id
         status = payloads.hangup_status(event)
         open_ = [e for e in _json_list(refs.get(entry, "popups")) if not refs.get(entry, f"hangup:{e}")]
-        took = [e for e in open_ if refs.get(entry, f"answered:{e}")]
+        # who talked: an answer seen live, or (when the call closed before its answer was folded) the
+        # tracker's answerer and the last transfer's target
+        talked = {event.extension, event.extra.get("responsible")} if status == "answered" else set()
+        took = [e for e in open_ if e in talked or refs.get(entry, f"answered:{e}")]
         rest = [e for e in open_ if e not in took]
         if took:
             self._hang_up(event, refs, phone, took, "answered")
@@ -433,7 +436,9 @@ class RetailCrmConnector(Connector):
         host = self.settings.host
         try:
             self.client.get("/api/credentials")
-            registered = self.register() if self.context is not None and self.settings.register_on_start else None
+            registered = None
+            if self.context is not None and self.settings.register_on_start:
+                registered = self.register()
         except DeliveryError as exc:
             raise type(exc)(self._explain(exc)) from None
         mapped = self.employees.mapped()
