@@ -1,0 +1,394 @@
+"""The YClients connector: telephony setup, incoming-call popups, one history row per call, caller cards.
+
+What happens (docs/connectors/yclients.md has the whole picture):
+
+* before the first delivery: ``setup`` ``enable`` once for this ``crm_token`` (remembered in the connector's
+  state, shared by every process and restart); `disable()` sends ``setup`` ``disable``;
+* ``call.ringing`` of an incoming call: ``event`` ``incoming`` with the caller's ``phone``, the line called
+  (``diversion``) and the ringing extension (``user``); YClients shows the client's card to the staff its
+  routing settings choose. Outgoing and internal calls get no popup;
+* ``call.ended``: one ``history`` row (type, ``success`` / ``missed``, duration, who took it,
+  ``call_id`` = Mango's entry id, ISO 8601 ``date``, and ``link``, the signed callbridge recording link,
+  when the call has a recording). A row is never held back for a recording and never sent twice;
+  ``call.recording_ready`` is not subscribed (why: the docs page, "One row per call").
+
+`handle` is safe to repeat: the row's state (``history`` = ``sending`` / ``sent``) and each popup
+(``popup:<extension>``) are kept in the outbox's reference store per call and checked first.
+
+With a user token the connector also answers caller cards: the client found by a quick search on the
+number, their last and next visits, and their usual staff (as the extension it is mapped to) and branch,
+which `responsible_for` gives the routing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+
+import requests
+from pydantic import BaseModel
+
+from bridge.connector_api import (
+    CallerCard,
+    CallEvent,
+    Capability,
+    Connector,
+    ConnectorContext,
+    DeliveryError,
+    Employee,
+    Manifest,
+    RateLimit,
+    RefStore,
+    Title,
+)
+from bridge.connector_api.events import CALL_ENDED, CALL_RINGING
+from bridge.connector_api.phones import InvalidPhoneNumber, mango_digits, to_e164
+from connectors.yclients import telephony, visits
+from connectors.yclients.client import YClientsAuthError, YClientsClient, YClientsError, YClientsRateLimited
+from connectors.yclients.config import DEFAULT_RATE, SETTINGS_TITLES, YClientsConfig
+
+log = logging.getLogger("callbridge.connectors.yclients")
+
+SETUP_KEY = "telephony"
+SENDING = "sending"
+SENT = "sent"
+CALLS_PATH = "/api/v1/voip/integration/calls"
+
+
+class YClientsConnector(Connector):
+    """YClients (see the module docstring and docs/connectors/yclients.md)."""
+
+    manifest: ClassVar[Manifest] = Manifest(
+        name="yclients",
+        title=Title(en="YClients", ru="YCLIENTS"),
+        docs="docs/connectors/yclients.md",
+        capabilities=frozenset(
+            {Capability.POPUPS, Capability.CALL_LOG, Capability.LOOKUP, Capability.RESPONSIBLE}
+        ),
+        requirements=(
+            "a YClients partner token",
+            "the network's crm_token (Settings -> Telephony -> Integration)",
+            "for caller cards: a YClients user's token",
+        ),
+        settings=SETTINGS_TITLES,
+    )
+    config_model: ClassVar[type[BaseModel]] = YClientsConfig
+    default_rate_limit: ClassVar[RateLimit | None] = RateLimit(DEFAULT_RATE, 1)
+    default_event_types: ClassVar[frozenset[str] | None] = frozenset({CALL_RINGING, CALL_ENDED})
+
+    def __init__(
+        self,
+        config: YClientsConfig | dict[str, Any],
+        *,
+        session: requests.Session | None = None,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if not isinstance(config, YClientsConfig):
+            config = YClientsConfig.model_validate(config)
+        types = ({CALL_RINGING} if config.popup else set()) | ({CALL_ENDED} if config.log_calls else set())
+        super().__init__(
+            config, rate_limit=RateLimit(config.requests_per_second, 1), event_types=frozenset(types)
+        )
+        self.settings: YClientsConfig = config
+        self.client = YClientsClient(
+            config.api_url,
+            config.partner_token.get_secret_value(),
+            config.user_token.get_secret_value() if config.user_token else None,
+            rate=config.requests_per_second,
+            timeout=config.timeout,
+            session=session,
+            clock=monotonic,
+            sleep=sleep,
+        )
+        self._crm_token = config.crm_token.get_secret_value()
+        self._clock = clock
+        self._monotonic = monotonic
+        self._enabled_here = False
+        self._cache: dict[str, tuple[float, CallerCard | None]] = {}
+        self._cache_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"YClientsConnector(api={self.settings.host!r}, company_id={self.settings.company_id})"
+
+    def bind(self, context: ConnectorContext) -> None:
+        super().bind(context)
+        self._enabled_here = False
+
+    def wants(self, event: CallEvent) -> bool:
+        """Popups for incoming calls only; a history row for every call of a known direction."""
+        if event.type not in (self.event_types or ()):
+            return False
+        if event.type == CALL_RINGING:
+            return event.direction == "incoming"
+        return event.direction in telephony.TYPES
+
+    # ------------------------------------------------------------------------------------ setup
+
+    def _token_mark(self) -> str:
+        """Which crm_token (and API) was switched on: a digest, never the token."""
+        text = f"{self.settings.api_url}|{self._crm_token}"
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
+
+    def ensure_enabled(self) -> None:
+        """``setup`` ``enable`` once for this crm_token; every process and restart shares the record."""
+        if self._enabled_here:
+            return
+        state = self.context.state if self.context is not None else None
+        mark = self._token_mark()
+        current = state.get(SETUP_KEY) if state is not None else None
+        if current is not None and _setup_state(current[0]) == ("enabled", mark):
+            self._enabled_here = True
+            return
+        self.client.post(telephony.VOIP_PATH, telephony.setup_body(self._crm_token, True))
+        if state is not None:
+            record = json.dumps({"state": "enabled", "token": mark, "at": int(self._clock())})
+            state.compare_and_set(SETUP_KEY, record, current[1] if current else None)
+        self._enabled_here = True
+        log.info("yclients: telephony integration enabled company_id=%s", self.settings.company_id)
+
+    def disable(self) -> None:
+        """``setup`` ``disable``: YClients closes the routing settings and ignores events and history."""
+        self.client.post(telephony.VOIP_PATH, telephony.setup_body(self._crm_token, False))
+        self._enabled_here = False
+        state = self.context.state if self.context is not None else None
+        mark = self._token_mark()
+        if state is not None:
+            for _ in range(5):
+                current = state.get(SETUP_KEY)
+                record = json.dumps({"state": "disabled", "token": mark, "at": int(self._clock())})
+                if state.compare_and_set(SETUP_KEY, record, current[1] if current else None) is not None:
+                    break
+        log.info("yclients: telephony integration disabled company_id=%s", self.settings.company_id)
+
+    # ------------------------------------------------------------------------------------ events
+
+    def handle(self, event: CallEvent, refs: RefStore) -> None:
+        if not self.wants(event):
+            return
+        if event.type == CALL_RINGING:
+            self._popup(event, refs)
+        elif event.type == CALL_ENDED:
+            self._history(event, refs)
+
+    def phone(self, raw: str | None) -> str | None:
+        """The customer's number as YClients' examples write it (E.164 digits), or None."""
+        if not raw:
+            return None
+        try:
+            return mango_digits(to_e164(raw, self.settings.default_region))
+        except InvalidPhoneNumber:
+            return telephony.digits(raw) if raw and raw.strip().isdigit() else None
+
+    def _popup(self, event: CallEvent, refs: RefStore) -> None:
+        phone = self.phone(event.customer_number)
+        if phone is None:
+            log.info("yclients: no caller number, no popup entry_id=%s", event.entry_id)
+            return
+        max_age = self.settings.popup_max_age_seconds
+        rang_at = event.received_at if event.received_at is not None else event.occurred_at
+        age = self._clock() - rang_at
+        if max_age and age > max_age:
+            log.info("yclients: popup dropped, the call rang %.0f s ago entry_id=%s", age, event.entry_id)
+            return
+        key = f"popup:{event.extension or '-'}"
+        if refs.get(event.entry_id, key):
+            return
+        self.ensure_enabled()
+        body = telephony.event_body(
+            self._crm_token, phone=phone, diversion=telephony.digits(event.line_number), user=event.extension
+        )
+        self.client.post(telephony.VOIP_PATH, body)
+        refs.put(event.entry_id, key, SENT)
+        log.info("yclients: popup sent entry_id=%s extension=%s", event.entry_id, event.extension)
+
+    def _history(self, event: CallEvent, refs: RefStore) -> None:
+        entry = event.entry_id
+        stage = refs.get(entry, "history")
+        if stage == SENT:
+            return
+        user = telephony.who_took_it(event)
+        phone = self.phone(event.customer_number) or telephony.other_party(event, user)
+        if phone is None:
+            log.info("yclients: no number for the other party, no history row entry_id=%s", entry)
+            return
+        if stage == SENDING and self._already_logged(event, phone):
+            refs.put(entry, "history", SENT)
+            log.info("yclients: history row found after a lost answer entry_id=%s", entry)
+            return
+        link = telephony.recording_link(event, self.context.recording_url if self.context else None)
+        body = telephony.history_body(event, self._crm_token, phone=phone, user=user, link=link)
+        self.ensure_enabled()
+        refs.put(entry, "history", SENDING)
+        try:
+            self.client.post(telephony.VOIP_PATH, body)
+        except YClientsError as exc:
+            if exc.status is not None:  # YClients answered: the row was not taken, a retry is safe
+                refs.put(entry, "history", "refused")
+            raise
+        refs.put(entry, "history", SENT)
+        log.info(
+            "yclients: history row sent entry_id=%s type=%s status=%s duration=%s user=%s link=%s",
+            entry,
+            body["type"],
+            body["status"],
+            body["duration"],
+            user,
+            "yes" if link else "no",
+        )
+
+    def _already_logged(self, event: CallEvent, phone: str) -> bool:
+        """After an answer that never came: whether YClients holds the row (needs a user token; without
+        one the row is sent again, see the docs page)."""
+        if not self.client.has_user:
+            log.warning(
+                "yclients: the answer to a history row was lost and there is no user token to check; "
+                "sending it again entry_id=%s",
+                event.entry_id,
+            )
+            return False
+        day = datetime.fromtimestamp(event.started_at or event.occurred_at, UTC).date()
+        params = {
+            "salon_id": self.settings.company_id,
+            "date_from": (day - timedelta(days=1)).isoformat(),
+            "date_to": (day + timedelta(days=1)).isoformat(),
+            "phone": phone,
+            "page": 1,
+            "limit": 100,
+        }
+        data = self.client.get(CALLS_PATH, params, user=True)
+        calls = data if isinstance(data, list) else []
+        return any(isinstance(c, dict) and str(c.get("call_id")) == event.entry_id for c in calls)
+
+    # ------------------------------------------------------------------------------------ lookup
+
+    def lookup(self, phone: str) -> CallerCard | None:
+        if not self.client.has_user:
+            return None
+        try:
+            e164 = to_e164(phone, self.settings.default_region)
+        except InvalidPhoneNumber:
+            return None
+        now = self._monotonic()
+        with self._cache_lock:
+            hit = self._cache.get(e164)
+        if hit is not None:
+            ttl = self.settings.lookup_cache_seconds if hit[1] else self.settings.lookup_miss_cache_seconds
+            if now - hit[0] < ttl:
+                return hit[1]
+        card = self._card(e164)
+        with self._cache_lock:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[e164] = (self._monotonic(), card)
+        return card
+
+    def _card(self, e164: str) -> CallerCard | None:
+        wait = self.settings.lookup_max_wait_seconds
+        company = self.settings.company_id
+        found = self.client.post(
+            f"/api/v1/company/{company}/clients/search",
+            visits.search_body(mango_digits(e164)),
+            user=True,
+            max_wait=wait,
+        )
+        client = visits.best_client(found, e164, self.settings.default_region)
+        if client is None:
+            return None
+        now = datetime.fromtimestamp(self._clock(), UTC)
+        params = {
+            "client_id": client["id"],
+            "start_date": (now - timedelta(days=self.settings.visits_days)).date().isoformat(),
+            "end_date": (now + timedelta(days=self.settings.visits_days)).date().isoformat(),
+        }
+        records = self.client.get(f"/api/v1/records/{company}", params, user=True, max_wait=wait)
+        habits = visits.habits(records, now)
+        extension = self.settings.extension_of(habits.usual_staff_id) if habits.usual_staff_id else None
+        responsible = None
+        if habits.usual_staff_id:
+            responsible = Employee(
+                extension=extension, name=habits.usual_staff_name, crm_user_id=habits.usual_staff_id
+            )
+        return CallerCard(
+            source=self.name,
+            name=client.get("name") or None,
+            responsible=responsible,
+            details=visits.details(client, habits, extension),
+        )
+
+    def responsible_for(self, phone: str) -> Employee | None:
+        """The client's usual staff member, as the extension they are mapped to (for routing)."""
+        card = self.lookup(phone)
+        return card.responsible if card is not None else None
+
+    def mapped_users(self) -> dict[str, str]:
+        return dict(self.settings.staff)
+
+    # ------------------------------------------------------------------------------------ check
+
+    def check(self) -> str:
+        """Switch the integration on (proves the partner token and crm_token) and, with a user token, read
+        today's records of the branch (proves the user token and company_id)."""
+        host = self.settings.host
+        try:
+            self._enabled_here = False
+            self.ensure_enabled()
+            parts = [f"Connected to YClients at {host}: the telephony integration is on for this crm_token."]
+            if self.client.has_user:
+                today = datetime.fromtimestamp(self._clock(), UTC).date().isoformat()
+                path = f"/api/v1/records/{self.settings.company_id}"
+                self.client.get(path, {"start_date": today, "end_date": today}, user=True)
+                parts.append(f"The user token reads branch {self.settings.company_id}: caller cards are on.")
+            else:
+                parts.append("No user_token: no caller cards and no usual staff for routing.")
+        except DeliveryError as exc:
+            raise type(exc)(self._explain(exc)) from None
+        parts.append(
+            f"{len(self.settings.staff)} extension(s) mapped to YClients staff. Set who sees popups in "
+            "YClients: Settings -> Telephony -> routing."
+        )
+        if self.context is None or not self.context.public_url:
+            parts.append("No http.public_url: history rows carry no recording link.")
+        return " ".join(parts)
+
+    def _explain(self, exc: DeliveryError) -> str:
+        host = self.settings.host
+        status = getattr(exc, "status", None)
+        said = getattr(exc, "message", None)
+        words = f" YClients said: {said}." if said else ""
+        if isinstance(exc, YClientsAuthError):
+            return (
+                f"YClients at {host} refused a token (HTTP 401): check partner_token and user_token.{words}"
+            )
+        if status == 403:
+            return (
+                f"YClients at {host} answered 403: the crm_token (Settings -> Telephony -> Integration) "
+                f"or the user's rights for branch {self.settings.company_id} do not fit.{words}"
+            )
+        if status == 404:
+            return f"YClients at {host} answered 404: check api_url and company_id.{words}"
+        if isinstance(exc, YClientsRateLimited):
+            return f"YClients at {host} is rate-limiting this address (HTTP 429); try again in a minute."
+        if status is not None and status >= 500:
+            return f"YClients at {host} is failing (HTTP {status}); try again later."
+        if status is None:
+            return f"Could not reach YClients at {host}: {str(exc).split(': ', 1)[-1]}."
+        return f"YClients at {host} rejected the check: {exc}"
+
+    def close(self) -> None:
+        self.client.session.close()
+
+
+def _setup_state(text: str) -> tuple[str, str] | None:
+    try:
+        record = json.loads(text)
+        return str(record["state"]), str(record["token"])
+    except (ValueError, KeyError, TypeError):
+        return None
