@@ -1,6 +1,6 @@
 """The shared connector contract (`bridge.connector_api.testing.ConnectorContract`) for every connector:
-bitrix24, amocrm, shop, webhook and demo against their fakes, and `notebook`, a connector written in the
-test tree against the kit alone and installed without an entry point."""
+bitrix24, amocrm, retailcrm, shop, webhook and demo against their fakes, and `notebook`, a connector written
+in the test tree against the kit alone and installed without an entry point."""
 
 from __future__ import annotations
 
@@ -22,9 +22,11 @@ from connectors.shop.query import read_only_engine
 from connectors.webhook import WebhookConnector
 from tests import test_amocrm_contract as amo
 from tests import test_bitrix24_contract as b24
+from tests import test_retailcrm_contract as rcrm
 from tests.fakes import shop_schema
 from tests.fakes.amocrm import FakeAmoCrm
 from tests.fakes.bitrix24 import FakeBitrix24
+from tests.fakes.retailcrm import FakeRetailCrm
 from tests.fakes.webhook_receiver import WebhookReceiver
 from tests.kit_connector import FakeNotebook, NotebookConfig, NotebookConnector
 
@@ -155,7 +157,7 @@ class NotebookHarness(ContractHarness):
         assert card is not None and card.name == "Иван Петров"
 
 
-CONNECTORS = ["bitrix24", "amocrm", "webhook", "shop", "demo", "notebook"]
+CONNECTORS = ["bitrix24", "amocrm", "retailcrm", "webhook", "shop", "demo", "notebook"]
 
 
 @pytest.fixture(params=CONNECTORS)
@@ -168,6 +170,9 @@ def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Contract
         with FakeAmoCrm(long_lived_token=amo.LLT) as fake:
             fake.add_contact("Иван Петров", ["8 (916) 123-45-67"], responsible_user_id=1002, leads=2)
             yield AmoCrmHarness(fake)
+    elif name == "retailcrm":
+        with FakeRetailCrm(api_key=rcrm.KEY) as fake:
+            yield rcrm.RetailCrmHarness(fake)
     elif name == "webhook":
         receiver = WebhookReceiver(secret="whsec-contract-0123456789").start()
         try:
