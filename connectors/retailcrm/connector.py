@@ -116,6 +116,7 @@ class RetailCrmConnector(Connector):
         self._register_on_bind = register_on_bind and config.register_on_start
         self._cache: dict[str, tuple[float, Caller]] = {}
         self._cache_lock = threading.Lock()
+        self._register_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"RetailCrmConnector(account={self.settings.host!r}, code={self.settings.code!r})"
@@ -385,15 +386,18 @@ class RetailCrmConnector(Connector):
         retailCRM already holds this very module (and `force` is off)."""
         if self.context is None:
             raise RuntimeError("not bound")
-        body = self.module()
         state = self.context.state
-        if not force and not registration.claim(state, body):
-            return False
-        try:
-            self.client.post(f"/integration-modules/{self.settings.code}/edit", {"integrationModule": body})
-        except DeliveryError:
-            registration.release(state, body)
-            raise
+        with self._register_lock:  # the content is read and sent in one go: a newer map is never overtaken
+            body = self.module()
+            if not force and not registration.claim(state, body):
+                return False
+            try:
+                self.client.post(
+                    f"/integration-modules/{self.settings.code}/edit", {"integrationModule": body}
+                )
+            except DeliveryError:
+                registration.release(state, body)
+                raise
         log.info(
             "retailcrm: integration module %r registered (%d extension code(s), click-to-call %s)",
             self.settings.code,
