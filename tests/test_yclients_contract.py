@@ -4,6 +4,7 @@ YClients' words in errors, and the caller card with visits and the usual staff."
 
 from __future__ import annotations
 
+import threading
 import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -356,3 +357,17 @@ def test_check_explains_the_setup_in_plain_words(fake: FakeYClients) -> None:
     with capture_logs() as lines, pytest.raises(RetryableDeliveryError, match="refused a token"):
         connector(fake).check()
     assert not any(PARTNER in line for line in lines)
+
+
+def test_concurrent_deliveries_send_setup_once(fake: FakeYClients) -> None:
+    yc, refs = connector(fake), MemoryRefs()
+    threads = [
+        threading.Thread(target=yc.handle, args=(event("call.ringing", f"C{i}"), refs)) for i in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert fake.setups == ["enable"] and len(fake.popups) == 4
+    yc.check()  # the check asks YClients again, whatever the state says
+    assert fake.setups == ["enable", "enable"]

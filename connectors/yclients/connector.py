@@ -112,6 +112,7 @@ class YClientsConnector(Connector):
         self._clock = clock
         self._monotonic = monotonic
         self._enabled_here = False
+        self._setup_lock = threading.Lock()
         self._cache: dict[str, tuple[float, CallerCard | None]] = {}
         self._cache_lock = threading.Lock()
 
@@ -138,13 +139,19 @@ class YClientsConnector(Connector):
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
 
     def ensure_enabled(self) -> None:
-        """``setup`` ``enable`` once for this crm_token; every process and restart shares the record."""
+        """``setup`` ``enable`` once for this crm_token; every process and restart shares the record, and
+        the dispatcher's threads wait for the one sending it."""
         if self._enabled_here:
             return
+        with self._setup_lock:
+            if not self._enabled_here:
+                self._enable()
+
+    def _enable(self, *, force: bool = False) -> None:
         state = self.context.state if self.context is not None else None
         mark = self._token_mark()
         current = state.get(SETUP_KEY) if state is not None else None
-        if current is not None and _setup_state(current[0]) == ("enabled", mark):
+        if not force and current is not None and _setup_state(current[0]) == ("enabled", mark):
             self._enabled_here = True
             return
         self.client.post(telephony.VOIP_PATH, telephony.setup_body(self._crm_token, True))
@@ -338,8 +345,8 @@ class YClientsConnector(Connector):
         today's records of the branch (proves the user token and company_id)."""
         host = self.settings.host
         try:
-            self._enabled_here = False
-            self.ensure_enabled()
+            with self._setup_lock:
+                self._enable(force=True)  # a real request: it proves the partner token and crm_token
             parts = [f"Connected to YClients at {host}: the telephony integration is on for this crm_token."]
             if self.client.has_user:
                 today = datetime.fromtimestamp(self._clock(), UTC).date().isoformat()
