@@ -7,6 +7,7 @@ contract fake, which enforces the vendor's real limit and counts every request t
   request above it is a 503 QUERY_LIMIT_EXCEEDED and a *violation*), 100 ms per answer.
 * ``amocrm``: bench/crm_delivery_amocrm.py (its own engineer's), imported when present; its `run(duration)`
   returns the same headline keys.
+* ``yclients``: bench/crm_delivery_yclients.py, the same way (YClients' 200 requests/min, 5/s).
 * ``ringing``: the caller card under a backlog, urgent rows first against the old oldest-first order, in
   the same run (see `ringing_section`).
 
@@ -33,7 +34,8 @@ request; and the drain time against two baselines from the same run:
   - the theoretical minimum for the *requests actually sent*, ``max(0, requests - burst) / rate``
     (ratio near 1: the bridge kept the portal's bucket busy, no time wasted).
 
-    .venv/bin/python bench/crm_delivery.py [--only bitrix24,amocrm,ringing] [--calls 240] [--duration 60]
+    .venv/bin/python bench/crm_delivery.py [--only bitrix24,amocrm,yclients,ringing] [--calls 240]
+        [--duration 60]
 
 Results: a table on stdout and JSON in bench/results/crm-delivery-<timestamp>.json.
 """
@@ -383,15 +385,20 @@ def ringing_section(backlog: int, rings: int, rate: float, latency: float) -> di
     }
 
 
-def amocrm_section(duration: float) -> dict[str, Any] | None:
-    """bench/crm_delivery_amocrm.py's `run`, when that file is there."""
+def module_section(name: str, duration: float) -> dict[str, Any] | None:
+    """bench/crm_delivery_<name>.py's `run(duration)`, when that file is there."""
     try:
-        module = importlib.import_module("crm_delivery_amocrm")
+        module = importlib.import_module(f"crm_delivery_{name}")
     except ModuleNotFoundError:
         return None
     result: dict[str, Any] = module.run(duration)
     result.setdefault("provoked_violations", result.get("provoked_429"))
     return result
+
+
+def amocrm_section(duration: float) -> dict[str, Any] | None:
+    """bench/crm_delivery_amocrm.py's `run`, when that file is there."""
+    return module_section("amocrm", duration)
 
 
 def machine() -> dict[str, Any]:
@@ -462,14 +469,16 @@ def report(result: dict[str, Any]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description="Delivery under vendor limits (docs/performance.md item 3).")
     parser.add_argument(
-        "--only", default="", help="comma list of sections: bitrix24,amocrm,ringing (default: all)"
+        "--only", default="", help="comma list of sections: bitrix24,amocrm,yclients,ringing (default: all)"
     )
     parser.add_argument("--calls", type=int, default=240, help="bitrix24: calls in the saturated phase")
     parser.add_argument(
         "--paced-seconds", type=float, default=60.0, help="bitrix24: length of the paced phase"
     )
     parser.add_argument("--speedup", type=float, default=1.5, help="bitrix24: paced rate / busy-hour rate")
-    parser.add_argument("--duration", type=float, default=60.0, help="amocrm: its run(duration_hint)")
+    parser.add_argument(
+        "--duration", type=float, default=60.0, help="amocrm, yclients: their run(duration_hint)"
+    )
     parser.add_argument("--ring-backlog", type=int, default=600, help="ringing: rows queued before the rings")
     parser.add_argument("--rings", type=int, default=10, help="ringing: calls that ring while it drains")
     parser.add_argument("--ring-rate", type=float, default=50.0, help="ringing: the connector's requests/s")
@@ -480,6 +489,7 @@ def main() -> int:
     sections: dict[str, Callable[[], dict[str, Any] | None]] = {
         "bitrix24": lambda: bitrix24_section(args.calls, args.paced_seconds, args.speedup),
         "amocrm": lambda: amocrm_section(args.duration),
+        "yclients": lambda: module_section("yclients", args.duration),
         "ringing": lambda: ringing_section(args.ring_backlog, args.rings, args.ring_rate, args.ring_latency),
     }
     result: dict[str, Any] = {
