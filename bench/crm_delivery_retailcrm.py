@@ -192,6 +192,7 @@ def run(duration_hint: float = 60.0) -> dict[str, Any]:
         "saturated": saturated,
         "paced": paced_result,
         "provoked_503": fake.violations,
+        "provoked_violations": fake.violations,
         "max_requests_in_any_second": fake.max_in_window(),
         # the headline figures the combined benchmark prints
         "lag_p50_ms": saturated["lag_p50_ms"],
