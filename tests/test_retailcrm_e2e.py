@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import random
+import subprocess
 import time
 import urllib.parse
 from collections import Counter
@@ -28,12 +29,13 @@ from sqlalchemy import func, select
 
 from bridge.pbx.mango import scenarios
 from bridge.pbx.mango.simulator import CommandServer
+from bridge.pbx.mango.simulator.command_server import default_users
 from bridge.pbx.mango.simulator.poster import Poster
 from bridge.recordings.links import RecordingLinks
 from bridge.store.engine import make_engine
 from bridge.store.schema import connector_state, outbox
 from tests.conftest import BACKENDS, _pg_database
-from tests.daemon import API_KEY, API_SALT, Daemon, wait_closed
+from tests.daemon import API_KEY, API_SALT, CALLBRIDGE, Daemon, wait_closed
 from tests.fakes.retailcrm import FakeRetailCrm
 
 API_KEY_CRM = "rcrm-e2e-" + "5a4b3c2d" * 5
@@ -41,6 +43,7 @@ PUBLIC = "https://calls.example.com"
 SECRET = "retailcrm-e2e-secret-" + "s" * 24
 LINK_TTL = 90 * 86400
 USERS = {"101": 7, "102": 8, "103": 9}
+MAPPED = {*USERS, "104"}  # 104 once the employee import has run
 LINE = "74951234567"
 SITE = "shop-one"
 ZONE = "Europe/Moscow"
@@ -134,7 +137,7 @@ def play(stack: Stack, scenario: scenarios.Scenario) -> None:
     for note in scenario.notifications:
         assert not stack.poster.play([note]).errors
         ext = ringing_extension(note)
-        if ext in USERS and scenario.name != "internal_call":
+        if ext in MAPPED and scenario.name != "internal_call":
             assert stack.fake.wait_for(
                 lambda ext=ext: any(
                     e["type"] in ("in", "out") and e["codes"] == [ext]
@@ -401,6 +404,41 @@ def test_a_burst_of_503s_loses_nothing_and_sends_nothing_twice(stack: Stack) -> 
     events = Counter(json.dumps(e, sort_keys=True) for e in fake.events)
     assert max(events.values()) == 1, "an event was sent twice"
     assert fake.violations == 0 and fake.max_in_window() <= 10
+
+
+def test_the_employee_import_maps_by_e_mail_and_updates_the_registration(stack: Stack) -> None:
+    fake = stack.fake
+    with fake.lock:
+        fake.users.append({"id": 13, "firstName": "Глеб", "email": "USER104@example.com", "active": True})
+        fake.users.append({"id": 14, "firstName": "Уволен", "email": "user105@example.com", "active": False})
+        registered = len(fake.modules)
+    stack.mango.users = default_users(("101", "102", "103", "104", "105"))  # Mango has two more employees
+    done = subprocess.run(
+        [CALLBRIDGE, "connectors", "import-employees", "retailcrm"],
+        env=stack.daemon.env,
+        cwd=stack.daemon.workdir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "4 extension(s) matched to retailCRM users by e-mail" in done.stdout
+    assert (
+        "104 -> user 13" in done.stdout and "no retailCRM user with the same e-mail for: 105" in done.stdout
+    )
+    assert fake.wait_for(lambda: len(fake.modules) == registered + 1, timeout=15)
+    codes = fake.modules[-1]["integrations"]["telephony"]["additionalCodes"]
+    assert codes == [
+        {"userId": "7", "code": "101"},
+        {"userId": "8", "code": "102"},
+        {"userId": "9", "code": "103"},
+        {"userId": "13", "code": "104"},
+    ]
+    # the daemon's dispatcher reads the stored map: 104 now gets popups
+    s = scenarios.build("incoming_answered", seed=16, customer=KNOWN_B, extensions=("104",))
+    play(stack, s)
+    settle(stack, s)
+    assert by_extension(fake, s.entry_id) == {"104": [("in", None), ("hangup", "answered")]}
 
 
 def test_nothing_was_refused_and_the_limit_held(stack: Stack) -> None:
