@@ -36,6 +36,7 @@ from bridge.store.engine import make_engine
 from bridge.store.schema import connector_state, outbox
 from tests.conftest import BACKENDS, _pg_database
 from tests.daemon import API_KEY, API_SALT, CALLBRIDGE, Daemon, wait_closed
+from tests.fakes.realtime_client import Client
 from tests.fakes.retailcrm import FakeRetailCrm
 
 API_KEY_CRM = "rcrm-e2e-" + "5a4b3c2d" * 5
@@ -404,6 +405,40 @@ def test_a_burst_of_503s_loses_nothing_and_sends_nothing_twice(stack: Stack) -> 
     events = Counter(json.dumps(e, sort_keys=True) for e in fake.events)
     assert max(events.values()) == 1, "an event was sent twice"
     assert fake.violations == 0 and fake.max_in_window() <= 10
+
+
+def test_the_popup_card_shows_the_customer_their_orders_and_manager(stack: Stack) -> None:
+    token = (
+        subprocess.run(
+            [CALLBRIDGE, "token", "--extension", "101"],
+            env=stack.daemon.env,
+            cwd=stack.daemon.workdir,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    anna = Client(int(stack.daemon.env["CALLBRIDGE_WS_PORT"]), token)
+    try:
+        anna.wait_for("hello")
+        s = scenarios.build("incoming_answered", seed=17, customer=KNOWN_A, extensions=("101",))
+        play(stack, s)
+        ringing = anna.wait_for("call.ringing", lambda m: m["entry_id"] == s.entry_id, timeout=15)
+        card = ringing["card"]
+        if ringing.get("card_pending") or not card or not card.get("complete"):
+            card = anna.wait_for("call.card", lambda m: m["entry_id"] == s.entry_id, timeout=15)["card"]
+        assert card["name"] == "Петров Иван" and "retailcrm" in card["sources"]
+        assert card["responsible"] == {"name": "Иванов Борис", "extension": "102", "source": "retailcrm"}
+        assert [(o["number"], o["total"]) for o in card["orders"]] == [("103A", 2000), ("102A", 1000)]
+        assert card["orders"][0]["url"] == f"{stack.fake.url}/orders/103/edit"
+        titles = {link["title"]: link["url"] for link in card["links"]}
+        assert titles["retailCRM customer"].endswith("/customers/101") and "New order" in titles
+        settle(stack, s)
+    finally:
+        anna.close()
 
 
 def test_the_employee_import_maps_by_e_mail_and_updates_the_registration(stack: Stack) -> None:

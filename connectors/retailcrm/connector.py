@@ -317,7 +317,7 @@ class RetailCrmConnector(Connector):
                 caller.name,
                 caller.manager,
                 caller.links,
-                last_orders(listed, self.settings.last_orders),
+                last_orders(listed, self.settings.last_orders, self.settings.url),
             )
         with self._cache_lock:
             if len(self._cache) > 10_000:

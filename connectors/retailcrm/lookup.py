@@ -63,17 +63,19 @@ def parse_manager(body: dict[str, Any]) -> Caller:
     )
 
 
-def last_orders(body: dict[str, Any], count: int) -> tuple[dict[str, Any], ...]:
-    """The newest `count` orders of an ``orders`` answer, in the few fields a card shows."""
+def last_orders(body: dict[str, Any], count: int, account_url: str) -> tuple[dict[str, Any], ...]:
+    """The newest `count` orders of an ``orders`` answer, in the fields a caller card shows (the lookup
+    service's order keys: number, date, total, currency, status, url)."""
     orders = [o for o in body.get("orders") or [] if isinstance(o, dict)]
     orders.sort(key=lambda o: str(o.get("createdAt") or ""), reverse=True)
     return tuple(
         {
-            "id": o.get("id"),
-            "number": o.get("number"),
-            "created_at": o.get("createdAt"),
-            "status": o.get("status"),
+            "number": str(o.get("number") or o.get("id") or ""),
+            "date": o.get("createdAt"),
             "total": o.get("totalSumm"),
+            "currency": o.get("currency"),
+            "status": o.get("status"),
+            "url": f"{account_url}/orders/{o['id']}/edit" if o.get("id") is not None else None,
         }
         for o in orders[:count]
     )
