@@ -480,3 +480,6 @@ def test_nothing_was_refused_and_the_limit_held(stack: Stack) -> None:
     refused = [o for o in stack.fake.outcomes if o[2] not in (200, 503)]
     assert refused == []
     assert stack.fake.violations == 0
+    log = stack.daemon.log_path.read_text(encoding="utf-8", errors="replace")
+    assert "retailcrm: call logged" in log  # the daemon does log the connector's work...
+    assert API_KEY_CRM not in log and stack.fake.modules[0]["clientId"] not in log  # ...never its secrets
