@@ -476,6 +476,24 @@ def test_the_employee_import_maps_by_e_mail_and_updates_the_registration(stack: 
     assert by_extension(fake, s.entry_id) == {"104": [("in", None), ("hangup", "answered")]}
 
 
+def test_callbridge_check_explains_the_setup(stack: Stack) -> None:
+    registered = len(stack.fake.modules)
+    done = subprocess.run(
+        [CALLBRIDGE, "check", "--skip-mango"],
+        env=stack.daemon.env,
+        cwd=stack.daemon.workdir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (
+        "retailcrm: Connected to retailCRM at 127.0.0.1; 4 extension(s) mapped to retailCRM users. "
+        "The telephony module 'callbridge' is registered and up to date." in done.stdout
+    )
+    assert len(stack.fake.modules) == registered  # nothing changed: nothing sent again
+
+
 def test_nothing_was_refused_and_the_limit_held(stack: Stack) -> None:
     refused = [o for o in stack.fake.outcomes if o[2] not in (200, 503)]
     assert refused == []
