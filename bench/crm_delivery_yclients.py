@@ -4,9 +4,9 @@ The profile is the floor of bench/_replay.py: a 100-agent busy hour of about 1,2
 answered by the agent who rang, 15 % incoming a ring group of three missed, 10 % ring groups where the second
 agent answered, 20 % outgoing); 70 % of incoming callers are YClients clients, each with a few visits; every
 agent is mapped to a staff member, and the connector has a user token, so each ringing call also costs the
-caller card's client search (and the records of a known client). That is about 3-4 YClients requests a call
-(popups, the history row, the card's search and records), so the hour is ~4,000 requests: at YClients' 200 a
-minute that alone takes over 20 minutes. The benchmark therefore replays a **scaled subset** sized to
+caller card's client search (and the records of a known client). That is about 3 YClients requests a call
+(popups, the history row, the card's search and records), so the hour is ~3,500 requests: at YClients' 200 a
+minute that alone takes over 17 minutes. The benchmark therefore replays a **scaled subset** sized to
 `duration_hint` (and says so in its result).
 
 Replay: `callbridge run` (tests/daemon.py, SQLite) with ``[connectors.yclients]`` pointing at the contract
@@ -45,7 +45,9 @@ from tests.daemon import API_KEY, API_SALT, Daemon
 from tests.fakes.yclients import FakeYClients
 
 VENDOR_LIMIT = VENDOR_PER_MINUTE / 60  # sustained requests per second
-REQUESTS_PER_CALL = 3.3  # measured average of this mix (see docs/benchmarks.md, the YClients section)
+REQUESTS_PER_CALL = 2.9  # measured average of this mix under saturation (docs/benchmarks.md, section 6)
+# Not saturated, every ringing call's caller card gets its client search (and records): about 4 a call.
+PACED_REQUESTS_PER_CALL = 4.0
 PARTNER = "bench-partner-" + "4d3c2b1a" * 4
 CRM = "bench-crm-" + "a1b2c3d4" * 4
 USER = "bench-user-" + "0e1f2a3b" * 4
@@ -82,7 +84,7 @@ def run(duration_hint: float = 60.0) -> dict[str, Any]:
         20, min(replay.BUSY_HOUR_CALLS, int(0.6 * duration_hint * VENDOR_LIMIT / REQUESTS_PER_CALL))
     )
     paced_seconds = 0.4 * duration_hint
-    paced_rate = 0.7 * VENDOR_LIMIT / REQUESTS_PER_CALL  # calls per second at 70 % of the limit
+    paced_rate = 0.7 * VENDOR_LIMIT / PACED_REQUESTS_PER_CALL  # calls per second at 70 % of the limit
     paced_calls = max(5, int(paced_seconds * paced_rate))
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-yclients-"))
@@ -190,7 +192,7 @@ def run(duration_hint: float = 60.0) -> dict[str, Any]:
             "busy_hour_calls": replay.BUSY_HOUR_CALLS,
             "replayed_calls": saturated_calls,
             "fraction": round(saturated_calls / replay.BUSY_HOUR_CALLS, 3),
-            "why": "the full hour is ~4,000 requests (over 20 min at 200/min); the subset fits duration_hint",
+            "why": "the full hour is ~3,500 requests (over 17 min at 200/min); the subset fits duration_hint",
         },
         "saturated": saturated,
         "paced": paced_result,
