@@ -1,6 +1,6 @@
 """The shared connector contract (`bridge.connector_api.testing.ConnectorContract`) for every connector:
-bitrix24, amocrm, retailcrm, shop, webhook and demo against their fakes, and `notebook`, a connector written
-in the test tree against the kit alone and installed without an entry point."""
+bitrix24, amocrm, retailcrm, yclients, shop, webhook and demo against their fakes, and `notebook`, a
+connector written in the test tree against the kit alone and installed without an entry point."""
 
 from __future__ import annotations
 
@@ -23,11 +23,13 @@ from connectors.webhook import WebhookConnector
 from tests import test_amocrm_contract as amo
 from tests import test_bitrix24_contract as b24
 from tests import test_retailcrm_contract as rcrm
+from tests import test_yclients_contract as ycl
 from tests.fakes import shop_schema
 from tests.fakes.amocrm import FakeAmoCrm
 from tests.fakes.bitrix24 import FakeBitrix24
 from tests.fakes.retailcrm import FakeRetailCrm
 from tests.fakes.webhook_receiver import WebhookReceiver
+from tests.fakes.yclients import FakeYClients
 from tests.kit_connector import FakeNotebook, NotebookConfig, NotebookConnector
 
 Kind = Literal["retryable", "permanent"]
@@ -157,7 +159,7 @@ class NotebookHarness(ContractHarness):
         assert card is not None and card.name == "Иван Петров"
 
 
-CONNECTORS = ["bitrix24", "amocrm", "retailcrm", "webhook", "shop", "demo", "notebook"]
+CONNECTORS = ["bitrix24", "amocrm", "retailcrm", "yclients", "webhook", "shop", "demo", "notebook"]
 
 
 @pytest.fixture(params=CONNECTORS)
@@ -173,6 +175,9 @@ def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Contract
     elif name == "retailcrm":
         with FakeRetailCrm(api_key=rcrm.KEY) as fake:
             yield rcrm.RetailCrmHarness(fake)
+    elif name == "yclients":
+        with FakeYClients(partner_token=ycl.PARTNER, crm_token=ycl.CRM, user_token=ycl.USER) as fake:
+            yield ycl.YClientsHarness(fake)
     elif name == "webhook":
         receiver = WebhookReceiver(secret="whsec-contract-0123456789").start()
         try:

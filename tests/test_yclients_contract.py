@@ -1,6 +1,7 @@
-"""The YClients connector against the contract fake (tests/fakes/yclients.py): the shared contract, then
-YClients' own cases: setup once, popups for incoming calls only, one history row per call whatever fails,
-YClients' words in errors, and the caller card with visits and the usual staff."""
+"""The YClients connector against the contract fake (tests/fakes/yclients.py): the shared contract's harness
+(run in tests/test_connector_contract.py), then YClients' own cases: setup once, popups for incoming calls
+only, one history row per call whatever fails, YClients' words in errors, and the caller card with visits and
+the usual staff."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ import pytest
 
 from bridge.connector_api import CallEvent, PermanentDeliveryError, RetryableDeliveryError
 from bridge.connector_api.testing import (
-    ConnectorContract,
     ContractHarness,
     MemoryRefs,
     MemoryState,
@@ -128,10 +128,7 @@ class YClientsHarness(ContractHarness):
         self.fake.script(503 if kind == "retryable" else 400)
 
 
-class TestYClientsContract(ConnectorContract):
-    @pytest.fixture
-    def harness(self, fake: FakeYClients) -> ContractHarness:
-        return YClientsHarness(fake)
+# The shared contract runs `YClientsHarness` in tests/test_connector_contract.py.
 
 
 # ---------------------------------------------------------------------------------------------- setup
