@@ -368,3 +368,16 @@ def test_concurrent_deliveries_send_setup_once(fake: FakeYClients) -> None:
     assert fake.setups == ["enable"] and len(fake.popups) == 4
     yc.check()  # the check asks YClients again, whatever the state says
     assert fake.setups == ["enable", "enable"]
+
+
+def test_a_lost_answer_without_a_way_to_check_is_sent_again_with_a_warning(fake: FakeYClients) -> None:
+    yc, refs = connector(fake, timeout=0.3, user_token=None), MemoryRefs()
+    yc.ensure_enabled()
+    fake.answer_late(1.0)
+    with pytest.raises(RetryableDeliveryError):
+        yc.handle(ended("T2"), refs)
+    with capture_logs() as lines:
+        yc.handle(ended("T2"), refs)
+    assert len(fake.rows("T2")) == 2  # at least once: YClients' own dedup by call_id is undocumented
+    assert any("no user token to check" in line for line in lines)
+    assert fake.recorded("/api/v1/voip/integration/calls", outcome=None) == []

@@ -50,7 +50,13 @@ from bridge.connector_api import (
 from bridge.connector_api.events import CALL_ENDED, CALL_RINGING
 from bridge.connector_api.phones import InvalidPhoneNumber, mango_digits, to_e164
 from connectors.yclients import telephony, visits
-from connectors.yclients.client import YClientsAuthError, YClientsClient, YClientsError, YClientsRateLimited
+from connectors.yclients.client import (
+    YClientsAuthError,
+    YClientsClient,
+    YClientsError,
+    YClientsPermanentError,
+    YClientsRateLimited,
+)
 from connectors.yclients.config import DEFAULT_RATE, SETTINGS_TITLES, YClientsConfig
 
 log = logging.getLogger("callbridge.connectors.yclients")
@@ -270,7 +276,16 @@ class YClientsConnector(Connector):
             "page": 1,
             "limit": 100,
         }
-        data = self.client.get(CALLS_PATH, params, user=True)
+        try:
+            data = self.client.get(CALLS_PATH, params, user=True)
+        except YClientsPermanentError as exc:  # e.g. the user may not read the call list: send again
+            log.warning(
+                "yclients: could not check for a history row after a lost answer, sending it again "
+                "entry_id=%s error=%s",
+                event.entry_id,
+                exc,
+            )
+            return False
         calls = data if isinstance(data, list) else []
         return any(isinstance(c, dict) and str(c.get("call_id")) == event.entry_id for c in calls)
 
