@@ -225,6 +225,11 @@ def test_a_missed_call_is_missed_with_no_duration_no_link_and_names_the_responsi
     assert (body["status"], body["duration"], "link" in body) == ("missed", 0, False)
 
 
+def test_a_transferred_call_names_the_last_one_it_went_to() -> None:
+    assert telephony.who_took_it(ended(extra={"responsible": "205", "missed": False})) == "205"
+    assert telephony.who_took_it(ended(extra={})) == "201"
+
+
 def test_an_internal_call_names_the_other_extension_as_the_phone() -> None:
     event = ended(direction="internal", customer_number=None, extensions=("201", "202"))
     assert telephony.other_party(event, "201") == "202"

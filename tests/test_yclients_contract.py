@@ -208,7 +208,7 @@ def test_one_row_per_call_with_status_duration_user_and_the_recording_link(fake:
     yc.handle(ended("H1"), refs)
     yc.handle(ended("H1"), refs)  # redelivered: nothing more
     yc.handle(ended("H2", answered=False, responsible="202"), refs)
-    yc.handle(ended("H3", direction="outgoing", extension="202"), refs)
+    yc.handle(ended("H3", direction="outgoing", extension="202", responsible="202"), refs)
     internal = ended("H4", direction="internal", customer_number=None, extensions=("201", "202"))
     yc.handle(internal, refs)
     rows = {row["call_id"]: row for row in fake.history}

@@ -47,10 +47,9 @@ def event_body(crm_token: str, *, phone: str, diversion: str | None, user: str |
 
 
 def who_took_it(event: CallEvent) -> str | None:
-    """The extension the row names: who answered, else who was responsible for the missed call, else the
-    employee the call is about (the caller of an outgoing call)."""
-    if answered(event) and event.extension:
-        return event.extension
+    """The extension the row names: the tracker's responsible employee (who answered, or after a transfer
+    the last one it went to; for a missed call the first it rang; for an outgoing call the caller), else
+    the employee the event is about."""
     responsible = event.extra.get("responsible")
     return str(responsible) if responsible else event.extension
 
