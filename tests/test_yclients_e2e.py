@@ -247,6 +247,14 @@ def test_scenarios_reach_yclients_as_the_exact_requests(stack: Stack) -> None:
     assert [g["command"] for g in got] == ["history"]
     assert (got[0]["type"], got[0]["phone"], got[0]["user"]) == ("internal", "101", "102")
 
+    # 5. 101 answers and hands the client over to 102 (blind transfer): the row names 102, whom the client
+    #    spoke with last.
+    s5 = scenarios.build("blind_transfer", seed=15, customer="79250003344", extensions=("101", "102"))
+    play(stack, s5)
+    assert fake.wait_until(lambda: len(fake.rows(s5.entry_id)) == 1)
+    transferred = fake.rows(s5.entry_id)[0]
+    assert (transferred["status"], transferred["user"]) == ("success", "102")
+
     assert fake.setups == ["enable"]
     assert fake.violations == 0 and fake.max_in(1.0) <= 5
     assert fake.recorded(outcome=None) == fake.recorded()  # nothing refused, nothing invalid, nothing ignored
