@@ -96,6 +96,10 @@ def test_errors_carry_yclients_words_and_are_classified() -> None:
         client().post("/api/v1/voip/integration", {})
     assert auth.value.retry_after == 60
 
+    responses.replace(responses.POST, VOIP, status=404, json={"errors": {"message": "Not found"}, "meta": []})
+    with pytest.raises(YClientsPermanentError, match=r"HTTP 404 \(Not found\)"):
+        client().post("/api/v1/voip/integration", {})
+
     responses.replace(responses.POST, VOIP, status=503, body="")
     with pytest.raises(YClientsRetryableError):
         client().post("/api/v1/voip/integration", {})

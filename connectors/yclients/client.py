@@ -7,7 +7,8 @@ limit of 200 a minute and 5 a second per address holds whatever mix of deliverie
 
 Answers are classified like every connector's (`bridge.connector_api.http.send`) and then read through
 YClients' envelope ``{"success", "data", "meta"}``, so a refusal says YClients' own words
-(``meta.message``, and ``meta.errors`` of a 422) in the delivery's ``last_error``:
+(``meta.message``, ``meta.errors`` of a 422, or ``errors.message``, the other shape seen on 401 and 404)
+in the delivery's ``last_error``:
 
 * 2xx with ``success`` not false: ``data`` (None for the telephony endpoint's ``202 Accepted``);
 * 401: `YClientsAuthError`, retryable after a minute (a token fixed by the admin lets the deliveries through);
@@ -207,7 +208,11 @@ def _meta(envelope: dict[str, Any]) -> dict[str, Any]:
 
 
 def _meta_message(envelope: dict[str, Any]) -> str | None:
+    """``meta.message``, or ``errors.message`` of the other error shape YClients answers 401 and 404 with."""
     message = _meta(envelope).get("message")
+    errors = envelope.get("errors")
+    if message in (None, "") and isinstance(errors, dict):
+        message = errors.get("message")
     return redact(str(message), 200) if message not in (None, "") else None
 
 
