@@ -17,7 +17,7 @@ from bridge.history.cli import import_history
 from bridge.logging_setup import setup_logging
 from bridge.outbox.cli import deliveries
 from bridge.pbx.mango.simulator.cli import simulate
-from bridge.store.engine import make_engine
+from bridge.store.opening import StoreUnavailable
 
 
 class _CallbridgeGroup(click.Group):
@@ -76,7 +76,10 @@ def run(obj: AppContext) -> None:
             "warning: no Mango API key set (CALLBRIDGE_MANGO_API_KEY); webhooks are refused until it is",
             err=True,
         )
-    serve(settings)
+    try:
+        serve(settings)
+    except StoreUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @cli.group()
@@ -88,11 +91,39 @@ def db() -> None:
 @click.pass_obj
 def db_upgrade(obj: AppContext) -> None:
     """Apply the database migrations (also done on every start)."""
-    from bridge.store.migrate import current_revision, upgrade
+    from bridge.store.migrate import current_revision
 
-    engine = make_engine(obj.config.database.url)
-    upgrade(engine)
+    engine = obj.engine  # opened and migrated
     click.echo(f"database at revision {current_revision(engine)}")
+
+
+@cli.group("config")
+def config_group() -> None:
+    """The settings: their reference."""
+
+
+@config_group.command("reference")
+@click.option(
+    "--update",
+    "update",
+    type=click.Path(dir_okay=False, exists=True),
+    help="Rewrite the reference table in this Markdown file (between its markers) instead of printing it.",
+)
+def config_reference(update: str | None) -> None:
+    """Print every setting with its environment variable, default and meaning (Markdown)."""
+    from pathlib import Path
+
+    from bridge.config.reference import markdown_table, splice
+
+    if update is None:
+        click.echo(markdown_table())
+        return
+    path = Path(update)
+    try:
+        path.write_text(splice(path.read_text(encoding="utf-8")), encoding="utf-8")
+    except ValueError as exc:
+        raise click.ClickException(f"{path}: {exc}") from None
+    click.echo(f"updated the settings reference in {path}")
 
 
 def _parse_ttl(value: str) -> int:

@@ -9,7 +9,7 @@ import click
 from sqlalchemy import Engine
 
 from bridge.config import ConfigError, Settings, load_config
-from bridge.store.engine import make_engine
+from bridge.store.opening import StoreUnavailable, open_store
 
 
 @dataclass
@@ -27,8 +27,7 @@ class AppContext:
 
     @cached_property
     def engine(self) -> Engine:
-        from bridge.store.migrate import upgrade
-
-        engine = make_engine(self.config.database.url)
-        upgrade(engine)
-        return engine
+        try:
+            return open_store(self.config.database.url)
+        except StoreUnavailable as exc:
+            raise click.ClickException(str(exc)) from None

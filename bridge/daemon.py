@@ -31,8 +31,7 @@ from bridge.outbox.retry import RetryPolicy
 from bridge.pbx.select import event_decoder
 from bridge.processing.processor import EventProcessor
 from bridge.processing.stale_calls import StaleCallSweeper
-from bridge.store.engine import make_engine
-from bridge.store.migrate import upgrade
+from bridge.store.opening import open_store
 from bridge.wakeup import EVENTS, WAKE, WakeupListener
 
 if TYPE_CHECKING:
@@ -194,8 +193,7 @@ def serve(settings: Settings) -> None:
     from granian.http import HTTP1Settings
 
     ensure_ports_free(settings)
-    engine = make_engine(settings.database.url)
-    upgrade(engine)
+    engine = open_store(settings.database.url)
     connectors = load_connectors(settings, engine)
     log.info(
         "starting http=%s:%s workers=%s connectors=%s store=%s",

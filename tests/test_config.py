@@ -101,3 +101,31 @@ def test_missing_or_broken_file_is_a_clear_error(tmp_path: Path) -> None:
     broken.write_text("[http\nport=1")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(broken, environ={})
+
+
+def test_an_unknown_key_in_the_file_names_the_file_and_the_closest_key(tmp_path: Path) -> None:
+    file = tmp_path / "callbridge.toml"
+    file.write_text('[mango]\napisalt = "x"\n[htpp]\nport = 1\n[mango_office]\nkey = 1\n')
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(file, environ={})
+    message = str(excinfo.value)
+    assert "unknown setting `mango.apisalt` in callbridge.toml (did you mean `mango.api_salt`?)" in message
+    assert "unknown setting `htpp` in callbridge.toml (did you mean `http`?)" in message
+    assert "unknown setting `mango_office` in callbridge.toml\n" in message + "\n"  # nothing close enough
+
+
+def test_an_unknown_variable_names_the_closest_one() -> None:
+    with pytest.raises(
+        ConfigError, match=r"CALLBRIDGE_MANGO_APISALT \(did you mean CALLBRIDGE_MANGO_API_SALT\?\)"
+    ):
+        load_config(environ={"CALLBRIDGE_MANGO_APISALT": "x"})
+
+
+def test_an_allowed_ips_entry_that_is_no_address_stops_the_start() -> None:
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(environ={"CALLBRIDGE_MANGO_ALLOWED_IPS": "192.0.2.1, 10.0.0.0/8, office-router"})
+    assert "mango.allowed_ips" in str(excinfo.value)
+    assert "'office-router' is not an IP address or network" in str(excinfo.value)
+    assert load_config(environ={"CALLBRIDGE_MANGO_ALLOWED_IPS": "mango, 2001:db8::/32"}).mango.allowed_ips[
+        0
+    ] == ("2001:db8::/32")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
 from collections.abc import Mapping
@@ -21,7 +22,8 @@ class ConfigError(Exception):
     """The configuration is invalid; the message names each key and what is wrong with it."""
 
 
-def _section_fields() -> dict[str, type[BaseModel]]:
+def section_models() -> dict[str, type[BaseModel]]:
+    """Each settings section's name and model (the connectors' sections are the connectors' own)."""
     sections: dict[str, type[BaseModel]] = {}
     for name, info in Settings.model_fields.items():
         annotation = info.annotation
@@ -36,7 +38,7 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     Connector sections use `CALLBRIDGE_CONNECTORS_<NAME>_<KEY>`; the connector name is the part up to
     the first underscore after CONNECTORS_ (connector names have no underscores).
     """
-    sections = _section_fields()
+    sections = section_models()
     result: dict[str, dict[str, Any]] = {}
     unknown: list[str] = []
     for var, value in environ.items():
@@ -56,8 +58,20 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
         else:
             unknown.append(var)
     if unknown:
-        raise ConfigError("unknown setting(s) in the environment: " + ", ".join(sorted(unknown)))
+        known = [f"{ENV_PREFIX}{section}_{key}".upper() for section, key in _known_keys()]
+        named = [var + _did_you_mean(var, known) for var in sorted(unknown)]
+        raise ConfigError("unknown setting(s) in the environment: " + ", ".join(named))
     return result
+
+
+def _known_keys() -> list[tuple[str, str]]:
+    return [(section, key) for section, model in section_models().items() for key in model.model_fields]
+
+
+def _did_you_mean(name: str, candidates: list[str]) -> str:
+    """` (did you mean X?)` when one of `candidates` is close to `name`, else nothing."""
+    close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.75)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -78,13 +92,28 @@ def _coerce_env_lists(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def _describe(error: ValidationError) -> str:
+def _describe(error: ValidationError, source: str) -> str:
     lines = []
     for item in error.errors():
         key = ".".join(str(part) for part in item["loc"])
+        if item["type"] == "extra_forbidden":
+            lines.append(_unknown_key(key, source))
+            continue
         env = ENV_PREFIX + "_".join(str(part) for part in item["loc"]).upper()
         lines.append(f"{key} (env {env}): {item['msg']}")
     return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def _unknown_key(key: str, source: str) -> str:
+    """`unknown setting `mango.apisalt` in callbridge.toml (did you mean `mango.api_salt`?)`."""
+    if "." in key:
+        candidates = [f"{section}.{name}" for section, name in _known_keys()]
+    else:
+        candidates = [*section_models(), "connectors"]
+    hint = _did_you_mean(key, candidates)
+    if hint:
+        hint = hint.replace("mean ", "mean `").replace("?)", "`?)")
+    return f"unknown setting `{key}` in {source}{hint}"
 
 
 def load_config(
@@ -106,4 +135,4 @@ def load_config(
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc)) from None
+        raise ConfigError(_describe(exc, Path(path).name if path else "the settings")) from None

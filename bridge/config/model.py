@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
@@ -23,17 +24,51 @@ class _Section(BaseModel):
 class MangoSettings(_Section):
     """The Mango Office VPBX API connector (cabinet: Integrations -> API connector)."""
 
-    api_key: str = ""
-    api_salt: SecretStr = SecretStr("")
-    api_url: str = "https://app.mango-office.ru/vpbx/"
-    verify_tls: bool = True
-    # Caller-ID line for click-to-call (a DID, 7-800 number or SIP line name); empty = the employee's default.
-    line_number: str = ""
-    # Source-IP allow-list for webhooks: empty = open; "mango" = Mango's published addresses; or a list.
-    allowed_ips: list[str] = Field(default_factory=list)
-    max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
-    # A command accepted (or maybe sent) with no asynchronous result after this long is marked timed_out.
-    command_timeout_seconds: float = Field(default=120.0, gt=0)
+    api_key: str = Field(
+        default="",
+        description="the cabinet's unique code (`vpbx_api_key`); webhooks are refused (503) until it is set",
+    )
+    api_salt: SecretStr = Field(
+        default=SecretStr(""),
+        description="the cabinet's signature key (`vpbx_api_salt`); never logged or shown",
+    )
+    api_url: str = Field(
+        default="https://app.mango-office.ru/vpbx/",
+        description="where commands go (point it at `callbridge simulate --serve-commands` for a demo)",
+    )
+    verify_tls: bool = Field(default=True, description="verify Mango's certificate")
+    line_number: str = Field(
+        default="",
+        description=(
+            "caller-ID line for click-to-call (a DID, 7-800 number or SIP line name); empty = the "
+            "employee's default"
+        ),
+    )
+    allowed_ips: list[str] = Field(
+        default_factory=list,
+        description=(
+            "empty = open to every address; else the source addresses or networks allowed to post "
+            "webhooks; `mango` stands for Mango's published addresses (81.88.80.132, 81.88.80.133, "
+            "81.88.82.36, 81.88.82.44, 81.88.82.45); comma-separated in the environment; when neither "
+            "sets it, the list saved in the panel applies within "
+            "`database.saved_settings_refresh_seconds` (2 s) without a restart"
+        ),
+    )
+    max_body_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description="larger requests get 413; a chunked body (no Content-Length) is read up to the same cap",
+    )
+    command_timeout_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description=(
+            "a command Mango accepted (click-to-call, a widget callback) whose asynchronous result has "
+            "not come after this long is marked `timed_out` in `commands` by the processor's periodic "
+            "sweep; a result that comes later still records what Mango said"
+        ),
+    )
 
     @field_validator("api_url")
     @classmethod
@@ -51,51 +86,124 @@ class MangoSettings(_Section):
             value = [v for v in value if v != "mango"] + list(MANGO_SOURCE_IPS)
         return value
 
+    @field_validator("allowed_ips")
+    @classmethod
+    def _networks_only(cls, value: list[str]) -> list[str]:
+        """An entry that is not an address or network stops the start (it would have opened nothing)."""
+        for item in value:
+            try:
+                ipaddress.ip_network(item.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or network") from None
+        return value
+
 
 class HttpSettings(_Section):
-    host: str = "127.0.0.1"
-    port: int = Field(default=8080, ge=0, le=65535)
-    workers: int = Field(default=2, ge=1, le=64)
-    threads: int = Field(default=4, ge=1, le=256)
-    # Trust X-Forwarded-For from this many proxies (for the IP allow-list behind a reverse proxy).
-    trusted_proxies: int = Field(default=0, ge=0, le=5)
-    # A client must send its request headers, and then its body, within these many seconds (slow clients).
-    header_timeout_seconds: float = Field(default=5.0, ge=0.1, le=300)
-    body_timeout_seconds: float = Field(default=10.0, ge=0.1, le=300)
-    # The address users and vendors reach callbridge at, e.g. https://calls.example.com (for hook URLs).
-    public_url: str = ""
+    host: str = Field(default="127.0.0.1", description="listen address (`0.0.0.0` to listen everywhere)")
+    port: int = Field(default=8080, ge=0, le=65535, description="listen port")
+    workers: int = Field(default=2, ge=1, le=64, description="HTTP worker processes")
+    threads: int = Field(default=4, ge=1, le=256, description="request threads per worker")
+    trusted_proxies: int = Field(
+        default=0,
+        ge=0,
+        le=5,
+        description=(
+            "how many reverse proxies' `X-Forwarded-For` to trust (for the allow-list, and the widget's "
+            "limits per address and network)"
+        ),
+    )
+    header_timeout_seconds: float = Field(
+        default=5.0,
+        ge=0.1,
+        le=300,
+        description=(
+            "a client must send a request's headers within this time, or the connection is closed; an "
+            "idle keep-alive connection is closed after it too"
+        ),
+    )
+    body_timeout_seconds: float = Field(
+        default=10.0,
+        ge=0.1,
+        le=300,
+        description=(
+            "a client must send the body within this time after the headers, or gets 408 and a closed "
+            "connection; a request holds a worker thread only once its body is in"
+        ),
+    )
+    public_url: str = Field(
+        default="",
+        description=(
+            "the address users and vendors reach callbridge at, e.g. `https://calls.example.com`: the "
+            "addresses given to CRMs (their hooks, click-to-call and signed recording links) are built "
+            "from it"
+        ),
+    )
 
 
 class WsSettings(_Section):
     """The WebSocket hub for live popups (runs in the `callbridge run` parent process)."""
 
-    enabled: bool = True
-    # Listen address; empty = the same as http.host.
-    host: str = ""
-    port: int = Field(default=8081, ge=0, le=65535)
-    # The address browsers connect to, e.g. wss://calls.example.com/ws behind a reverse proxy;
-    # empty = ws://<the operator page's host>:<port>/ws.
-    public_url: str = ""
-    # An application heartbeat frame every this many seconds (browsers cannot see protocol pings).
-    heartbeat_seconds: float = Field(default=25.0, gt=0, le=3600)
-    # A client that reconnects with its last event id gets what it missed within this window.
-    resume_seconds: float = Field(default=300.0, ge=0, le=3600)
-    # Lifetime of the tokens the operator page gets after login.
-    token_ttl_seconds: int = Field(default=12 * 3600, ge=60, le=90 * 86400)
-    max_clients: int = Field(default=10_000, ge=1, le=1_000_000)
+    enabled: bool = Field(
+        default=True, description="run the WebSocket hub for live popups ([realtime.md](realtime.md))"
+    )
+    host: str = Field(default="", description="the hub's listen address; empty = `http.host`")
+    port: int = Field(
+        default=8081,
+        ge=0,
+        le=65535,
+        description="the hub's port: clients connect to `ws://HOST:PORT/ws?token=...`",
+    )
+    public_url: str = Field(
+        default="",
+        description=(
+            "where browsers reach the hub behind a proxy, e.g. `wss://calls.example.com/ws`; empty = the "
+            "operator page's host and `ws.port`"
+        ),
+    )
+    heartbeat_seconds: float = Field(
+        default=25.0, gt=0, le=3600, description="a `heartbeat` frame to every client this often"
+    )
+    resume_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        le=3600,
+        description="a client that reconnects with its last event id gets what it missed within this window",
+    )
+    token_ttl_seconds: int = Field(
+        default=12 * 3600,
+        ge=60,
+        le=90 * 86400,
+        description="lifetime of the tokens the operator page gets after login",
+    )
+    max_clients: int = Field(
+        default=10_000, ge=1, le=1_000_000, description="more connections are refused with 503"
+    )
 
 
 class SecuritySettings(_Section):
-    # Signs WebSocket/operator tokens. Empty: a random key is generated once and kept in the store,
-    # so every process and instance sharing the database uses the same one.
-    secret_key: SecretStr = SecretStr("")
+    secret_key: SecretStr = Field(
+        default=SecretStr(""),
+        description=(
+            "signs popup/operator tokens; empty = a random key generated once and kept in the database "
+            "(shared by every process and instance); changing it revokes every token; never logged"
+        ),
+    )
 
 
 class RedisSettings(_Section):
-    # redis://[:password@]host:6379/0. Set it when several instances share a PostgreSQL database, so
-    # every instance's WebSocket hub gets every call event.
-    url: str = ""
-    channel: str = Field(default="callbridge:realtime", min_length=1, max_length=200)
+    url: str = Field(
+        default="",
+        description=(
+            "`redis://[:password@]host:6379/0`: set it when several instances share a PostgreSQL "
+            "database, so that every instance's hub gets every call event"
+        ),
+    )
+    channel: str = Field(
+        default="callbridge:realtime",
+        min_length=1,
+        max_length=200,
+        description="the pub/sub channel (one per installation sharing a Redis)",
+    )
 
     @field_validator("url")
     @classmethod
@@ -108,74 +216,198 @@ class RedisSettings(_Section):
 class LookupSettings(_Section):
     """Caller cards: every connector that can look a number up is asked in parallel."""
 
-    # How long a ringing popup waits for the card; a card that comes later follows as `call.card`.
-    deadline_ms: int = Field(default=700, ge=0, le=30_000)
-    # Give up on a connector that has not answered after this long.
-    timeout_seconds: float = Field(default=10.0, gt=0, le=120)
-    # How long found cards, and numbers nobody knows, are remembered.
-    cache_seconds: float = Field(default=300.0, ge=0, le=7 * 86400)
-    miss_cache_seconds: float = Field(default=60.0, ge=0, le=7 * 86400)
+    deadline_ms: int = Field(
+        default=700,
+        ge=0,
+        le=30_000,
+        description=(
+            "how long a ringing popup waits for the caller card; a later card follows as `call.card`; `0`"
+            " = never wait"
+        ),
+    )
+    timeout_seconds: float = Field(
+        default=10.0, gt=0, le=120, description="give up on a connector's lookup after this long"
+    )
+    cache_seconds: float = Field(
+        default=300.0, ge=0, le=7 * 86400, description="how long a found caller card is reused"
+    )
+    miss_cache_seconds: float = Field(
+        default=60.0, ge=0, le=7 * 86400, description='how long "nobody knows this number" is remembered'
+    )
 
 
 class RecordingsSettings(_Section):
     """Recordings served by callbridge: the panel's player and the signed links CRMs keep."""
 
-    # Where fetched recordings are kept (Mango's links work once); empty = `recordings-cache` next to the
-    # SQLite database, or `var/recordings-cache` with PostgreSQL.
-    cache_dir: str = ""
-    # The cache's size; the least recently played files are removed beyond it.
-    cache_max_mb: int = Field(default=512, ge=1, le=1_000_000)
-    # How long a link attached to a CRM call works (CRMs keep the link).
-    link_ttl_days: int = Field(default=90, ge=1, le=3650)
+    cache_dir: str = Field(
+        default="",
+        description=(
+            "where recordings fetched from Mango are kept; Mango's download link works once, so the "
+            "panel's player and CRM links seek in the cached copy. Holds audio only (named by a hash of "
+            "the id); who may hear it is checked on every request. Empty = `recordings-cache` next to the"
+            " SQLite database, or `var/recordings-cache` with PostgreSQL"
+        ),
+    )
+    cache_max_mb: int = Field(
+        default=512,
+        ge=1,
+        le=1_000_000,
+        description=(
+            "the cache's size; the least recently played files are removed beyond it (a single larger "
+            "recording is refused with 502)"
+        ),
+    )
+    link_ttl_days: int = Field(
+        default=90,
+        ge=1,
+        le=3650,
+        description=(
+            "how long the signed recording links attached to CRM calls "
+            "(`<http.public_url>/recordings/<id>?t=...`) work; they are signed with "
+            '`security.secret_key`, so changing the secret revokes them. "Recordings may be linked" off '
+            "in the panel refuses them all"
+        ),
+    )
 
 
 class DatabaseSettings(_Section):
-    url: str = "sqlite:///var/callbridge.db"
-    # Each process re-reads the settings saved in the panel at most this often (they apply within it).
-    saved_settings_refresh_seconds: float = Field(default=2.0, ge=0.05, le=300)
+    url: str = Field(
+        default="sqlite:///var/callbridge.db",
+        description=(
+            "SQLite file (relative to the working directory) or `postgresql+psycopg://user:pass@host/db`"
+        ),
+    )
+    saved_settings_refresh_seconds: float = Field(
+        default=2.0,
+        ge=0.05,
+        le=300,
+        description=(
+            "each process re-reads the settings saved in the panel at most this often: a change applies "
+            "everywhere within it (0.05-300)"
+        ),
+    )
 
 
 class ApiSettings(_Section):
-    token: SecretStr = SecretStr("")
+    token: SecretStr = Field(
+        default=SecretStr(""),
+        description="bearer token for `/api/calls`; the read API answers 503 until it is set",
+    )
 
 
 class TrackerSettings(_Section):
-    # Close a call from its legs when every leg is disconnected and no summary came for this long.
-    close_after_seconds: float = Field(default=120.0, gt=0)
-    # Close a call as ended, incomplete, when no event came for this long (its final events never came).
-    max_call_seconds: float = Field(default=14400.0, gt=0)
+    close_after_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description=(
+            "close a call from its legs when every leg has ended and Mango's summary has not come for "
+            "this long"
+        ),
+    )
+    max_call_seconds: float = Field(
+        default=14400.0,
+        gt=0,
+        description=(
+            "a call with no event for this long (callbridge's clock) is closed as ended, incomplete: its "
+            "final events are not coming. It shows `incomplete: true` in `/api/calls` and `call.ended` "
+            "goes out once with `extra.incomplete = true`; final events that come later still complete "
+            "it, without a second `call.ended` ([tracker.md](tracker.md#closing))"
+        ),
+    )
 
 
 class DispatcherSettings(_Section):
-    max_attempts: int = Field(default=12, ge=1, le=100)
-    base_delay_seconds: float = Field(default=10.0, gt=0)
-    max_delay_seconds: float = Field(default=1200.0, gt=0)
-    # How long a claimed row is held for one delivery attempt; longer than a connector's HTTP timeouts.
-    claim_seconds: float = Field(default=60.0, ge=5, le=3600)
-    enabled: bool = True
+    max_attempts: int = Field(
+        default=12, ge=1, le=100, description="delivery attempts before a row is parked as dead"
+    )
+    base_delay_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description=(
+            "first retry delay (doubles each attempt, with full jitter; about 50 minutes on average "
+            "before a row is dead)"
+        ),
+    )
+    max_delay_seconds: float = Field(default=1200.0, gt=0, description="longest retry delay")
+    claim_seconds: float = Field(
+        default=60.0,
+        ge=5,
+        le=3600,
+        description=(
+            "how long a dispatcher holds a row it is delivering; keep it above every connector's HTTP "
+            "timeout. When a process is killed mid-delivery, its rows go out again after this long on "
+            "PostgreSQL (on SQLite, where one process delivers, as soon as callbridge starts again); 5 to"
+            " 3600"
+        ),
+    )
+    enabled: bool = Field(default=True, description="run the delivery worker in this instance")
 
 
 class PhoneSettings(_Section):
-    # Region assumed for numbers written without a country code (ISO 3166 code, e.g. RU, KZ, BY).
-    default_region: str = Field(default="RU", min_length=2, max_length=2)
+    default_region: str = Field(
+        default="RU",
+        min_length=2,
+        max_length=2,
+        description=(
+            "region assumed for numbers written without a country code (ISO 3166 code, e.g. RU, KZ, BY)"
+        ),
+    )
 
 
 class HistorySettings(_Section):
-    # A running history import with no heartbeat for this long (its process stopped) is marked failed.
-    stale_seconds: float = Field(default=60.0, ge=10, le=3600)
+    stale_seconds: float = Field(
+        default=60.0,
+        ge=10,
+        le=3600,
+        description=(
+            "a running history import that has not refreshed its heartbeat (every 5 s, or a quarter of "
+            "this time if shorter) for this long is marked failed, because the callbridge process running"
+            " it stopped; 10 to 3600 ([admin.md](admin.md#history-import))"
+        ),
+    )
 
 
 class LoginSettings(_Section):
     """Password logins to the panel and the operator page: failed attempts allowed per window."""
 
-    window_seconds: float = Field(default=300.0, ge=1, le=86400)
-    per_user_address: int = Field(default=5, ge=1, le=1000)  # one user name from one address
-    per_user: int = Field(default=20, ge=1, le=10_000)  # one user name from anywhere
-    per_address: int = Field(default=50, ge=1, le=100_000)  # every user name from one address
+    window_seconds: float = Field(
+        default=300.0,
+        ge=1,
+        le=86400,
+        description=(
+            "failed password logins to the panel and the operator page are counted over this window, from"
+            " the first failure; 1 to 86400 ([admin.md](admin.md#sessions-and-login-limits))"
+        ),
+    )
+    per_user_address: int = Field(
+        default=5,
+        ge=1,
+        le=1000,
+        description=(
+            "failed logins allowed per window for one user name from one address; then even the right "
+            "password waits (429)"
+        ),
+    )
+    per_user: int = Field(
+        default=20,
+        ge=1,
+        le=10_000,
+        description="failed logins allowed per window for one user name from any address",
+    )
+    per_address: int = Field(
+        default=50,
+        ge=1,
+        le=100_000,
+        description=(
+            "failed logins allowed per window from one address for all user names together; keep it well "
+            "above `login.per_user_address` so colleagues behind one NAT still log in while one name is "
+            "locked"
+        ),
+    )
 
 
 class LogSettings(_Section):
-    level: str = "INFO"
+    level: str = Field(default="INFO", description="`DEBUG`, `INFO`, `WARNING`, `ERROR`")
 
 
 class Settings(_Section):
