@@ -4,7 +4,9 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-stamp
+# `make run` installs what running needs; `make test` adds the test tools.
+RUN_STAMP  := $(VENV)/.run-stamp
+TEST_STAMP := $(VENV)/.test-stamp
 # Test processes in parallel (pytest-xdist). Each test has its own databases, ports and daemon; a module's
 # tests stay in one process, in order (--dist loadscope), as they share module fixtures. More workers than
 # the machine's cores only adds contention. `make test TEST_WORKERS=0`: serial.
@@ -12,24 +14,33 @@ TEST_WORKERS ?= 2
 
 .PHONY: run test test-fast lint bench clean chromium
 
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "callbridge needs Python 3.11 or newer")'
+	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { \
+		echo "Python's venv module is missing. Install it, then run make again:"; \
+		echo "    sudo apt install python3-venv      (Debian, Ubuntu)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
-	@touch $(STAMP)
 
-run: $(STAMP)
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	@touch $@
+
+$(TEST_STAMP): pyproject.toml $(RUN_STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $@
+
+run: $(RUN_STAMP)
 	$(BIN)/callbridge run
 
-test: $(STAMP) chromium
+test: $(TEST_STAMP) chromium
 	$(BIN)/ruff check bridge connectors widget admin_module tests bench
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope --durations=25
 
 # For development: everything but the tests that start `callbridge run` (marked `daemon`).
 # CI runs `make test`, which runs them all.
-test-fast: $(STAMP)
+test-fast: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope -m "not daemon" -p no:cacheprovider
 
 # Browser tests drive Debian's Chromium (never a downloaded browser). Installed here when missing and we
@@ -39,12 +50,12 @@ chromium:
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 		echo "could not install chromium; browser tests will skip"
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check bridge connectors widget admin_module tests bench
 	$(BIN)/ruff format --check bridge connectors widget admin_module tests bench
 	$(BIN)/lint-imports --no-cache
 
-bench: $(STAMP)
+bench: $(TEST_STAMP)
 	$(BIN)/python bench/ingest.py
 
 clean:
