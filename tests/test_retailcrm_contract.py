@@ -242,3 +242,20 @@ def test_no_request_above_the_limit(fake: FakeRetailCrm) -> None:
         for event in missed_call(f"L{i}", f"790355500{i:02d}"):
             crm.handle(event, refs)
     assert fake.violations == 0 and fake.max_in_window() <= 10
+
+
+def test_a_registration_that_failed_on_start_is_retried_by_the_deliveries(fake: FakeRetailCrm) -> None:
+    crm = RetailCrmConnector({"url": fake.url, "api_key": KEY, "users": USERS})
+    fake.fail_next(503, times=1)  # retailCRM is down when callbridge starts
+    crm.bind(context(MemoryState(), public_url=PUBLIC))
+    assert fake.wait_for(lambda: len(fake.requests) == 1)
+    assert fake.wait_for(lambda: not crm._register_lock.locked())
+    event = missed_call("RR1", "79161234567")[0]
+    crm.handle(event, MemoryRefs())  # within the minute: not tried again
+    assert fake.modules == []
+    crm._register_tried -= 61  # a minute later
+    crm.handle(event, MemoryRefs())
+    assert len(fake.modules) == 1
+    crm._register_tried -= 61
+    crm.handle(event, MemoryRefs())  # registered: never again
+    assert len(fake.modules) == 1

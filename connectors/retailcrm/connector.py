@@ -51,6 +51,8 @@ from connectors.retailcrm.mapping import ImportedMap, match
 
 log = logging.getLogger("callbridge.connectors.retailcrm")
 
+REGISTER_RETRY_SECONDS = 60.0
+
 
 class RetailCrmConnector(Connector):
     """retailCRM over API v5 (see the module docstring and docs/connectors/retailcrm.md)."""
@@ -117,6 +119,8 @@ class RetailCrmConnector(Connector):
         self._cache: dict[str, tuple[float, Caller]] = {}
         self._cache_lock = threading.Lock()
         self._register_lock = threading.Lock()
+        self._registered = False
+        self._register_tried = monotonic()  # the start's attempt (from `bind`) counts as the first
 
     def __repr__(self) -> str:
         return f"RetailCrmConnector(account={self.settings.host!r}, code={self.settings.code!r})"
@@ -138,6 +142,7 @@ class RetailCrmConnector(Connector):
     def handle(self, event: CallEvent, refs: RefStore) -> None:
         if not self.wants(event):
             return
+        self._retry_registration()
         phone = self.phone(event.customer_number)
         if phone is None:
             log.info("retailcrm: no dialable customer number entry_id=%s type=%s", event.entry_id, event.type)
@@ -407,10 +412,22 @@ class RetailCrmConnector(Connector):
         return True
 
     def _register_quietly(self) -> None:
+        self._register_tried = self._monotonic()
         try:
             self.register()
         except (DeliveryError, RuntimeError) as exc:
             log.warning("retailcrm: could not register the integration module: %s", exc)
+        else:
+            self._registered = True
+
+    def _retry_registration(self) -> None:
+        """A registration that failed on start (retailCRM down, a key fixed since) is tried again by the
+        deliveries, at most once a minute, without holding them up for long."""
+        if self._registered or not self._register_on_bind or self.context is None:
+            return
+        if self._monotonic() - self._register_tried < REGISTER_RETRY_SECONDS:
+            return
+        self._register_quietly()
 
     def users(self) -> list[dict[str, Any]]:
         """Every retailCRM user (``GET /users``, 100 a page)."""
