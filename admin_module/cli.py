@@ -10,7 +10,16 @@ import click
 
 from admin_module import sessions
 from admin_module.roles import ROLES
-from admin_module.users import LANGS, UserError, create_user, list_users, set_disabled, set_password
+from admin_module.users import (
+    LANGS,
+    UserError,
+    create_user,
+    delete_user,
+    list_users,
+    reset_password,
+    set_disabled,
+    set_password,
+)
 
 
 @click.group("admin")
@@ -100,6 +109,33 @@ def enable_user_command(obj: Any, username: str) -> None:
     """Let a disabled user log in again."""
     _user_change(lambda: set_disabled(obj.engine, username, False))
     click.echo(f"enabled {username!r}")
+
+
+@admin.command("reset-password")
+@click.option("--username", required=True, help="The user's login name.")
+@click.pass_obj
+def reset_password_command(obj: Any, username: str) -> None:
+    """Give a user a new random password, printed once (the last line); every session of theirs ends."""
+    try:
+        password, ended = reset_password(obj.engine, username)
+    except UserError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(
+        f"new password for {username!r} ({ended} session(s) ended); give it to them and let them change it:"
+    )
+    click.echo(password)
+
+
+@admin.command("delete-user")
+@click.option("--username", required=True, help="The user's login name.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_obj
+def delete_user_command(obj: Any, username: str, yes: bool) -> None:
+    """Delete a user and end their sessions (their calls stay; `disable-user` keeps the account)."""
+    if not yes:
+        click.confirm(f"Delete the panel user {username!r}?", abort=True)
+    ended = _user_change(lambda: delete_user(obj.engine, username))
+    click.echo(f"deleted {username!r}; {ended} session(s) ended")
 
 
 def _user_change(change: Callable[[], int]) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
+import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -168,8 +169,44 @@ def set_password(engine: Engine, username: str, password: str) -> int:
 
 
 def set_disabled(engine: Engine, username: str, disabled: bool) -> int:
-    """Disable (ending every session) or enable `username`. Returns how many sessions were ended."""
+    """Disable (ending every session) or enable `username`. Returns how many sessions were ended.
+
+    The last enabled admin cannot be disabled: nobody could manage the panel any more."""
+    if disabled:
+        with engine.begin() as conn:
+            _keep_an_admin(conn, _require(conn, username), "disable")
     return _change_user(engine, username, end_sessions_too=disabled, disabled=disabled)
+
+
+def reset_password(engine: Engine, username: str) -> tuple[str, int]:
+    """A new random password for `username` (returned once, never stored in clear) and the sessions ended."""
+    password = secrets.token_urlsafe(12)
+    return password, set_password(engine, username, password)
+
+
+def delete_user(engine: Engine, username: str) -> int:
+    """Delete `username` and their sessions; returns the sessions ended. Calls keep their employees' names
+    (they are kept by extension, not by panel user). The last enabled admin cannot be deleted."""
+    if not valid_username(username):
+        raise UserError(f"no user {username!r}")
+    with engine.begin() as conn:
+        user_id = _require(conn, username)
+        _keep_an_admin(conn, user_id, "delete")
+        ended = end_sessions(conn, user_id)
+        conn.execute(delete(admin_users).where(admin_users.c.id == user_id))
+    return ended
+
+
+def _keep_an_admin(conn: Connection, user_id: int, action: str) -> None:
+    """`UserError` when `user_id` is the only enabled admin."""
+    others = conn.execute(
+        select(admin_users.c.id).where(
+            admin_users.c.role == "admin", admin_users.c.disabled.is_(False), admin_users.c.id != user_id
+        )
+    ).first()
+    role = conn.execute(select(admin_users.c.role).where(admin_users.c.id == user_id)).scalar()
+    if role == "admin" and others is None:
+        raise UserError(f"cannot {action} the last enabled admin: create or enable another admin first")
 
 
 def _change_user(engine: Engine, username: str, *, end_sessions_too: bool, **values: Any) -> int:

@@ -167,3 +167,43 @@ def test_operator_page_password_logins_end_with_the_users_sessions(daemon: Daemo
         f"{daemon.url}/operator/login", data={"username": "anna", "password": PASSWORD}, timeout=10
     )
     assert refused.status_code == 401 and "Wrong user name or password." in refused.text
+
+
+def _refused(daemon: Daemon, *args: str) -> str:
+    """The error of an `callbridge admin ...` command that must fail."""
+    done = subprocess.run(
+        [CALLBRIDGE, "admin", *args],
+        env=daemon.env,
+        cwd=daemon.workdir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1, done.stdout
+    return done.stderr
+
+
+def test_reset_password_and_delete_user_end_the_sessions_and_the_last_admin_stays(daemon: Daemon) -> None:
+    http = panel_session(daemon.url, "anna")
+    out = admin_command(daemon, "reset-password", "--username", "anna")
+    new_password = out.strip().splitlines()[-1]
+    assert "1 session(s) ended" in out and len(new_password) >= 16
+    assert not logged_in(daemon, http)
+    assert login_status(daemon, "anna", PASSWORD) == 401
+    http = panel_session(daemon.url, "anna", new_password)
+    assert logged_in(daemon, http)
+
+    for command in ("delete-user", "disable-user"):  # boss is the only admin
+        error = _refused(
+            daemon, command, "--username", "boss", *(["--yes"] if command == "delete-user" else [])
+        )
+        assert f"cannot {command.split('-')[0]} the last enabled admin" in error
+    assert logged_in(daemon, panel_session(daemon.url, "boss"))
+
+    assert "deleted 'anna'; 1 session(s) ended" in admin_command(
+        daemon, "delete-user", "--username", "anna", "--yes"
+    )
+    assert not logged_in(daemon, http)
+    assert login_status(daemon, "anna", new_password) == 401
+    assert "anna" not in admin_command(daemon, "list-users")
+    assert "no user 'anna'" in _refused(daemon, "reset-password", "--username", "anna")
