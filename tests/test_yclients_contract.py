@@ -21,6 +21,7 @@ from bridge.connector_api.testing import (
     capture_logs,
     context,
 )
+from bridge.pbx.port import PbxUser  # what the core's PbxUsers fetcher gives
 from connectors.yclients import YClientsConnector
 from connectors.yclients.client import YClientsRateLimited
 from tests.fakes.yclients import VOIP, FakeYClients
@@ -381,3 +382,38 @@ def test_a_lost_answer_without_a_way_to_check_is_sent_again_with_a_warning(fake:
     assert len(fake.rows("T2")) == 2  # at least once: YClients' own dedup by call_id is undocumented
     assert any("no user token to check" in line for line in lines)
     assert fake.recorded("/api/v1/voip/integration/calls", outcome=None) == []
+
+
+# ---------------------------------------------------------------------------------------------- staff import
+
+
+def test_staff_are_imported_by_name_and_the_settings_table_wins(fake: FakeYClients) -> None:
+    fake.staff = [
+        {"id": 12, "name": "Мария Иванова", "specialization": "стилист", "fired": False},
+        {"id": 14, "name": "Ольга Петрова", "fired": False},
+        {"id": 15, "name": "Анна Смирнова", "fired": False},
+        {"id": 16, "name": "анна смирнова", "fired": False},  # two staff, one name: left out
+        {"id": 17, "name": "Пётр Уволенный", "fired": True},
+    ]
+    people = [
+        PbxUser(extension="201", name="Иванова Мария"),
+        PbxUser(extension="203", name="ОЛЬГА ПЕТРОВА"),
+        PbxUser(extension="204", name="Анна Смирнова"),
+        PbxUser(extension="205", name="Петр Уволенный"),
+        PbxUser(extension="206", name=None),
+    ]
+    state = MemoryState()
+    yc = connector(fake, state, staff={"202": "14"})
+    asked: list[bool] = []
+    result = yc.import_employees(lambda: asked.append(True) or people)
+    assert asked == [True]
+    assert result.mapped == {"201": "12", "203": "14"}
+    assert (result.unmatched, result.ambiguous, result.no_name) == (["205"], ["Анна Смирнова"], ["206"])
+    assert "2 extension(s) matched to YClients staff by name" in result.report()
+    assert fake.recorded("/api/v1/staff/12345")[0].query == {}
+    # The settings' 202 -> 14 stays; imported 201 and 203 join it; the reverse lookup prefers the settings.
+    assert yc.mapped_users() == {"201": "12", "203": "14", "202": "14"}
+    assert yc.employees.extension_for("14") == "202"
+    assert "3 extension(s) mapped to YClients staff (1 in the settings, 2 imported by name)" in yc.check()
+    # Another process sharing the state sees the imported map.
+    assert connector(fake, state).employees.extension_for("12") == "201"

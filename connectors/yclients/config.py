@@ -104,11 +104,6 @@ class YClientsConfig(BaseModel):
     def host(self) -> str:
         return urlsplit(self.api_url).hostname or ""
 
-    def extension_of(self, staff_id: Any) -> str | None:
-        """The Mango extension mapped to a YClients staff id (the first, when several are)."""
-        wanted = str(staff_id)
-        return next((ext for ext, sid in self.staff.items() if sid == wanted), None)
-
 
 SETTINGS_TITLES: dict[str, Title] = {
     "api_url": Title("API address", "Адрес API"),

@@ -17,7 +17,7 @@ What happens (docs/connectors/yclients.md has the whole picture):
 
 With a user token the connector also answers caller cards: the client found by a quick search on the
 number, their last and next visits, and their usual staff (as the extension it is mapped to) and branch,
-which `responsible_for` gives the routing.
+which `responsible_for` gives the routing. `import_employees` maps extensions to staff by name.
 """
 
 from __future__ import annotations
@@ -43,13 +43,15 @@ from bridge.connector_api import (
     DeliveryError,
     Employee,
     Manifest,
+    PbxUsers,
     RateLimit,
     RefStore,
     Title,
 )
+from bridge.connector_api.employees import EmployeeMapping, EmployeeResolver
 from bridge.connector_api.events import CALL_ENDED, CALL_RINGING
 from bridge.connector_api.phones import InvalidPhoneNumber, mango_digits, to_e164
-from connectors.yclients import telephony, visits
+from connectors.yclients import staff, telephony, visits
 from connectors.yclients.client import (
     YClientsAuthError,
     YClientsClient,
@@ -75,7 +77,13 @@ class YClientsConnector(Connector):
         title=Title(en="YClients", ru="YCLIENTS"),
         docs="docs/connectors/yclients.md",
         capabilities=frozenset(
-            {Capability.POPUPS, Capability.CALL_LOG, Capability.LOOKUP, Capability.RESPONSIBLE}
+            {
+                Capability.POPUPS,
+                Capability.CALL_LOG,
+                Capability.LOOKUP,
+                Capability.RESPONSIBLE,
+                Capability.EMPLOYEE_IMPORT,
+            }
         ),
         requirements=(
             "a YClients partner token",
@@ -119,6 +127,8 @@ class YClientsConnector(Connector):
         self._monotonic = monotonic
         self._enabled_here = False
         self._setup_lock = threading.Lock()
+        # The staff table of the settings, then the map `import_employees` stored (the kit's resolver).
+        self.employees = EmployeeResolver(EmployeeMapping(users=dict(config.staff)), None)
         self._cache: dict[str, tuple[float, CallerCard | None]] = {}
         self._cache_lock = threading.Lock()
 
@@ -128,6 +138,7 @@ class YClientsConnector(Connector):
     def bind(self, context: ConnectorContext) -> None:
         super().bind(context)
         self._enabled_here = False
+        self.employees = EmployeeResolver(EmployeeMapping(users=dict(self.settings.staff)), context.state)
 
     def wants(self, event: CallEvent) -> bool:
         """Popups for incoming calls only; a history row for every call of a known direction."""
@@ -332,7 +343,7 @@ class YClientsConnector(Connector):
         }
         records = self.client.get(f"/api/v1/records/{company}", params, user=True, max_wait=wait)
         habits = visits.habits(records, now)
-        extension = self.settings.extension_of(habits.usual_staff_id) if habits.usual_staff_id else None
+        extension = self.employees.extension_for(habits.usual_staff_id) if habits.usual_staff_id else None
         responsible = None
         if habits.usual_staff_id:
             responsible = Employee(
@@ -351,7 +362,20 @@ class YClientsConnector(Connector):
         return card.responsible if card is not None else None
 
     def mapped_users(self) -> dict[str, str]:
-        return dict(self.settings.staff)
+        return self.employees.mapped()
+
+    def staff(self) -> list[dict[str, Any]]:
+        """The branch's staff (``GET /api/v1/staff/{company_id}``; the partner token suffices)."""
+        data = self.client.get(staff.STAFF_PATH.format(company_id=self.settings.company_id))
+        return [item for item in data if isinstance(item, dict)] if isinstance(data, list) else []
+
+    def import_employees(self, pbx_users: PbxUsers, *, save: bool = True) -> staff.StaffSuggestion:
+        """Match Mango's employees to the branch's staff by name and store the map (see staff.py); the
+        ``[connectors.yclients.staff]`` table still wins for the extensions it names."""
+        suggestion = staff.suggest(self.staff(), pbx_users())
+        if save:
+            self.employees.save_imported(suggestion.mapped)
+        return suggestion
 
     # ------------------------------------------------------------------------------------ check
 
@@ -372,10 +396,11 @@ class YClientsConnector(Connector):
                 parts.append("No user_token: no caller cards and no usual staff for routing.")
         except DeliveryError as exc:
             raise type(exc)(self._explain(exc)) from None
-        parts.append(
-            f"{len(self.settings.staff)} extension(s) mapped to YClients staff. Set who sees popups in "
-            "YClients: Settings -> Telephony -> routing."
-        )
+        imported = self.employees.imported() if self.context is not None else {}
+        mapped = f"{len(self.employees.mapped())} extension(s) mapped to YClients staff"
+        if imported:
+            mapped += f" ({len(self.settings.staff)} in the settings, {len(imported)} imported by name)"
+        parts.append(f"{mapped}. Set who sees popups in YClients: Settings -> Telephony -> routing.")
         if self.context is None or not self.context.public_url:
             parts.append("No http.public_url: history rows carry no recording link.")
         return " ".join(parts)

@@ -6,10 +6,11 @@ had to choose; docs/connectors/yclients.md lists the same gaps):
 
 * paths: ``POST /api/v1/voip/integration`` (``setup`` / ``event`` / ``history``), ``GET
   /api/v1/voip/integration/calls``, ``POST /api/v1/company/{id}/clients/search``, ``GET
-  /api/v1/records/{id}``; anything else is 404;
+  /api/v1/records/{id}``, ``GET /api/v1/staff/{id}``; anything else is 404;
 * ``Accept: application/vnd.yclients.v2+json`` required (406 otherwise) [fake: strictness];
 * auth: ``Authorization: Bearer <partner token>`` on everything (401 otherwise), ``, User <user token>``
-  on the client search, the records and the call list (401 without it) [fake: which status];
+  on the client search, the records and the call list (401 without it) [fake: which status]; the staff
+  list needs the partner token only (a third-party SDK says so);
 * the telephony endpoint: the body's ``crm_token`` must be the network's (403 otherwise) [fake: status and
   words], fields and values checked, unknown fields refused (422 with ``meta.errors``) [fake: strictness];
   ``202 {"success": true, "data": null, "meta": {"message": "Accepted"}}`` when taken; ``event`` and
@@ -40,6 +41,7 @@ VOIP = "/api/v1/voip/integration"
 CALLS = "/api/v1/voip/integration/calls"
 SEARCH = re.compile(r"^/api/v1/company/(\d+)/clients/search$")
 RECORDS = re.compile(r"^/api/v1/records/(\d+)$")
+STAFF = re.compile(r"^/api/v1/staff/(\d+)$")
 TYPES = {"incoming", "outgoing", "internal"}
 HISTORY_FIELDS = {"command", "type", "crm_token", "phone", "diversion", "user", "duration", "link", "call_id"}
 HISTORY_FIELDS |= {"status", "date"}
@@ -90,6 +92,7 @@ class FakeYClients(FakeServer):
     )  # every row taken (two for one call_id = a bug)
     clients: dict[int, dict[str, Any]] = field(default_factory=dict)
     records: list[dict[str, Any]] = field(default_factory=list)
+    staff: list[dict[str, Any]] = field(default_factory=list)  # the branch's staff list
     violations: int = 0
     scripted_429: int = 0
     ignored: int = 0
@@ -249,7 +252,7 @@ class FakeYClients(FakeServer):
         if partner != self.partner_token:
             seen.outcome = "unauthorized"
             return refusal(401, "Authentication needed")
-        needs_user = request.method == "GET" or SEARCH.match(path) is not None
+        needs_user = (request.method == "GET" and not STAFF.match(path)) or SEARCH.match(path) is not None
         if needs_user and (self.user_token is None or user != self.user_token):
             seen.outcome = "unauthorized"
             return refusal(401, "User authorization required")
@@ -263,6 +266,11 @@ class FakeYClients(FakeServer):
         found = RECORDS.match(path)
         if request.method == "GET" and found:
             return self._records(int(found.group(1)), query, seen)
+        found = STAFF.match(path)
+        if request.method == "GET" and found:
+            seen.outcome = "ok"
+            listed = self.staff if int(found.group(1)) == self.company_id else []
+            return Reply(200, envelope(listed, count=len(listed)))
         seen.outcome = "not_found"
         return refusal(404, "Not found")
 
