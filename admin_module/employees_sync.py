@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from sqlalchemy import Engine
 
+from bridge.employees import EmployeeImport
 from bridge.employees import import_employees as import_from_mango
 from bridge.pbx.port import PbxCommands
 
 
-def import_employees(engine: Engine, client: PbxCommands) -> int:
-    """Import Mango's employees into the core's `employees` table; returns how many were written."""
-    return import_from_mango(engine, client).total
+def import_employees(engine: Engine, client: PbxCommands) -> EmployeeImport:
+    """Import Mango's employees into the core's `employees` table; returns what changed."""
+    return import_from_mango(engine, client)

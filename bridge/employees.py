@@ -27,10 +27,12 @@ __all__ = ["EmployeeImport", "employees_cli", "import_employees", "mango_client_
 
 @dataclass(frozen=True)
 class EmployeeImport:
-    """What an import did: extensions added and updated, users skipped, rows Mango no longer lists."""
+    """What an import did: extensions added and changed, those already up to date, users skipped, and rows
+    Mango no longer lists."""
 
     added: tuple[str, ...]
-    updated: tuple[str, ...]
+    updated: tuple[str, ...]  # a field changed
+    unchanged: int
     skipped: int  # Mango users without an extension
     stale: tuple[str, ...]
 
@@ -39,11 +41,13 @@ class EmployeeImport:
         return len(self.added) + len(self.updated)
 
     def words(self) -> str:
-        """A plain-words summary for a person."""
-        text = (
-            f"{self.total} employee(s) imported from Mango: "
-            f"{len(self.added)} new, {len(self.updated)} updated"
-        )
+        """A plain-words summary for a person: real changes only."""
+        if self.total:
+            text = f"{len(self.added)} new and {len(self.updated)} changed employee(s) imported from Mango"
+        else:
+            text = "nothing to import from Mango"
+        if self.unchanged:
+            text += f"; {self.unchanged} already up to date"
         if self.skipped:
             text += f"; {self.skipped} without an extension left out"
         if self.stale:
@@ -51,40 +55,50 @@ class EmployeeImport:
         return text + "."
 
 
+_FIELDS = ("name", "email", "department", "position", "mango_user_id", "numbers")
+
+
+def _values(user: PbxUser) -> dict[str, object]:
+    return {
+        "name": user.name,
+        "email": user.email,
+        "department": user.department,
+        "position": user.position,
+        "mango_user_id": user.user_id,
+        "numbers": json.dumps([n.number for n in user.numbers]),
+    }
+
+
 def store_employees(
     engine: Engine, users: Iterable[PbxUser], *, clock: Callable[[], float] = time.time
 ) -> EmployeeImport:
-    """Upsert every user that has an extension into `employees`, in one transaction."""
+    """Write every user that has an extension into `employees`, in one transaction: new ones added, changed
+    ones updated (with `updated_at`), the others left as they are."""
     users = list(users)
     with_extension = {u.extension: u for u in users if u.extension}
     now = clock()
     added: list[str] = []
     updated: list[str] = []
     with engine.begin() as conn:
+        current = {
+            row.extension: {field: getattr(row, field) for field in _FIELDS}
+            for row in conn.execute(select(employees.c.extension, *(employees.c[f] for f in _FIELDS)))
+        }
         for extension, user in sorted(with_extension.items()):
-            values = {
-                "name": user.name,
-                "email": user.email,
-                "department": user.department,
-                "position": user.position,
-                "mango_user_id": user.user_id,
-                "numbers": json.dumps([n.number for n in user.numbers]),
-                "updated_at": now,
-            }
-            done = conn.execute(
-                update(employees).where(employees.c.extension == extension).values(**values)
-            ).rowcount
-            if done:
-                updated.append(extension)
-            else:
-                conn.execute(insert(employees).values(extension=extension, **values))
+            values = _values(user)
+            if extension not in current:
+                conn.execute(insert(employees).values(extension=extension, updated_at=now, **values))
                 added.append(extension)
-        known = conn.execute(select(employees.c.extension)).scalars().all()
+            elif values != current[extension]:
+                stmt = update(employees).where(employees.c.extension == extension)
+                conn.execute(stmt.values(updated_at=now, **values))
+                updated.append(extension)
     return EmployeeImport(
         added=tuple(added),
         updated=tuple(updated),
+        unchanged=len(with_extension) - len(added) - len(updated),
         skipped=len(users) - sum(1 for u in users if u.extension),
-        stale=tuple(sorted(set(known) - set(with_extension))),
+        stale=tuple(sorted(set(current) - set(with_extension))),
     )
 
 

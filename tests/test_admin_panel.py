@@ -280,7 +280,9 @@ def test_employees_import_from_mango_and_map_to_panel_users(
         extensions = sorted(conn.execute(select(employees.c.extension)).scalars())
     assert extensions == ["101", "102", "103"]
     page = admin.get("/admin/employees")
-    assert "3 employees imported" in page.text
+    assert "Imported from Mango: 3 new, 0 changed, 0 already up to date." in page.text
+    admin.post("/admin/employees/import", data={"csrf_token": csrf_of(page.text)})  # again: nothing changed
+    assert "Imported from Mango: 0 new, 0 changed, 3 already up to date." in admin.get("/admin/employees").text
     with engine.connect() as conn:
         accountant_id = conn.execute(
             select(admin_users.c.id).where(admin_users.c.username == "accountant")

@@ -48,14 +48,21 @@ def test_import_adds_then_updates_and_reports_what_it_did(engine: Engine, mango:
         conn.execute(update(employees).where(employees.c.extension == "103").values(name="Old"))
     with MangoClient(KEY, SALT, mango.url) as client:
         second = import_employees(engine, client, clock=lambda: 2000.0)
-    assert second.added == () and second.updated == ("101", "102")
+    assert second.added == () and second.updated == ("101",) and second.unchanged == 1  # 102: as it was
     assert second.stale == (str(removed["telephony"]["extension"]),)
-    assert second.total == 2
+    assert second.total == 1
     stored = rows(engine)
     assert stored["101"]["name"] == "Renamed" and stored["101"]["updated_at"] == 2000.0
+    assert stored["102"]["updated_at"] == 1000.0  # nothing changed, nothing written
     assert stored["103"]["name"] == "Old"
-    assert "2 employee(s) imported from Mango: 0 new, 2 updated" in second.words()
+    assert "0 new and 1 changed employee(s) imported from Mango; 1 already up to date" in second.words()
     assert "no longer in Mango (kept): 103" in second.words()
+
+    with MangoClient(KEY, SALT, mango.url) as client:
+        third = import_employees(engine, client, clock=lambda: 3000.0)
+    assert (third.added, third.updated, third.unchanged) == ((), (), 2)
+    assert third.words().startswith("nothing to import from Mango; 2 already up to date")
+    assert {row["updated_at"] for row in rows(engine).values()} == {1000.0, 2000.0}
 
 
 def invoke(database_url: str, *args: str, **env: str) -> tuple[int, str]:
@@ -74,7 +81,7 @@ def test_cli_command_imports_into_the_store(engine: Engine, database_url: str, m
         CALLBRIDGE_MANGO_API_URL=mango.url,
     )
     assert code == 0, out
-    assert out.splitlines()[0] == "3 employee(s) imported from Mango: 3 new, 0 updated."
+    assert out.splitlines()[0] == "3 new and 0 changed employee(s) imported from Mango."
     assert "  + 101" in out and "  + 103" in out
     assert sorted(rows(engine)) == ["101", "102", "103"]
     assert SALT not in out

@@ -69,10 +69,13 @@ def register(bp: Blueprint, ctx: PageContext) -> None:
         try:
             client = ctx.mango_client()
             try:
-                n = import_employees(engine, client)
+                done = import_employees(engine, client)
             finally:
                 client.close()
-            flash(t("imported", n=n), "ok")
+            flash(
+                t("imported", added=len(done.added), changed=len(done.updated), unchanged=done.unchanged),
+                "ok",
+            )
         except (PbxError, ValueError) as exc:
             flash(t("import_failed", reason=str(exc)), "error")
         return redirect(url_for("admin.employees_page"))
