@@ -417,3 +417,21 @@ def test_staff_are_imported_by_name_and_the_settings_table_wins(fake: FakeYClien
     assert "3 extension(s) mapped to YClients staff (1 in the settings, 2 imported by name)" in yc.check()
     # Another process sharing the state sees the imported map.
     assert connector(fake, state).employees.extension_for("12") == "201"
+
+
+def test_records_with_only_a_staff_id_are_named_from_the_staff_list_once(fake: FakeYClients) -> None:
+    seed_client(fake)
+    for record in fake.records:
+        del record["staff"]  # records that name staff by id only
+    fake.staff = [{"id": 12, "name": "Мария"}, {"id": 14, "name": "Ольга"}]
+    yc = connector(fake, lookup_cache_seconds=0)
+    for _ in range(2):
+        card = yc.lookup("+79161234567")
+        assert card is not None and card.details["last_visit"] == "2026-11-25 18:30, Маникюр, Ольга"
+        assert card.responsible is not None and card.responsible.name == "Мария"
+    assert len(fake.recorded("/api/v1/staff/12345")) == 1  # the names are kept for an hour
+
+    fake.staff = []  # nobody to name them by: the card comes without the names, not without the visits
+    card = connector(fake).lookup("+79161234567")
+    assert card is not None and card.details["last_visit"] == "2026-11-25 18:30, Маникюр"
+    assert card.details["last_visit_staff"] is None and card.details["usual_staff_id"] == "12"

@@ -67,6 +67,7 @@ SETUP_KEY = "telephony"
 SENDING = "sending"
 SENT = "sent"
 CALLS_PATH = "/api/v1/voip/integration/calls"
+STAFF_NAMES_SECONDS = 3600.0
 
 
 class YClientsConnector(Connector):
@@ -130,6 +131,7 @@ class YClientsConnector(Connector):
         # The staff table of the settings, then the map `import_employees` stored (the kit's resolver).
         self.employees = EmployeeResolver(EmployeeMapping(users=dict(config.staff)), None)
         self._cache: dict[str, tuple[float, CallerCard | None]] = {}
+        self._names: tuple[float, dict[str, str]] | None = None
         self._cache_lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -343,6 +345,8 @@ class YClientsConnector(Connector):
         }
         records = self.client.get(f"/api/v1/records/{company}", params, user=True, max_wait=wait)
         habits = visits.habits(records, now)
+        if visits.unnamed_staff(habits):  # records that carry only staff_id: name them from the staff list
+            habits = visits.habits(records, now, self._staff_names(wait))
         extension = self.employees.extension_for(habits.usual_staff_id) if habits.usual_staff_id else None
         responsible = None
         if habits.usual_staff_id:
@@ -355,6 +359,30 @@ class YClientsConnector(Connector):
             responsible=responsible,
             details=visits.details(client, habits, extension),
         )
+
+    def _staff_names(self, max_wait: float) -> dict[str, str]:
+        """Staff id -> name from the staff list, kept for `STAFF_NAMES_SECONDS`; {} when it cannot be read
+        (a card is never refused for want of a name)."""
+        now = self._monotonic()
+        with self._cache_lock:
+            cached = self._names
+        if cached is not None and now - cached[0] < STAFF_NAMES_SECONDS:
+            return cached[1]
+        try:
+            path = staff.STAFF_PATH.format(company_id=self.settings.company_id)
+            data = self.client.get(path, max_wait=max_wait)
+        except DeliveryError as exc:
+            log.info("yclients: staff names unavailable for the card: %s", exc)
+            return {}
+        listed = data if isinstance(data, list) else []
+        names = {
+            str(m["id"]): str(m["name"])
+            for m in listed
+            if isinstance(m, dict) and m.get("id") and m.get("name")
+        }
+        with self._cache_lock:
+            self._names = (self._monotonic(), names)
+        return names
 
     def responsible_for(self, phone: str) -> Employee | None:
         """The client's usual staff member, as the extension they are mapped to (for routing)."""

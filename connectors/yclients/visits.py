@@ -12,6 +12,7 @@ number goes to the administrator they know" needs; staff are mapped to Mango ext
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -91,8 +92,9 @@ def _text(value: Any) -> str | None:
     return text[:120] or None
 
 
-def visit_of(record: Any) -> Visit | None:
-    """A `Visit` from a record; None for a deleted record or one without a date."""
+def visit_of(record: Any, names: Mapping[str, str] | None = None) -> Visit | None:
+    """A `Visit` from a record; None for a deleted record or one without a date. `names` (staff id ->
+    name, from the staff list) names the staff member when the record carries only ``staff_id``."""
     if not isinstance(record, dict) or record.get("deleted"):
         return None
     when = _when(record)
@@ -108,18 +110,18 @@ def visit_of(record: Any) -> Visit | None:
         at=when,
         service=", ".join(t for t in titles if t) or None,
         staff_id=str(staff_id) if staff_id not in (None, 0, "") else None,
-        staff_name=_text(staff.get("name")),
+        staff_name=_text(staff.get("name")) or (names or {}).get(str(staff_id)),
         branch_id=str(branch) if branch not in (None, 0, "") else None,
     )
 
 
-def habits(records: Any, now: datetime) -> Habits:
+def habits(records: Any, now: datetime, names: Mapping[str, str] | None = None) -> Habits:
     """The last and next visits and the usual staff and branch, from a client's records."""
     items = records if isinstance(records, list) else []
     past: list[Visit] = []
     ahead: list[Visit] = []
     for record in items:
-        visit = visit_of(record)
+        visit = visit_of(record, names)
         if visit is None:
             continue
         if visit.at >= now:
@@ -136,6 +138,14 @@ def habits(records: Any, now: datetime) -> Habits:
         usual_staff_id=staff_id,
         usual_staff_name=names.get(staff_id) if staff_id else None,
         usual_branch_id=_usual([v.branch_id for v in past]),
+    )
+
+
+def unnamed_staff(found: Habits) -> bool:
+    """Whether a visit or the usual staff member the card shows has a staff id but no name."""
+    visits = [v for v in (found.last, found.next) if v is not None]
+    return any(v.staff_id and not v.staff_name for v in visits) or bool(
+        found.usual_staff_id and not found.usual_staff_name
     )
 
 
