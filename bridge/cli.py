@@ -14,6 +14,7 @@ from bridge.connectors_cli import connectors
 from bridge.employees import employees_cli
 from bridge.events_cli import events
 from bridge.history.cli import import_history
+from bridge.init_cli import init
 from bridge.logging_setup import setup_logging
 from bridge.outbox.cli import deliveries
 from bridge.pbx.mango.simulator.cli import simulate
@@ -171,6 +172,7 @@ def token(obj: AppContext, extension: str | None, supervisor: bool, ttl: str) ->
 
 
 cli.add_command(check)
+cli.add_command(init)
 cli.add_command(deliveries)
 cli.add_command(simulate)
 cli.add_command(connectors)
