@@ -346,9 +346,12 @@ def test_unknown_callers_and_a_connector_without_user_token_give_no_card(fake: F
 
 
 def test_check_explains_the_setup_in_plain_words(fake: FakeYClients) -> None:
+    fake.staff = [{"id": 12, "name": "Мария"}, {"id": 14, "name": "Ольга", "fired": True}]
+    fake.per_second = 50  # three connectors, three buckets: this test is not about the limit
     text = connector(fake).check()
     assert "telephony integration is on" in text and "caller cards are on" in text
     assert "2 extension(s) mapped" in text
+    assert "point at staff the branch does not have (or who left): 202." in text
     no_user = connector(fake, user_token=None).check()
     assert "No user_token" in no_user
     fake.partner_token = "another-partner-token-000000000000"

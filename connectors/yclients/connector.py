@@ -425,10 +425,24 @@ class YClientsConnector(Connector):
         except DeliveryError as exc:
             raise type(exc)(self._explain(exc)) from None
         imported = self.employees.imported() if self.context is not None else {}
-        mapped = f"{len(self.employees.mapped())} extension(s) mapped to YClients staff"
+        in_force = self.employees.mapped()
+        mapped = f"{len(in_force)} extension(s) mapped to YClients staff"
         if imported:
             mapped += f" ({len(self.settings.staff)} in the settings, {len(imported)} imported by name)"
         parts.append(f"{mapped}. Set who sees popups in YClients: Settings -> Telephony -> routing.")
+        if in_force:
+            try:
+                known = {str(member.get("id")) for member in self.staff() if not member.get("fired")}
+            except DeliveryError as exc:
+                parts.append(f"The staff list could not be read to check the map ({exc}).")
+            else:
+                missing = sorted(ext for ext, sid in in_force.items() if sid not in known)
+                if missing:
+                    parts.append(
+                        "These extensions point at staff the branch does not have (or who left): "
+                        + ", ".join(missing)
+                        + "."
+                    )
         if self.context is None or not self.context.public_url:
             parts.append("No http.public_url: history rows carry no recording link.")
         return " ".join(parts)
