@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import os
 import signal
 import socket
@@ -22,6 +24,23 @@ API_TOKEN = "test-read-token-0123456789"
 # For tests that save settings in the panel and wait until every process has re-read them.
 SETTINGS_REFRESH = 0.5
 SHORT_SETTINGS_REFRESH = {"CALLBRIDGE_DATABASE_SAVED_SETTINGS_REFRESH_SECONDS": str(SETTINGS_REFRESH)}
+
+
+def die_with_parent() -> Callable[[], None]:
+    """A `preexec_fn` that makes the child get SIGTERM when the test process dies, however it dies (even
+    SIGKILL, or an interrupted `make test`): no daemon outlives its test run. Linux's PR_SET_PDEATHSIG."""
+    parent = os.getpid()
+
+    def arm() -> None:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before the signal was armed
+            os._exit(1)
+
+    return arm
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 def free_port() -> int:
@@ -68,6 +87,7 @@ class Daemon:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent(),
         )
         deadline = time.time() + timeout
         while time.time() < deadline:
