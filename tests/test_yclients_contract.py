@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import pytest
+import requests
 
 from bridge.connector_api import CallEvent, PermanentDeliveryError, RetryableDeliveryError
 from bridge.connector_api.testing import (
@@ -438,3 +439,24 @@ def test_records_with_only_a_staff_id_are_named_from_the_staff_list_once(fake: F
     card = connector(fake).lookup("+79161234567")
     assert card is not None and card.details["last_visit"] == "2026-11-25 18:30, Маникюр"
     assert card.details["last_visit_staff"] is None and card.details["usual_staff_id"] == "12"
+
+
+# ---------------------------------------------------------------------------------------------- the fake
+
+
+def test_the_fake_enforces_its_per_second_and_per_minute_limits_and_counts_violations(
+    fake: FakeYClients,
+) -> None:
+    headers = {"Accept": "application/vnd.yclients.v2+json", "Authorization": f"Bearer {PARTNER}"}
+    body = {"command": "setup", "type": "enable", "crm_token": CRM}
+    with requests.Session() as session:
+        answers = [session.post(fake.url + VOIP, json=body, headers=headers, timeout=5) for _ in range(6)]
+        assert [a.status_code for a in answers[:5]] == [202] * 5
+        assert answers[5].status_code == 429 and answers[5].json()["success"] is False
+        assert fake.violations == 1
+
+        # The minute's budget, scaled down so the test stays quick (200 in the real fake): 12 in all.
+        fake.per_second, fake.per_minute = 1000, 12
+        more = [session.post(fake.url + VOIP, json=body, headers=headers, timeout=5) for _ in range(7)]
+    assert [a.status_code for a in more] == [202] * 6 + [429]
+    assert fake.violations == 2 and fake.max_in(60.0) == 13
