@@ -69,4 +69,5 @@ addon = AddOn(
     register_web=_register_web,
     cli_group=_cli_group,
     password_login=_password_login,
+    pages={"admin": "/admin"},
 )

@@ -8,7 +8,8 @@ The core imports no add-on by name. Each add-on registers one `AddOn` under the 
 - `register_web(app, context)` registers its blueprints on the web app;
 - `cli_group()` gives its `click` group, added to `callbridge`;
 - `background_workers(context)` gives the threads the daemon runs for it;
-- `password_login(engine, settings)` gives the operator page's password logins (the first add-on wins).
+- `password_login(engine, settings)` gives the operator page's password logins (the first add-on wins);
+- `pages` names the add-on's pages a person opens, which `/` lists.
 
 An add-on's tables are migrated by its own Alembic branch, registered apart under
 ``callbridge.migrations`` (see `bridge.store.migrate`).
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
@@ -92,6 +93,8 @@ class AddOn:
     cli_group: Callable[[], click.Command] | None = None
     background_workers: Callable[[WorkerContext], Sequence[Worker]] | None = None
     password_login: Callable[[Engine, Settings], PasswordLogin] | None = None
+    # The add-on's pages a person opens, listed by `/` (e.g. {"admin": "/admin"}).
+    pages: Mapping[str, str] = field(default_factory=dict)
 
 
 def _check(value: Any, name: str, where: str) -> AddOn:

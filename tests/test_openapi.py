@@ -77,6 +77,15 @@ def test_document_is_served_without_a_token_and_is_valid(served: tuple[ApiStack,
     )
 
 
+def test_the_root_lists_every_entrance_with_the_add_ons_pages(served: tuple[ApiStack, Any, str]) -> None:
+    stack, _, _ = served
+    links = requests.get(f"{stack.url}/", timeout=10).json()
+    assert links["api"] == "/api/openapi.json" and links["operator"] == "/operator"
+    assert (links["admin"], links["widget"]) == ("/admin", "/widget/callback.js")  # from the add-ons
+    for path in ("/admin", "/operator", "/widget/callback.js", "/api/openapi.json", "/healthz"):
+        assert requests.get(f"{stack.url}{path}", timeout=10).status_code == 200, path
+
+
 def test_every_mango_notification_path_is_documented() -> None:
     documented = {path.removeprefix("/mango/") for path in document()["paths"] if path.startswith("/mango/")}
     for path in documented:

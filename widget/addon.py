@@ -67,4 +67,5 @@ addon = AddOn(
     register_web=_register_web,
     cli_group=_cli_group,
     background_workers=_background_workers,
+    pages={"widget": "/widget/callback.js"},
 )

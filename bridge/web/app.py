@@ -89,15 +89,18 @@ def create_app(settings: Settings, engine: Engine, writer: GroupCommitWriter) ->
             # installed connector has them, answering 404 until it is enabled (bridge.connector_hooks).
             app.register_blueprint(blueprint, url_prefix=f"/connectors/{name}")
 
+    index_links = {
+        "service": "callbridge",
+        "mango_webhook": "/mango",
+        "health": "/healthz",
+        "operator": "/operator",
+        "api": "/api/openapi.json",
+    }
+    for addon in addons:  # e.g. the admin panel's /admin
+        index_links.update(addon.pages)
+
     @app.get("/")
     def index() -> Response:
-        return jsonify(
-            {
-                "service": "callbridge",
-                "mango_webhook": "/mango",
-                "health": "/healthz",
-                "operator": "/operator",
-            }
-        )
+        return jsonify(index_links)
 
     return app
