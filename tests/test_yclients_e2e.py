@@ -202,18 +202,16 @@ def popup(phone: str, user: str, line: str | None = LINE) -> dict[str, Any]:
 
 def test_scenarios_reach_yclients_as_the_exact_requests(stack: Stack) -> None:
     fake = stack.fake
-    # 1. A known client, answered by 101: setup once, the popup, one row with the recording link.
+    # 1. A known client, answered by 101: setup (once for the module), the popup, one row with the link.
     s1 = scenarios.build("incoming_answered", seed=11, customer=KNOWN, extensions=("101",))
     mark = len(fake.seen)
     play(stack, s1)
     wait_closed(stack.daemon, s1.entry_id, recordings=1)
     assert fake.wait_until(lambda: len(fake.rows(s1.entry_id)) == 1)
     got = voip_since(fake, mark)
-    assert got == [
-        {"command": "setup", "type": "enable", "crm_token": CRM},
-        popup(KNOWN, "101"),
-        row(s1, KNOWN, "101", diversion=LINE),
-    ]
+    if fake.setups == ["enable"] and got[0]["command"] == "setup":  # the module's first delivery
+        assert got.pop(0) == {"command": "setup", "type": "enable", "crm_token": CRM}
+    assert got == [popup(KNOWN, "101"), row(s1, KNOWN, "101", diversion=LINE)]
 
     # 2. A new number rings a group of three and nobody answers: three popups, one missed row for the
     #    responsible (the first in the chain), no link, no duration.
