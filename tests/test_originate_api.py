@@ -63,6 +63,18 @@ def test_click_to_call_sends_a_signed_callback_and_tracks_result_and_call(
     assert tracked["status"] == "done" and tracked["async_result"] == 1000
     assert tracked["call"]["command_id"] == command_id
     assert tracked["call"]["direction"] == "outgoing" and tracked["call"]["answered_by"] == "101"
+    assert tracked["reason"] is None
+
+    # An extension the PBX does not have: Mango refuses it later (3100), and the status says why in words.
+    refused = originate(daemon, {"extension": "199", "number": "+79161234567"}).json()["command_id"]
+    deadline = time.time() + 20
+    while (failed := status(daemon, refused).json())["status"] != "failed" and time.time() < deadline:
+        time.sleep(0.1)
+    assert (failed["status"], failed["async_result"]) == ("failed", 3100)
+    assert failed["reason"] == (
+        "bad command parameters (result 3100): most often the extension is no employee's in the PBX; "
+        "check it in the PBX's cabinet"
+    )
 
 
 def test_numbers_in_any_format_are_normalised_and_bursts_are_limited(

@@ -28,6 +28,7 @@ from bridge.commands.originate import InvalidExtension, InvalidPhoneNumber, Orig
 from bridge.connector_api.phones import to_e164
 from bridge.http_errors import ApiError
 from bridge.pbx.port import PbxBadRequest, PbxError, PbxRateLimited, PbxTransportError
+from bridge.pbx.select import explain_result
 from bridge.processing.calls_store import row_to_dict
 from bridge.ratelimit import TokenBucket
 from bridge.realtime.auth import SUPERVISOR, Identity, TokenError, TokenSigner
@@ -175,11 +176,14 @@ def command_status(engine: Engine, command_id: str) -> dict[str, Any] | None:
     except ValueError:
         payload = {}
     digits = str(payload.get("to_number") or "")
+    refused = row.async_result if row.async_result not in (None, 1000) else row.sync_result
     return {
         "command_id": row.command_id,
         "status": row.status,  # bridge.commands.journal: sending, accepted, sent, failed, done, timed_out
         "sync_result": row.sync_result,
         "async_result": row.async_result,
+        # Why it failed, in words (null unless it failed with the PBX's result code).
+        "reason": explain_result(row.path, refused) if row.status == "failed" and refused else None,
         "extension": payload.get("extension"),
         "number": f"+{digits}" if digits else None,
         "created_at": row.created_at,

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from bridge.config import Settings
+from bridge.pbx.mango import codes as mango_codes
 from bridge.pbx.mango import parse as mango_parse
 from bridge.pbx.mango.client import MangoClient
 from bridge.pbx.mango.receiver import EXTENSION, MangoCredentials, MangoReceiver
@@ -24,7 +25,14 @@ if TYPE_CHECKING:
 
     from bridge.ingest.writer import GroupCommitWriter
 
-__all__ = ["event_decoder", "install_receiver", "mango_client", "notifications_on_loop", "pbx_client"]
+__all__ = [
+    "event_decoder",
+    "explain_result",
+    "install_receiver",
+    "mango_client",
+    "notifications_on_loop",
+    "pbx_client",
+]
 
 Answer = tuple[int, list[tuple[str, str]], bytes]
 
@@ -48,6 +56,21 @@ def pbx_client(settings: Settings) -> PbxCommands:
 def event_decoder() -> EventDecoder:
     """How the configured PBX's stored notifications become typed events."""
     return mango_parse.decode
+
+
+# What a refused click-to-call most often means, beyond the code's own meaning.
+_CALLBACK_HINTS = {
+    3100: "most often the extension is no employee's in the PBX; check it in the PBX's cabinet",
+    3103: "the extension or the number was missing",
+    3104: "the number is not in a form the PBX dials",
+}
+
+
+def explain_result(path: str, code: int) -> str:
+    """A person's words for the PBX's result `code` of the command at `path` (e.g. commands/callback)."""
+    text = f"{mango_codes.describe(code)} (result {code})"
+    hint = _CALLBACK_HINTS.get(code) if path == "commands/callback" else None
+    return f"{text}: {hint}" if hint else text
 
 
 def install_receiver(

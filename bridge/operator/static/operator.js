@@ -185,7 +185,7 @@
       data = await res.json();
     } catch (e) { return; }
     let text = { sending: "Sending…", accepted: "Mango is ringing your phone", done: "Connected by Mango", failed: "Mango could not place the call" }[data.status] || data.status;
-    if (data.status === "failed" && (data.async_result || data.sync_result)) text += " (code " + (data.async_result || data.sync_result) + ")";
+    if (data.status === "failed" && data.reason) text += ": " + data.reason;
     if (data.call) text += " · call " + data.call.status + (data.call.talk_seconds ? " " + fmtDuration(data.call.talk_seconds) : "");
     dialStatus(text, data.status === "failed");
     $("dial-status").dataset.state = data.status;
