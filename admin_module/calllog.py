@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -13,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine
 
+from admin_module.csv_export import csv_lines
 from bridge.api.calls_query import STATUSES, CallFilter, list_calls
 
 DIRECTIONS = ("incoming", "outgoing", "internal")
@@ -126,26 +125,18 @@ CSV_COLUMNS = (
 )
 
 
-def safe_cell(value: Any) -> Any:
-    """Spreadsheet formula injection: a text cell starting with = + - @ is prefixed with a quote."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value
-
-
-def to_csv(rows: Iterator[dict[str, Any]], tz: ZoneInfo) -> Iterator[str]:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(CSV_COLUMNS)
-    yield buffer.getvalue()
+def csv_rows(rows: Iterator[dict[str, Any]], tz: ZoneInfo) -> Iterator[list[Any]]:
+    """The call log's rows as CSV cells in `CSV_COLUMNS` order, times in `tz`."""
     for row in rows:
-        buffer.seek(0)
-        buffer.truncate()
         values = []
         for column in CSV_COLUMNS:
             value = row.get(column)
             if column == "started_at" and value is not None:
                 value = datetime.fromtimestamp(value, tz).isoformat(timespec="seconds")
-            values.append(safe_cell(value))
-        writer.writerow(values)
-        yield buffer.getvalue()
+            values.append(value)
+        yield values
+
+
+def to_csv(rows: Iterator[dict[str, Any]], tz: ZoneInfo, separator: str = ",") -> Iterator[str]:
+    """The call log as CSV lines (a BOM first), see `admin_module.csv_export`."""
+    return csv_lines(CSV_COLUMNS, csv_rows(rows, tz), separator)

@@ -235,8 +235,14 @@ def test_call_log_filters_pages_and_csv(engine: Engine, admin: FlaskClient) -> N
     one = admin.get("/admin/calls?number=74951230007")
     assert one.text.count("<tr data-entry=") == 1
     exported = admin.get("/admin/calls.csv?direction=outgoing")
-    rows = list(csv.DictReader(io.StringIO(exported.text)))
+    assert exported.headers["Content-Type"] == "text/csv; charset=utf-8"
+    assert exported.text.startswith("\ufeffentry_id,")  # the BOM: Excel reads the UTF-8 right
+    rows = list(csv.DictReader(io.StringIO(exported.text.removeprefix("\ufeff"))))
     assert len(rows) == 10 and all(r["direction"] == "outgoing" for r in rows)
+    for_excel = admin.get("/admin/calls.csv?direction=outgoing&sep=semicolon").text  # Russian Excel's `;`
+    assert for_excel.startswith("\ufeffentry_id;")
+    assert list(csv.DictReader(io.StringIO(for_excel.removeprefix("\ufeff")), delimiter=";")) == rows
+    assert 'id="export-csv-excel"' in admin.get("/admin/calls").text
 
 
 def test_csv_cells_cannot_start_a_formula(engine: Engine, admin: FlaskClient) -> None:
@@ -282,7 +288,8 @@ def test_employees_import_from_mango_and_map_to_panel_users(
     page = admin.get("/admin/employees")
     assert "Imported from Mango: 3 new, 0 changed, 0 already up to date." in page.text
     admin.post("/admin/employees/import", data={"csrf_token": csrf_of(page.text)})  # again: nothing changed
-    assert "Imported from Mango: 0 new, 0 changed, 3 already up to date." in admin.get("/admin/employees").text
+    again = admin.get("/admin/employees").text
+    assert "Imported from Mango: 0 new, 0 changed, 3 already up to date." in again
     with engine.connect() as conn:
         accountant_id = conn.execute(
             select(admin_users.c.id).where(admin_users.c.username == "accountant")

@@ -174,7 +174,11 @@ def test_stats_page_and_csv_show_the_same_figures(engine: Engine) -> None:
     assert "0:15" in page.text and "1:15" in page.text and "50%" in page.text
     exported = client.get("/admin/stats.csv?date_from=2026-03-01&date_to=2026-03-05&period=day")
     assert exported.mimetype == "text/csv"
-    table = list(csv.DictReader(io.StringIO(exported.text)))
+    assert exported.text.startswith("\ufeff")
+    table = list(csv.DictReader(io.StringIO(exported.text.removeprefix("\ufeff"))))
+    query = "date_from=2026-03-01&date_to=2026-03-05&period=day&sep=semicolon"
+    semicolons = client.get(f"/admin/stats.csv?{query}")
+    assert list(csv.DictReader(io.StringIO(semicolons.text.removeprefix("\ufeff")), delimiter=";")) == table
     row = next(r for r in table if r["period"] == "2026-03-02" and r["employee"] == "102")
     assert (row["incoming"], row["missed"], row["called_back"], row["called_back_share"]) == (
         "2",

@@ -72,7 +72,8 @@ def test_admin_call_log_pages_stay_full_and_csv_matches(engine: Engine) -> None:
     assert [entry for page in pages for entry in page] == expected["outgoing"]
     assert all(len(page) == 3 for page in pages[:-1])
 
-    rows = list(csv.DictReader(io.StringIO("".join(calllog.to_csv(calllog.iterate(engine, flt, UTC), UTC)))))
+    exported = "".join(calllog.to_csv(calllog.iterate(engine, flt, UTC), UTC)).removeprefix("\ufeff")
+    rows = list(csv.DictReader(io.StringIO(exported)))
     assert {row["direction"] for row in rows} == {"outgoing"}
     assert len(rows) == len(expected["outgoing"])
 

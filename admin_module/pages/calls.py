@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, abort, g, render_template, request, stream_with_context
+from flask import Blueprint, abort, g, render_template, request, stream_with_context
 from sqlalchemy import Engine, select
 
 from admin_module import auth, calllog, recordings
+from admin_module.csv_export import csv_response, requested_separator
 from admin_module.forms import CallbackForm
 from admin_module.pages.context import PageContext, error_page
 from admin_module.roles import can
@@ -50,12 +51,9 @@ def register(bp: Blueprint, ctx: PageContext) -> None:
     def calls_csv() -> Any:
         flt = visible_filter(calllog.LogFilter.from_args(request.args))
         zone = ctx.tz()
-        body = stream_with_context(calllog.to_csv(calllog.iterate(engine, flt, zone), zone))
-        return Response(
-            body,
-            mimetype="text/csv",
-            headers={"Content-Disposition": 'attachment; filename="calls.csv"'},
-        )
+        rows = calllog.iterate(engine, flt, zone)
+        body = stream_with_context(calllog.to_csv(rows, zone, requested_separator()))
+        return csv_response(body, "calls.csv")
 
     @bp.get("/recordings/<path:recording_id>")
     @auth.requires("recordings")

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from flask import Blueprint, Response, render_template, request
+from flask import Blueprint, render_template, request
 from markupsafe import Markup
 
 from admin_module import auth, calllog, charts, stats
+from admin_module.csv_export import csv_lines, csv_response, requested_separator
 from admin_module.missed import follow_ups
 from admin_module.pages.context import PageContext
 
@@ -49,18 +48,9 @@ def register(bp: Blueprint, ctx: PageContext) -> None:
     @auth.requires("stats")
     def stats_csv() -> Any:
         rows, _period, _f, _t = stats_rows(ctx)
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
         columns = list(stats.Row("", "").as_dict())
-        writer.writerow(columns)
-        for row in rows:
-            data = row.as_dict()
-            writer.writerow([calllog.safe_cell(data[c]) for c in columns])
-        return Response(
-            buffer.getvalue(),
-            mimetype="text/csv",
-            headers={"Content-Disposition": 'attachment; filename="statistics.csv"'},
-        )
+        cells = ([row.as_dict()[c] for c in columns] for row in rows)
+        return csv_response(csv_lines(columns, cells, requested_separator()), "statistics.csv")
 
 
 def stats_rows(ctx: PageContext) -> tuple[list[stats.Row], str, date, date]:
