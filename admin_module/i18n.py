@@ -11,8 +11,7 @@ EN: dict[str, str] = {
     "conncfg_docs_in_source": "(in callbridge's documentation)",
     "conncfg_enabled": "Enabled",
     "conncfg_enabled_hint": (
-        "Changes apply within seconds; a connector that was off when callbridge started "
-        "begins working after a restart."
+        "Changes apply within seconds, turning a connector on or off included: no restart is needed."
     ),
     "conncfg_saved": "Connector settings saved; they apply within a few seconds.",
     "conncfg_invalid": "Some values are not valid; nothing was saved.",
@@ -436,8 +435,8 @@ RU: dict[str, str] = {
     "conncfg_docs_in_source": "(в документации callbridge)",
     "conncfg_enabled": "Включён",
     "conncfg_enabled_hint": (
-        "Изменения применяются через несколько секунд; коннектор, выключенный при запуске callbridge, "
-        "начнёт работать после перезапуска."
+        "Изменения применяются через несколько секунд, включение и выключение коннектора тоже: "
+        "перезапуск не нужен."
     ),
     "conncfg_saved": "Настройки коннектора сохранены и применятся через несколько секунд.",
     "conncfg_invalid": "Некоторые значения неверны; ничего не сохранено.",

@@ -202,6 +202,8 @@ def test_the_form_titles_follow_the_users_language(admin: Browser) -> None:
     assert admin.post("/admin/lang", {"lang": "en"}).status_code == 302  # the admin's language again
     page = admin.get("/admin/connectors/webhook")
     assert titles["secret"].en in page.text and str(escape(titles["secret"].ru)) not in page.text
+    # Turning a connector on applies live (tests/test_connector_enabled_live.py): the page says so.
+    assert "no restart is needed" in page.text and "after a restart" not in page.text
 
 
 @pytest.mark.parametrize("lang", ["ru", "en"])
