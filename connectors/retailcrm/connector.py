@@ -46,7 +46,7 @@ from bridge.connector_api.phones import InvalidPhoneNumber, to_e164
 from connectors.retailcrm import payloads, registration
 from connectors.retailcrm.client import RetailCrmClient, RetailCrmPermanentError
 from connectors.retailcrm.config import SETTINGS_TITLES, RetailCrmConfig
-from connectors.retailcrm.lookup import ORDERS_PAGE, Caller, last_orders, parse_manager
+from connectors.retailcrm.lookup import Caller, CallerBook
 from connectors.retailcrm.mapping import ImportedMap, match
 
 log = logging.getLogger("callbridge.connectors.retailcrm")
@@ -116,8 +116,13 @@ class RetailCrmConnector(Connector):
         self._clock = clock
         self._monotonic = monotonic
         self._register_on_bind = register_on_bind and config.register_on_start
-        self._cache: dict[str, tuple[float, Caller]] = {}
-        self._cache_lock = threading.Lock()
+        self.callers = CallerBook(
+            self.client,
+            account_url=config.url,
+            orders=config.last_orders,
+            keep_seconds=config.lookup_cache_seconds,
+            clock=monotonic,
+        )
         self._register_lock = threading.Lock()
         self._registered = False
         self._register_tried = monotonic()  # the start's attempt (from `bind`) counts as the first
@@ -299,36 +304,8 @@ class RetailCrmConnector(Connector):
             return None
 
     def find_caller(self, phone: str, *, max_wait: float | None = None, orders: bool = False) -> Caller:
-        """``telephony/manager?phone=&details=1`` for an E.164 number (cached ``lookup_cache_seconds``;
-        the popup's lookup then serves the missed-call task), with the last orders when asked."""
-        now = self._monotonic()
-        with self._cache_lock:
-            hit = self._cache.get(phone)
-        if hit is not None and now - hit[0] < self.settings.lookup_cache_seconds:
-            if not orders or hit[1].orders or not hit[1].known or not self.settings.last_orders:
-                return hit[1]
-            caller = hit[1]
-        else:
-            body = self.client.get(
-                "/telephony/manager", {"phone": phone, "details": 1, "ignoreStatus": 1}, max_wait=max_wait
-            )
-            caller = parse_manager(body)
-        if orders and caller.known and self.settings.last_orders:
-            listed = self.client.get(
-                "/orders", {"filter[customerId]": caller.customer_id, "limit": ORDERS_PAGE}, max_wait=max_wait
-            )
-            caller = Caller(
-                caller.customer_id,
-                caller.name,
-                caller.manager,
-                caller.links,
-                last_orders(listed, self.settings.last_orders, self.settings.url),
-            )
-        with self._cache_lock:
-            if len(self._cache) > 10_000:
-                self._cache.clear()
-            self._cache[phone] = (self._monotonic(), caller)
-        return caller
+        """What retailCRM knows about an E.164 number (see `lookup.CallerBook`)."""
+        return self.callers.find(phone, max_wait=max_wait, orders=orders)
 
     def lookup(self, phone: str) -> CallerCard | None:
         e164 = self.phone(phone)

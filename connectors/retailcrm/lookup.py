@@ -1,13 +1,20 @@
-"""Caller cards from ``telephony/manager`` (the customer, their manager, retailCRM's links) and the last
+"""Who is calling: ``telephony/manager`` (the customer, their manager, retailCRM's links) and the last
 orders from ``orders?filter[customerId]=`` (retailcrm.md §3.5; links as in the PHP client's
-SerializedLinks: ``customerLink``, ``newOrderLink``, ``lastOrderLink``, ``newCustomerLink``)."""
+SerializedLinks: ``customerLink``, ``newOrderLink``, ``lastOrderLink``, ``newCustomerLink``), parsed and
+remembered per number (`CallerBook`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from connectors.retailcrm.client import RetailCrmClient
+
 ORDERS_PAGE = 20  # retailCRM accepts limit 20, 50 or 100
+MAX_CACHED = 10_000
 
 
 @dataclass(frozen=True)
@@ -79,3 +86,49 @@ def last_orders(body: dict[str, Any], count: int, account_url: str) -> tuple[dic
         }
         for o in orders[:count]
     )
+
+
+class CallerBook:
+    """``telephony/manager?phone=&details=1&ignoreStatus=1`` per number, with the customer's last orders
+    when asked, remembered for `keep_seconds` (the popup's card then serves the missed-call task).
+    Thread-safe."""
+
+    def __init__(
+        self,
+        client: RetailCrmClient,
+        *,
+        account_url: str,
+        orders: int,
+        keep_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = client
+        self._account_url = account_url
+        self._orders = orders
+        self._keep = keep_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._cache: dict[str, tuple[float, Caller]] = {}
+
+    def find(self, phone: str, *, max_wait: float | None = None, orders: bool = False) -> Caller:
+        """The `Caller` for an E.164 number; `orders` adds the last orders of a known customer."""
+        with self._lock:
+            hit = self._cache.get(phone)
+        fresh = hit is not None and self._clock() - hit[0] < self._keep
+        want_orders = orders and self._orders > 0
+        if hit is not None and fresh:
+            caller = hit[1]
+            if not want_orders or caller.orders or not caller.known:
+                return caller
+        else:
+            params = {"phone": phone, "details": 1, "ignoreStatus": 1}
+            caller = parse_manager(self._client.get("/telephony/manager", params, max_wait=max_wait))
+        if want_orders and caller.known:
+            params = {"filter[customerId]": caller.customer_id, "limit": ORDERS_PAGE}
+            listed = self._client.get("/orders", params, max_wait=max_wait)
+            caller = replace(caller, orders=last_orders(listed, self._orders, self._account_url))
+        with self._lock:
+            if len(self._cache) > MAX_CACHED:
+                self._cache.clear()
+            self._cache[phone] = (self._clock(), caller)
+        return caller
