@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
@@ -96,6 +97,28 @@ def db_upgrade(obj: AppContext) -> None:
 
     engine = obj.engine  # opened and migrated
     click.echo(f"database at revision {current_revision(engine)}")
+
+
+@db.command("backup")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="Overwrite FILE if it exists.")
+@click.pass_obj
+def db_backup(obj: AppContext, file: Path, force: bool) -> None:
+    """Copy the SQLite store into FILE, consistently, while callbridge runs.
+
+    For PostgreSQL it prints the pg_dump command to use instead and exits with 2. Restore: stop
+    callbridge, put the copy in place of the database file (removing its -wal and -shm files), start it.
+    """
+    from bridge.store.backup import BackupError, UsePgDump, backup
+
+    try:
+        size = backup(obj.config.database.url, file, force=force)
+    except UsePgDump as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(2)
+    except BackupError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"backed up the store into {file} ({size} bytes, integrity check ok)")
 
 
 @cli.group("config")

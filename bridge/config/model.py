@@ -138,6 +138,14 @@ class HttpSettings(_Section):
             "from it"
         ),
     )
+    metrics_token: SecretStr = Field(
+        default=SecretStr(""),
+        description=(
+            "when set, `/metrics` answers only requests with `Authorization: Bearer <token>` (401 "
+            "otherwise); empty = open to whoever reaches it, so keep it behind the proxy's own rule "
+            "([deploy.md](deploy.md#protecting-metrics)); never logged"
+        ),
+    )
 
 
 class WsSettings(_Section):

@@ -66,7 +66,7 @@ def create_app(settings: Settings, engine: Engine, writer: GroupCommitWriter) ->
     app.register_blueprint(make_openapi())
     passwords = password_login(addons, engine, settings)  # an add-on's users (the panel's), if any
     app.register_blueprint(make_operator(settings, engine, signer, password_login=passwords))
-    app.register_blueprint(make_health(engine))
+    app.register_blueprint(make_health(engine, settings.http.metrics_token.get_secret_value()))
     # Signed recording links for CRMs; the panel's "recordings may be linked" option applies within `refresh`.
     recordings_enabled = cached(lambda: admin_settings.panel().recordings, seconds=refresh)
     app.register_blueprint(

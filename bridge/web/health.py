@@ -1,15 +1,16 @@
 """`/healthz` (liveness and store reachability) and `/metrics` (Prometheus, read from the store).
 
 Metrics come from the store rather than per-process counters, so every worker process answers with
-the same figures.
+the same figures. With `http.metrics_token` set, `/metrics` wants it as a bearer token.
 """
 
 from __future__ import annotations
 
+import hmac
 import time
 from collections.abc import Iterator
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, jsonify, request
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -58,7 +59,14 @@ class StoreCollector(Collector):
         yield delivery
 
 
-def make_health(engine: Engine) -> Blueprint:
+def bearer_matches(header: str, token: str) -> bool:
+    """True when `header` is `Bearer <token>` (scheme in any case), compared in constant time."""
+    scheme, _, given = header.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+def make_health(engine: Engine, metrics_token: str = "") -> Blueprint:
+    """`/healthz` and `/metrics`; a non-empty `metrics_token` must come as `Authorization: Bearer`."""
     bp = Blueprint("health", __name__)
     engine = reader(engine)
     registry = CollectorRegistry()
@@ -76,6 +84,13 @@ def make_health(engine: Engine) -> Blueprint:
 
     @bp.get("/metrics")
     def metrics() -> Response:
+        if metrics_token and not bearer_matches(request.headers.get("Authorization", ""), metrics_token):
+            return Response(
+                "metrics need Authorization: Bearer <http.metrics_token>\n",
+                status=401,
+                mimetype="text/plain",
+                headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+            )
         return Response(generate_latest(registry), mimetype="text/plain; version=0.0.4")
 
     return bp
