@@ -27,7 +27,7 @@ from admin_module.i18n import translate
 from admin_module.language import panel_language
 from admin_module.live import register_live_routes
 from admin_module.pages import PAGES, ClientFactory, Originate, PageContext, error_page
-from admin_module.roles import can
+from admin_module.roles import can, can_dial
 from bridge.config import Settings
 from bridge.connector_api import Connector
 from bridge.settings_store import SettingsStore
@@ -156,6 +156,7 @@ def make_admin_blueprint(
             "t": t,
             "user": user,
             "can": lambda permission: user is not None and can(user.role, permission),
+            "can_dial": user is not None and can_dial(user.role, user.extension),
             "csrf_token": generate_csrf,
             "panel": settings_store.panel(),
             "live_config": live_config,

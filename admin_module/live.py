@@ -17,7 +17,7 @@ from sqlalchemy import Engine
 
 from admin_module import sessions
 from admin_module.login_limiter import LoginLimiter, LoginLimits, TooManyAttempts
-from admin_module.roles import ADMIN, can
+from admin_module.roles import ADMIN, can, can_dial
 from admin_module.users import authenticate
 from bridge.config import Settings
 from bridge.memo import once
@@ -102,7 +102,7 @@ def register_live_routes(
             return None
         return {
             "labels": {name: t(key) for name, key in LABEL_KEYS.items()},
-            "dial": can(user.role, "callback"),
+            "dial": can_dial(user.role, user.extension),
             "dialed": t("live_dialed"),
         }
 

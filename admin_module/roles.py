@@ -30,3 +30,9 @@ PERMISSIONS: dict[str, frozenset[str]] = {
 
 def can(role: str | None, permission: str) -> bool:
     return permission in PERMISSIONS.get(role or "", frozenset())
+
+
+def can_dial(role: str | None, extension: str | None) -> bool:
+    """Whether Call buttons make sense for this user: the permission, and an extension whose phone rings
+    first (a user without one would only get "no extension" back)."""
+    return can(role, "callback") and bool(extension)

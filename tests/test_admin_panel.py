@@ -15,6 +15,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine, insert, select
 
 from admin_module.tables import admin_users
+from admin_module.users import create_user
 from bridge.config import Settings
 from bridge.config.model import MANGO_SOURCE_IPS
 from bridge.pbx.mango.simulator.audio import silent_mp3
@@ -24,6 +25,7 @@ from bridge.store.schema import employees, outbox
 from tests.test_admin_support import (
     API_KEY,
     API_SALT,
+    PASSWORD,
     add_call,
     add_recording,
     csrf_of,
@@ -341,3 +343,18 @@ def test_bad_input_in_the_query_string_is_not_an_error(admin: FlaskClient) -> No
         assert admin.get(f"/admin/calls?{query}").status_code == 200, query
     assert admin.get("/admin/missed?days=-5").status_code == 200
     assert admin.get("/admin/stats?period=year&date_from=x").status_code == 200
+
+
+def test_call_buttons_show_only_to_users_whose_extension_would_ring(
+    engine: Engine, admin: FlaskClient, simulator: CommandServer
+) -> None:
+    add_call(engine, "to-call-back", customer_number="79161230077")
+    with_extension = admin.get("/admin/calls").text  # the admin is mapped to 101
+    assert 'class="call-back"' in with_extension
+    assert '"dial": true' in with_extension
+    create_user(engine, "helpdesk", PASSWORD, "admin", lang="en")  # no extension: nothing would ring
+    other = make_app(engine, simulator.url).test_client()
+    login(other, "helpdesk")
+    without = other.get("/admin/calls").text
+    assert "+79161230077" in without or "79161230077" in without
+    assert 'class="call-back"' not in without and '"dial": false' in without
