@@ -253,6 +253,17 @@ def test_a_429_is_retryable_and_the_retry_makes_one_row(fake: FakeYClients) -> N
     assert len(fake.rows("R1")) == 1 and fake.violations == 0
 
 
+def test_a_5xx_is_checked_against_the_call_list_before_the_row_is_sent_again(fake: FakeYClients) -> None:
+    yc, refs = connector(fake), MemoryRefs()
+    yc.ensure_enabled()
+    fake.script(502)
+    with pytest.raises(RetryableDeliveryError, match="502"):
+        yc.handle(ended("F1"), refs)
+    assert refs.get("F1", "history") == "sending"
+    yc.handle(ended("F1"), refs)
+    assert len(fake.rows("F1")) == 1 and len(fake.recorded("/api/v1/voip/integration/calls")) == 1
+
+
 def test_a_lost_answer_is_checked_against_yclients_call_list_before_sending_again(fake: FakeYClients) -> None:
     yc, refs = connector(fake, timeout=0.3), MemoryRefs()
     yc.ensure_enabled()

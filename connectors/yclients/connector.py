@@ -256,7 +256,7 @@ class YClientsConnector(Connector):
         try:
             self.client.post(telephony.VOIP_PATH, body)
         except YClientsError as exc:
-            if exc.status is not None:  # YClients answered: the row was not taken, a retry is safe
+            if exc.status is not None and exc.status < 500:  # refused (429, 4xx): not taken, resend safely
                 refs.put(entry, "history", "refused")
             raise
         refs.put(entry, "history", SENT)
