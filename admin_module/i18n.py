@@ -79,6 +79,10 @@ EN: dict[str, str] = {
     "number": "Number",
     "filter": "Filter",
     "export_csv": "Export CSV",
+    "timezone_unknown": (
+        "Time zone: {zone!r} is not a time zone name. Use a name from the tz database, "
+        "e.g. Europe/Moscow or Asia/Yekaterinburg."
+    ),
     "export_csv_excel": "CSV for Excel (;)",
     "any": "any",
     "incoming": "incoming",
@@ -504,6 +508,10 @@ RU: dict[str, str] = {
     "number": "Номер",
     "filter": "Показать",
     "export_csv": "Выгрузить CSV",
+    "timezone_unknown": (
+        "Часовой пояс: {zone!r} не является названием часового пояса. Укажите название из базы tz, "
+        "например Europe/Moscow или Asia/Yekaterinburg."
+    ),
     "export_csv_excel": "CSV для Excel (;)",
     "any": "любой",
     "incoming": "входящий",

@@ -142,6 +142,29 @@ def test_fixed_keys_show_locked_and_cannot_be_saved(engine: Engine, tmp_path: ob
     assert tag is not None and "disabled" in tag.group(0)
 
 
+def test_fixed_fields_keep_their_values_after_a_test_or_a_refused_save(
+    engine: Engine, simulator: CommandServer
+) -> None:
+    seed_users(engine)
+    fixed = frozenset({"mango.api_url", "mango.api_key", "mango.api_salt"})
+    client = make_app(engine, simulator.url, fixed=fixed, credentials=True).test_client()
+    login(client, "admin")
+    page = client.get("/admin/settings").text
+    assert "🔒" not in page and 'class="lock-icon"' in page  # drawn, needs no emoji font
+    data = {"csrf_token": csrf_of(page), "provider": "mango", "ip_mode": "open", "timezone": "Europe/Moscow"}
+    tested = client.post("/admin/settings/test", data=data)  # the browser sends no disabled field
+    assert tested.status_code == 200 and "Connection to the server established successfully" in tested.text
+    refused = client.post("/admin/settings", data={**data, "timezone": "Mars/Olympus_Mons"})
+    assert refused.status_code == 400
+    assert "&#39;Mars/Olympus_Mons&#39; is not a time zone name" in refused.text
+    assert "e.g. Europe/Moscow" in refused.text
+    for shown in (tested.text, refused.text):
+        url = re.search(r'<input[^>]*id="api_url"[^>]*>', shown)
+        key = re.search(r'<input[^>]*id="api_key"[^>]*>', shown)
+        assert url is not None and f'value="{simulator.url}"' in url.group(0)
+        assert key is not None and f'value="{API_KEY}"' in key.group(0)
+
+
 def test_recording_streams_through_callbridge_with_access_checks(
     engine: Engine, admin: FlaskClient, simulator: CommandServer
 ) -> None:

@@ -50,9 +50,25 @@ def register(bp: Blueprint, ctx: PageContext) -> None:
         form.timezone.data = panel.timezone
         form.frame_ancestors.data = panel.frame_ancestors
 
+    def _show_fixed(form: TelephonyForm) -> None:
+        """Fields fixed by the config file or the environment are disabled, so the browser never sends them:
+        show their values in force again after a test or a refused save."""
+        current = store.effective().mango
+        for key, field in (
+            ("mango.api_url", form.api_url),
+            ("mango.api_key", form.api_key),
+            ("mango.verify_tls", form.verify_tls),
+        ):
+            if store.is_fixed(key):
+                field.data = getattr(current, key.split(".")[1])
+        if store.is_fixed("mango.allowed_ips"):
+            form.ip_mode.data = "list" if current.allowed_ips else "open"
+            form.allowed_ips.data = "\n".join(current.allowed_ips)
+
     def _render_settings(
         form: TelephonyForm, result: tuple[bool, str] | None = None, status: int = 200
     ) -> Any:
+        _show_fixed(form)
         return (
             render_template(
                 "admin/settings.html",
@@ -98,7 +114,7 @@ def register(bp: Blueprint, ctx: PageContext) -> None:
             try:
                 ZoneInfo(values["admin.timezone"])
             except (ZoneInfoNotFoundError, ValueError):
-                raise SettingsError(f"{t('timezone')}: {values['admin.timezone']!r}") from None
+                raise SettingsError(t("timezone_unknown", zone=values["admin.timezone"][:64])) from None
             values = {k: v for k, v in values.items() if not store.is_fixed(k)}
             store.save(values)
         except SettingsError as exc:
