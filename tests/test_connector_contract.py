@@ -1,5 +1,5 @@
 """The shared connector contract (`bridge.connector_api.testing.ConnectorContract`) for every connector:
-bitrix24, amocrm, retailcrm, yclients, shop, webhook and demo against their fakes, and `notebook`, a
+bitrix24, amocrm, retailcrm, yclients, dynamics, shop, webhook and demo against their fakes, and `notebook`, a
 connector written in the test tree against the kit alone and installed without an entry point."""
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from connectors.shop.query import read_only_engine
 from connectors.webhook import WebhookConnector
 from tests import test_amocrm_contract as amo
 from tests import test_bitrix24_contract as b24
+from tests import test_dynamics_contract as dyn
 from tests import test_retailcrm_contract as rcrm
 from tests import test_yclients_contract as ycl
 from tests.fakes import shop_schema
@@ -159,7 +160,17 @@ class NotebookHarness(ContractHarness):
         assert card is not None and card.name == "Иван Петров"
 
 
-CONNECTORS = ["bitrix24", "amocrm", "retailcrm", "yclients", "webhook", "shop", "demo", "notebook"]
+CONNECTORS = [
+    "bitrix24",
+    "amocrm",
+    "retailcrm",
+    "yclients",
+    "dynamics",
+    "webhook",
+    "shop",
+    "demo",
+    "notebook",
+]
 
 
 @pytest.fixture(params=CONNECTORS)
@@ -178,6 +189,9 @@ def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Contract
     elif name == "yclients":
         with FakeYClients(partner_token=ycl.PARTNER, crm_token=ycl.CRM, user_token=ycl.USER) as fake:
             yield ycl.YClientsHarness(fake)
+    elif name == "dynamics":
+        with dyn.dataverse(tmp_path) as fake:
+            yield dyn.DynamicsHarness(fake)
     elif name == "webhook":
         receiver = WebhookReceiver(secret="whsec-contract-0123456789").start()
         try:

@@ -220,7 +220,9 @@ class DynamicsConnector(Connector):
                 link = self.context.recording_url(event.recording_ids[0]) if records.answered(event) else None
             body = records.phonecall_body(event, number=number, party=party, user=user, link=link)
             created = self._create("/phonecalls", body)
-            refs.put(entry, "phonecall", "created")
+            # Found after a lost answer: it may have been closed as well, so the close checks first.
+            stage = "created" if created else "closing"
+            refs.put(entry, "phonecall", stage)
             log.info(
                 "dynamics: phonecall %s entry_id=%s direction=%s regarding=%s owner=%s",
                 "created" if created else "found after a lost answer",

@@ -167,6 +167,8 @@ class FakeDataverse(FakeServer):
         self._arrivals: deque[float] = deque()
         self._throttle_until = 0.0
         self._retry_after = 1
+        self._scripted: deque[int] = deque()
+        self.lifetimes = deque(self.lifetimes)
         self.app_user = str(uuid.uuid4())
 
     # ------------------------------------------------------------------------------ controls
@@ -205,6 +207,11 @@ class FakeDataverse(FakeServer):
         with self.lock:
             self._throttle_until = time.monotonic() + seconds
             self._retry_after = retry_after
+
+    def script(self, status: int, times: int = 1) -> None:
+        """Answer the next `times` Web API requests that pass authentication with `status`."""
+        with self.lock:
+            self._scripted.extend([status] * times)
 
     def revoke_tokens(self) -> None:
         """Every token issued so far is refused from now on (as if it had expired early)."""
@@ -326,6 +333,10 @@ class FakeDataverse(FakeServer):
             self.violations += 1
             seen.outcome = "rate_limited"
             return error(429, "0x80072322", "Number of requests exceeded the limit", **{"Retry-After": "5"})
+        if self._scripted:
+            seen.outcome = "scripted"
+            status = self._scripted.popleft()
+            return error(status, "0x80040216", f"scripted {status}")
         if request.at < self._throttle_until:
             self.scripted_429 += 1
             seen.outcome = "throttled"
