@@ -10,6 +10,7 @@ answers in the documented shape (PDF §3.7.2) with its filters.
 from __future__ import annotations
 
 import random
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from bridge.pbx.mango.signing import signed_form
 from bridge.pbx.mango.simulator import CommandServer
 from tests.daemon import API_KEY, API_SALT, CALLBRIDGE, Daemon, wait_call, wait_closed
 from tests.fakes.webhook_receiver import WebhookReceiver
+from tests.test_admin_support import PASSWORD, panel_session
 from tests.test_e2e_calls import WEBHOOK_SECRET, start_daemon
 
 GROUP_FIELDS = {
@@ -138,6 +140,8 @@ def test_transfer_shows_as_transferred_answered_by_the_first_employee(
     assert (legs[leg]["state"], legs[leg]["disconnect_reason"]) == ("Disconnected", 1120)
     [new] = [item for item in call["legs"] if item["to_extension"] == "102"]
     assert new["taken_from_call_id"] == leg and new["command_id"] == f"move-{kind}"
+    assert (new["transferred_from"], new["transfer_kind"]) == ("101", kind)
+    assert [item["call_id"] for item in call["legs"] if item["transferred_from"]] == [new["call_id"]]
     assert (new["state"], new["from_number"], new["from_extension"]) == (
         "Disconnected",
         scenario.expected.customer_number,
@@ -149,6 +153,14 @@ def test_transfer_shows_as_transferred_answered_by_the_first_employee(
     assert ended["extra"]["transferred_to"] == "102" and ended["extension"] == "101"
     _all_acked(mango)
     assert {"command_id": f"move-{kind}", "result": 1000} in [d.payload for d in mango.deliveries]
+    # The call's page in the panel marks the transfer, its kind, who answered and who is responsible now.
+    daemon.create_user("boss", PASSWORD, "admin")
+    page = panel_session(daemon.url, "boss").get(f"{daemon.url}/admin/calls/{scenario.entry_id}", timeout=10)
+    words = {"blind": "blind", "consultative": "after a consultation"}[kind]
+    assert f"from 101 to 102 ({words})" in page.text and f"transferred from 101, {words}" in page.text
+    assert re.search(r"Answered by</th><td>101<", page.text) and re.search(
+        r"Responsible now</th><td>102<", page.text
+    )
 
 
 def _simulate(daemon: Daemon, *args: str) -> str:

@@ -97,6 +97,8 @@ legs = Table(
     Column("appeared_at", Float, nullable=True),
     Column("connected_at", Float, nullable=True),
     Column("ended_at", Float, nullable=True),
+    Column("transferred_from", String(32), nullable=True),  # a transfer: the employee it came from
+    Column("transfer_kind", String(16), nullable=True),  # blind | consultative
 )
 Index("ix_legs_entry", legs.c.entry_id)
 Index("ix_legs_command", legs.c.command_id)  # the calls a PBX command caused (migration 0007)

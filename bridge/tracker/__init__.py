@@ -54,7 +54,7 @@ def track(
     events_now = [replace(event, received_at=last_event_at) for event in events_now]
     return TrackResult(
         call=facts.call,
-        legs=leg_snapshots(folded),
+        legs=leg_snapshots(folded, facts.transfers),
         recordings=recording_snapshots(folded),
         new_events=events_now,
         emitted=decided,

@@ -65,6 +65,9 @@ class LegSnapshot:
     appeared_at: float | None = None
     connected_at: float | None = None
     ended_at: float | None = None
+    # Set on a leg that is a transfer to another employee: from whom, and blind or consultative.
+    transferred_from: str | None = None
+    transfer_kind: str | None = None
 
     def as_row(self) -> dict[str, Any]:
         return asdict(self)

@@ -6,6 +6,7 @@ and where it is silent. See docs/tracker.md for the rules in prose.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bridge.connector_api.events import CALL_ENDED
@@ -254,7 +255,9 @@ def decide(fold: Fold, *, closed: bool) -> Facts:
     return Facts(call=call, transfers=moved, answered=answered)
 
 
-def leg_snapshots(fold: Fold) -> list[LegSnapshot]:
+def leg_snapshots(fold: Fold, moves: Sequence[Transfer] = ()) -> list[LegSnapshot]:
+    """The legs as stored; a leg that is one of the call's transfers (`moves`) says from whom and how."""
+    by_leg = {move.call_id: move for move in moves}
     return [
         LegSnapshot(
             call_id=leg.call_id,
@@ -273,6 +276,8 @@ def leg_snapshots(fold: Fold) -> list[LegSnapshot]:
             appeared_at=float(leg.appeared_at),
             connected_at=None if leg.connected_at is None else float(leg.connected_at),
             ended_at=None if leg.ended_at is None else float(leg.ended_at),
+            transferred_from=by_leg[leg.call_id].from_extension if leg.call_id in by_leg else None,
+            transfer_kind=by_leg[leg.call_id].kind if leg.call_id in by_leg else None,
         )
         for leg in fold.ordered_legs()
     ]
