@@ -613,7 +613,7 @@ def test_ambiguous_e_mails_are_never_guessed() -> None:
         ({"account_url": "http://x.amocrm.ru"}, "must use https"),
         ({"account_url": "https://x.amocrm.ru/leads"}, "the account's address only"),
         ({"long_lived_token": None}, "no credentials"),
-        ({"client_id": "c", "client_secret": "s"}, "not both"),
+        ({"client_id": "c"}, "without client_secret"),
         ({"long_lived_token": None, "client_id": "c"}, "OAuth needs both"),
         ({"authorization_code": "x"}, "are for OAuth"),
         ({"users": {"101": "anna"}}, "amoCRM user ids are numbers"),
@@ -775,5 +775,7 @@ def test_the_oauth_callback_refuses_bad_input(oauth_fake: FakeAmoCrm, query, sta
     assert answer.status_code == status and words in answer.json["error"]
 
 
-def test_no_blueprint_with_a_long_lived_token(fake: FakeAmoCrm) -> None:
-    assert connector(fake).blueprint() is None
+def test_a_long_lived_token_alone_has_no_oauth_hooks_and_no_widget_call(fake: FakeAmoCrm) -> None:
+    web = callback_app(connector(fake)).test_client()
+    assert web.get("/connectors/amocrm/oauth/start").status_code == 404
+    assert web.post("/connectors/amocrm/widget/call", json={"phone": "+79161234567"}).status_code == 404

@@ -42,7 +42,10 @@ class AmoCrmConfig(EmployeeMapping):
     )
 
     # What is sent.
-    popup: bool = True
+    popup: bool = Field(
+        default=True,
+        description="amoCRM's own popup (POST /api/v2/events); off when the users have a widget popup",
+    )
     log_calls: bool = True
     unsorted_for_unknown: bool = True
     missed_task: bool = True
@@ -114,19 +117,23 @@ class AmoCrmConfig(EmployeeMapping):
     def _one_auth_mode(self) -> AmoCrmConfig:
         if self.default_user is not None and not self.default_user.isdigit():
             raise ValueError("default_user: should be an amoCRM user id (a number)")
-        oauth = self.client_id is not None or self.client_secret is not None
-        if self.long_lived_token is not None and oauth:
-            raise ValueError("set either long_lived_token, or client_id and client_secret (OAuth), not both")
-        if self.long_lived_token is None and not oauth:
+        keys = self.client_id is not None or self.client_secret is not None
+        if self.long_lived_token is None and not keys:
             raise ValueError(
                 "no credentials: set long_lived_token (private integration -> Keys and scopes), "
                 "or client_id and client_secret for OAuth"
             )
-        if oauth and not (self.client_id and self.client_secret):
+        if self.long_lived_token is None and not (self.client_id and self.client_secret):
             raise ValueError("OAuth needs both client_id and client_secret")
-        if not oauth and (self.authorization_code or self.refresh_token):
+        # Beside a long-lived token, the integration's secret key only checks the widget's one-time tokens.
+        if self.long_lived_token is not None and self.client_id and not self.client_secret:
             raise ValueError(
-                "authorization_code and refresh_token are for OAuth (set client_id and client_secret)"
+                "client_id is set without client_secret: the widget needs the integration's secret key"
+            )
+        if self.long_lived_token is not None and (self.authorization_code or self.refresh_token):
+            raise ValueError(
+                "authorization_code and refresh_token are for OAuth (without long_lived_token; "
+                "set client_id and client_secret)"
             )
         if self.redirect_uri is not None and not self.redirect_uri.startswith(("https://", "http://")):
             raise ValueError("redirect_uri: should be an http(s) URL")
@@ -135,6 +142,16 @@ class AmoCrmConfig(EmployeeMapping):
     @property
     def oauth(self) -> bool:
         return self.long_lived_token is None
+
+    @property
+    def widget(self) -> bool:
+        """Whether the widget's endpoints are served: they need the integration's secret key."""
+        return self.client_secret is not None
+
+    @property
+    def origin(self) -> str:
+        """The account's web origin (``scheme://host[:port]``): the only one CORS lets in."""
+        return self.account_url
 
     @property
     def host(self) -> str:

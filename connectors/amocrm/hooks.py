@@ -5,6 +5,8 @@
   minutes), ``referer`` (the account's host) and our ``state``; the code is exchanged once and the tokens are
   stored in the connector's state (see oauth.py), where the dispatcher's process picks them up.
 
+The widget's endpoints (``/widget/...``: click-to-call, the package) are in widget_hooks.py.
+
 Nothing here ever echoes the code or a token.
 """
 
@@ -20,6 +22,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from bridge.connector_api import DeliveryError
 from bridge.connector_api.ratelimit import TokenBucket
+from connectors.amocrm.widget_hooks import register_widget
 
 if TYPE_CHECKING:
     from connectors.amocrm.connector import AmoCrmConnector
@@ -35,14 +38,19 @@ def consent_host(account_host: str) -> str:
     return "https://www.kommo.com" if account_host.endswith("kommo.com") else "https://www.amocrm.ru"
 
 
-def make_blueprint(connector: AmoCrmConnector) -> Blueprint | None:
+def make_blueprint(connector: AmoCrmConnector) -> Blueprint:
+    blueprint = Blueprint("amocrm_hooks", __name__)
+    register_widget(blueprint, connector)
+    if connector.settings.oauth:
+        _register_oauth(blueprint, connector)
+    return blueprint
+
+
+def _register_oauth(blueprint: Blueprint, connector: AmoCrmConnector) -> None:
     config = connector.settings
-    if not config.oauth:
-        return None
     assert config.client_id and config.client_secret
     signer = URLSafeTimedSerializer(config.client_secret.get_secret_value(), salt="callbridge-amocrm-oauth")
     limiter = TokenBucket(0.5, 5)  # code exchanges: a few at once, then one per 2 s
-    blueprint = Blueprint("amocrm_hooks", __name__)
 
     def problem(status: int, message: str) -> tuple[Response, int]:
         return jsonify({"error": message}), status
@@ -93,5 +101,3 @@ def make_blueprint(connector: AmoCrmConnector) -> Blueprint | None:
                 "message": "amoCRM is connected to callbridge. You can close this page.",
             }
         )
-
-    return blueprint

@@ -1,0 +1,88 @@
+// callbridge's amoCRM widget: click-to-call through Mango Office (docs/connectors/amocrm.md, "The widget").
+// amoCRM loads this AMD module and calls its callbacks; a click on a phone number anywhere reaches the
+// 'phone' action, which asks callbridge (with amoCRM's one-time token, via $authorizedAjax) to call it.
+define([], function () {
+  'use strict';
+
+  // Set when the widget is packaged (`/connectors/amocrm/widget/package.zip`); the settings may override it.
+  var PACKAGED_URL = '__CALLBRIDGE_URL__';
+  var NOTE_ID = 'callbridge-widget-note';
+  var NOTE_SECONDS = 8;
+
+  return function () {
+    var self = this;
+
+    function base() {
+      var settings = (self.get_settings && self.get_settings()) || {};
+      var url = String(settings.callbridge_url || PACKAGED_URL).trim();
+      return url.replace(/\/+$/, '');
+    }
+
+    function say(key, values) {
+      var messages = (self.i18n && self.i18n('messages')) || {};
+      var text = String(messages[key] || key);
+      Object.keys(values || {}).forEach(function (name) {
+        text = text.split('{' + name + '}').join(String(values[name]));
+      });
+      return text;
+    }
+
+    function note(text, kind) {
+      var box = document.getElementById(NOTE_ID);
+      if (!box) {
+        box = document.createElement('div');
+        box.id = NOTE_ID;
+        box.setAttribute('role', 'status');
+        box.style.cssText = 'position:fixed;right:16px;bottom:16px;z-index:10000;max-width:360px;' +
+          'padding:12px 16px;border-radius:6px;font:14px/1.4 sans-serif;color:#fff;' +
+          'box-shadow:0 2px 8px rgba(0,0,0,.3)';
+        document.body.appendChild(box);
+      }
+      box.textContent = text;
+      box.setAttribute('data-kind', kind);
+      box.style.background = kind === 'error' ? '#c0392b' : '#2d6cdf';
+      clearTimeout(box._hide);
+      box._hide = setTimeout(function () { box.remove(); }, NOTE_SECONDS * 1000);
+    }
+
+    function failure(xhr, phone) {
+      var body = (xhr && xhr.responseJSON) || {};
+      var code = body.error;
+      if (!xhr || !xhr.status) return say('unreachable');
+      if (code === 'unmapped' || code === 'unauthorized' || code === 'busy') return say(code);
+      if (code === 'bad_phone') return say('bad_phone', { phone: phone });
+      return say('failed', { message: body.message || ('HTTP ' + xhr.status) });
+    }
+
+    function dial(data) {
+      var phone = String((data && data.value) || '').trim();
+      if (!phone) return;
+      self.$authorizedAjax({
+        url: base() + '/connectors/amocrm/widget/call',
+        method: 'POST',
+        contentType: 'application/json',
+        dataType: 'json',
+        data: JSON.stringify({ phone: phone })
+      }).done(function (answer) {
+        note(say('calling', { extension: answer.extension, phone: phone }), 'info');
+      }).fail(function (xhr) {
+        note(failure(xhr, phone), 'error');
+      });
+    }
+
+    this.callbacks = {
+      init: function () {
+        self.add_action('phone', dial);
+        return true;
+      },
+      render: function () { return true; },
+      bind_actions: function () { return true; },
+      settings: function () { return true; },
+      onSave: function () { return true; },
+      destroy: function () { return true; },
+      contacts: { selected: function () { return true; } },
+      leads: { selected: function () { return true; } }
+    };
+    return this;
+  };
+});

@@ -1,0 +1,146 @@
+"""The amoCRM widget's parts without the daemon: one-time token checks, the hooks' CORS preflight (in the
+hooks app the daemon builds for the connector), the click's answers, and the package (also from the
+command line), read back."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import time
+import zipfile
+from pathlib import Path
+
+import jwt
+import pytest
+
+from bridge.connector_api.testing import context
+from bridge.connector_hooks import hooks_app
+from connectors.amocrm import AmoCrmConnector
+from connectors.amocrm.widget_package import LOGOS, build_package, main
+from connectors.amocrm.widget_token import WidgetTokenError, WidgetTokens
+from tests.amocrm_tokens import one_time_token
+
+ACCOUNT = "https://example.amocrm.ru"
+SECRET = "integration-secret-" + "q" * 40
+PUBLIC = "https://calls.example.com"
+CALL = "/connectors/amocrm/widget/call"
+
+
+def tokens() -> WidgetTokens:
+    return WidgetTokens(SECRET, ACCOUNT)
+
+
+def test_a_token_made_as_amocrm_makes_it_names_the_user_and_the_account() -> None:
+    user = tokens().verify(one_time_token(SECRET, ACCOUNT, 1001, account_id=777))
+    assert (user.user_id, user.account_id, user.issuer) == ("1001", "777", ACCOUNT)
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda: one_time_token("wrong-" + SECRET, ACCOUNT, 1), "bad signature"),
+        (lambda: one_time_token(SECRET, ACCOUNT, 1, issued_at=time.time() - 300), "expired"),
+        (lambda: one_time_token(SECRET, ACCOUNT, 1, nbf=int(time.time()) + 300), "not valid yet"),
+        (lambda: one_time_token(SECRET, "https://other.amocrm.ru", 1), "another account"),
+        (lambda: one_time_token(SECRET, "https://example.amocrm.ru:8443", 1), "another account"),
+        (lambda: one_time_token(SECRET, ACCOUNT, 1, user_id=None), "'user_id'"),
+        (lambda: one_time_token(SECRET, ACCOUNT, 1, jti=None), "'jti'"),
+        (lambda: one_time_token(SECRET, ACCOUNT, 1, user_id="admin"), "user_id"),
+        (lambda: jwt.encode({"iss": ACCOUNT, "user_id": 1}, None, algorithm="none"), "malformed"),
+        (lambda: jwt.encode({"iss": ACCOUNT}, SECRET * 2, algorithm="HS512"), "malformed"),
+        (lambda: "not.a.jwt", "malformed"),
+        (lambda: "", "missing"),
+    ],
+)
+def test_a_token_that_cannot_be_trusted_is_refused_with_the_reason(make, reason: str) -> None:
+    with pytest.raises(WidgetTokenError) as info:
+        tokens().verify(make())
+    assert reason in str(info.value)
+
+
+def test_a_token_is_accepted_once() -> None:
+    checker, token = tokens(), one_time_token(SECRET, ACCOUNT, 5)
+    checker.verify(token)
+    with pytest.raises(WidgetTokenError, match="already used"):
+        checker.verify(token)
+    assert SECRET not in repr(checker)
+
+
+def widget_app(dials: list[tuple[str, str]], **settings: object):
+    amo = AmoCrmConnector(
+        {"account_url": ACCOUNT, "long_lived_token": "llt", "client_secret": SECRET, **settings}
+    )
+    amo.bind(context(public_url=PUBLIC, originate=lambda ext, number: dials.append((ext, number)) or "cmd-1"))
+    app = hooks_app("amocrm", amo, {"MAX_CONTENT_LENGTH": 1 << 20})
+    assert app is not None
+    return app.test_client()
+
+
+def test_the_preflight_lets_the_account_in_and_nobody_else() -> None:
+    web = widget_app([])
+    asked = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "x-auth-token"}
+    ours = web.options(CALL, headers={"Origin": ACCOUNT, **asked})
+    assert ours.status_code == 204 and ours.headers["Access-Control-Allow-Origin"] == ACCOUNT
+    assert "X-Auth-Token" in ours.headers["Access-Control-Allow-Headers"]
+    assert "POST" in ours.headers["Access-Control-Allow-Methods"]
+    theirs = web.options(CALL, headers={"Origin": "https://evil.example", **asked})
+    assert theirs.status_code == 403 and "Access-Control-Allow-Origin" not in theirs.headers
+
+
+def test_a_click_dials_the_mapped_extension_and_an_unmapped_user_is_told_why() -> None:
+    dials: list[tuple[str, str]] = []
+    web = widget_app(dials, users={"101": "1001"})
+    ok = web.post(
+        CALL,
+        json={"phone": "8 916 123-45-67"},
+        headers={"X-Auth-Token": one_time_token(SECRET, ACCOUNT, 1001)},
+    )
+    assert ok.status_code == 200 and ok.json == {
+        "status": "calling",
+        "extension": "101",
+        "command_id": "cmd-1",
+    }
+    unmapped = web.post(
+        CALL, json={"phone": "+79161234567"}, headers={"X-Auth-Token": one_time_token(SECRET, ACCOUNT, 9)}
+    )
+    assert unmapped.status_code == 409 and unmapped.json["error"] == "unmapped"
+    bad = web.post(
+        CALL, json={"phone": "call me"}, headers={"X-Auth-Token": one_time_token(SECRET, ACCOUNT, 1001)}
+    )
+    assert bad.status_code == 400 and bad.json["error"] == "bad_phone"
+    assert dials == [("101", "+79161234567")]
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+def test_the_package_from_the_command_line_reads_back(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "widget.zip"
+    main(["--public-url", "https://calls.example.com/", "--out", str(out)])
+    assert "wrote" in capsys.readouterr().out
+    archive = zipfile.ZipFile(out)
+    manifest = json.loads(archive.read("manifest.json"))
+    assert manifest["widget"]["locale"] == ["ru", "en"]
+    assert manifest["settings"]["callbridge_url"]["type"] == "text"
+    for lang in ("ru", "en"):
+        texts = json.loads(archive.read(f"i18n/{lang}.json"))
+        assert set(texts["messages"]) >= {"calling", "unmapped", "unauthorized"}
+        assert texts["settings"]["callbridge_url"] and texts["widget"]["name"]
+    script = archive.read("script.js").decode()
+    assert 'var PACKAGED_URL = "https://calls.example.com";' in script and "add_action('phone'" in script
+    assert {name: _png_size(archive.read(name)) for name in LOGOS} == LOGOS
+    assert build_package(PUBLIC) == build_package(PUBLIC)  # the same inputs give the same bytes
+
+
+@pytest.mark.parametrize("address", ["ftp://calls.example.com", "calls.example.com", "https://x/?a='b'"])
+def test_the_package_refuses_an_address_the_widget_cannot_call(address: str) -> None:
+    with pytest.raises(ValueError, match="should look like"):
+        build_package(address)
+
+
+def test_the_package_zip_is_a_valid_archive() -> None:
+    assert zipfile.ZipFile(io.BytesIO(build_package(PUBLIC))).testzip() is None

@@ -1,0 +1,159 @@
+"""End to end: the amoCRM widget's click-to-call and package through `callbridge run`.
+
+One daemon per store backend serves the module, with ``[connectors.amocrm]`` pointing at the amoCRM fake
+(a long-lived token plus the private integration's secret key) and Mango's API at the simulator. Tokens
+are made as amoCRM makes them (HS256 under the integration's secret key). A valid click reaches the
+simulator as a signed ``commands/callback`` from the user's extension; a forged, expired, replayed or
+foreign-account token and an unmapped user are refused and send Mango nothing; answers allow the
+account's origin only (preflights: tests/test_amocrm_widget.py); the package endpoint gives a zip whose
+manifest reads back.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import time
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+import requests
+
+from bridge.pbx.mango.simulator import CommandServer
+from tests.amocrm_tokens import one_time_token
+from tests.conftest import BACKENDS, _pg_database
+from tests.daemon import API_KEY, API_SALT, Daemon
+from tests.fakes.amocrm import FakeAmoCrm
+
+LLT = "llt-widget-" + "7a6b5c4d" * 6
+INTEGRATION_SECRET = "amo-integration-secret-" + "k" * 40
+PUBLIC = "https://calls.example.com"
+SECRET = "amocrm-widget-e2e-" + "s" * 24
+USERS = {"101": 1001, "102": 1002}
+CALL = "/connectors/amocrm/widget/call"
+
+
+@dataclass
+class Stack:
+    daemon: Daemon
+    fake: FakeAmoCrm
+    mango: CommandServer
+
+    def token(self, user_id: int, **options: object) -> str:
+        options.setdefault("audience", PUBLIC)
+        return one_time_token(INTEGRATION_SECRET, self.fake.url, user_id, **options)  # type: ignore[arg-type]
+
+    def click(self, token: str | None, phone: str = "+7 926 555-66-77", origin: str | None = None):
+        headers = {"Origin": origin or self.fake.url}
+        if token is not None:
+            headers["X-Auth-Token"] = token
+        return requests.post(f"{self.daemon.url}{CALL}", json={"phone": phone}, headers=headers, timeout=10)
+
+    def callbacks(self) -> int:
+        return sum(1 for r in self.mango.received if r.path == "commands/callback")
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    workdir = tmp_path_factory.mktemp("amowidget")
+    if request.param == "sqlite":
+        urls: Iterator[str] = iter([f"sqlite:///{workdir / 'callbridge.db'}"])
+    else:
+        urls = _pg_database(f"cb_test_amow_{random.randrange(1 << 40):x}")
+    database_url = next(urls)
+    with (
+        FakeAmoCrm(long_lived_token=LLT) as fake,
+        CommandServer(API_KEY, API_SALT, rate_limits=False, rng=random.Random(7), pace=0.05) as mango,
+    ):
+        config = workdir / "callbridge.toml"
+        lines = ["[connectors.amocrm]", f'account_url = "{fake.url}"', "popup = false", ""]
+        lines += ["[connectors.amocrm.users]", *[f'"{ext}" = {uid}' for ext, uid in USERS.items()]]
+        config.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        env = {
+            "CALLBRIDGE_CONFIG": str(config),
+            "CALLBRIDGE_CONNECTORS_AMOCRM_LONG_LIVED_TOKEN": LLT,
+            "CALLBRIDGE_CONNECTORS_AMOCRM_CLIENT_SECRET": INTEGRATION_SECRET,
+            "CALLBRIDGE_HTTP_PUBLIC_URL": PUBLIC,
+            "CALLBRIDGE_SECURITY_SECRET_KEY": SECRET,
+            "CALLBRIDGE_MANGO_API_URL": mango.url,
+        }
+        daemon = Daemon(database_url, workdir, env=env)
+        mango.bridge_url = daemon.mango_url
+        daemon.start()
+        try:
+            yield Stack(daemon, fake, mango)
+        finally:
+            daemon.stop()
+            for _ in urls:  # drops the PostgreSQL database
+                pass
+
+
+def test_a_click_dials_from_the_users_extension(stack: Stack) -> None:
+    answer = stack.click(stack.token(1002), phone="8 (926) 555-66-77")
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["status"] == "calling" and answer.json()["extension"] == "102"
+    assert answer.headers["Access-Control-Allow-Origin"] == stack.fake.url
+    sent = stack.mango.wait_for("commands/callback", timeout=10)
+    assert sent.signature_valid and sent.status == 200
+    assert sent.json["from"]["extension"] == "102" and sent.json["to_number"] == "79265556677"
+    assert sent.json["command_id"] == answer.json()["command_id"]
+
+
+@pytest.mark.parametrize(
+    ("case", "status", "error", "words"),
+    [
+        ("forged", 401, "unauthorized", "bad signature"),
+        ("expired", 401, "unauthorized", "expired"),
+        ("foreign", 401, "unauthorized", "another account"),
+        ("no token", 401, "unauthorized", "missing"),
+        ("replayed", 401, "unauthorized", "already used"),
+        ("unmapped", 409, "unmapped", "has no Mango extension"),
+    ],
+)
+def test_a_bad_click_is_refused_and_sends_nothing(
+    stack: Stack, case: str, status: int, error: str, words: str
+) -> None:
+    token: str | None
+    if case == "forged":
+        token = one_time_token("another-integration-secret-" + "x" * 30, stack.fake.url, 1001)
+    elif case == "expired":
+        token = stack.token(1001, issued_at=time.time() - 600, lifetime=60)
+    elif case == "foreign":
+        token = stack.token(1001, iss="https://someone-else.amocrm.ru")
+    elif case == "no token":
+        token = None
+    elif case == "replayed":
+        token = stack.token(1001)
+        assert stack.click(token, phone="+7 999 000-00-01").status_code == 200
+        stack.mango.wait_for("commands/callback", where=lambda r: r.json["to_number"] == "79990000001")
+    else:
+        token = stack.token(4242)
+    before = stack.callbacks()
+    answer = stack.click(token)
+    assert answer.status_code == status, answer.text
+    assert answer.json()["error"] == error and words in answer.json()["message"]
+    assert stack.callbacks() == before
+    if token is not None:
+        assert token not in answer.text
+
+
+def test_cors_answers_name_the_account_and_nobody_else(stack: Stack) -> None:
+    ours = stack.click(stack.token(4242))
+    assert ours.headers["Access-Control-Allow-Origin"] == stack.fake.url and ours.headers["Vary"] == "Origin"
+    theirs = stack.click(stack.token(4242), origin="https://evil.example")
+    assert theirs.status_code == 409 and "Access-Control-Allow-Origin" not in theirs.headers
+
+
+def test_the_package_is_a_widget_for_this_callbridge(stack: Stack) -> None:
+    answer = requests.get(f"{stack.daemon.url}/connectors/amocrm/widget/package.zip", timeout=10)
+    assert answer.status_code == 200 and answer.headers["Content-Type"] == "application/zip"
+    archive = zipfile.ZipFile(io.BytesIO(answer.content))
+    manifest = json.loads(archive.read("manifest.json"))
+    assert manifest["widget"]["code"] and manifest["widget"]["interface_version"] == 2
+    assert {"ccard-1", "lcard-1", "comcard-1", "everywhere"} <= set(manifest["locations"])
+    assert json.dumps(PUBLIC) in archive.read("script.js").decode()
+    assert {"i18n/ru.json", "i18n/en.json", "images/logo.png"} <= set(archive.namelist())
+    assert LLT.encode() not in answer.content and INTEGRATION_SECRET.encode() not in answer.content
