@@ -12,7 +12,7 @@ TEST_STAMP := $(VENV)/.test-stamp
 # the machine's cores only adds contention. `make test TEST_WORKERS=0`: serial.
 TEST_WORKERS ?= 2
 
-.PHONY: run test test-fast lint bench clean chromium
+.PHONY: run test test-fast lint bench clean chromium nginx
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "callbridge needs Python 3.11 or newer")'
@@ -33,7 +33,7 @@ $(TEST_STAMP): pyproject.toml $(RUN_STAMP)
 run: $(RUN_STAMP)
 	$(BIN)/callbridge run
 
-test: $(TEST_STAMP) chromium
+test: $(TEST_STAMP) chromium nginx
 	$(BIN)/ruff check bridge connectors widget admin_module tests bench
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope --durations=25
@@ -49,6 +49,13 @@ chromium:
 	@command -v chromium >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 		echo "could not install chromium; browser tests will skip"
+
+# The reverse-proxy test runs deploy/nginx/callbridge.conf in Debian's nginx: installed here like Chromium
+# (RUNLEVEL=1: the package does not start the system's nginx). Without it that test skips and says why.
+nginx:
+	@command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || [ "$$(id -u)" != 0 ] || \
+		{ apt-get update -qq && RUNLEVEL=1 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; } || \
+		echo "could not install nginx; the reverse-proxy test will skip"
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check bridge connectors widget admin_module tests bench
