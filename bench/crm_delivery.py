@@ -9,6 +9,8 @@ contract fake, which enforces the vendor's real limit and counts every request t
   returns the same headline keys.
 * ``yclients``: bench/crm_delivery_yclients.py, the same way (YClients' 200 requests/min, 5/s).
 * ``retailcrm``: bench/crm_delivery_retailcrm.py, the same way (retailCRM's ~10 requests/s, 503 beyond).
+* ``dynamics``: bench/crm_delivery_dynamics.py, the same way (Dataverse's 6000 requests per 5 minutes, 429
+  beyond), over TLS with msal's tokens from the fake.
 * ``ringing``: the caller card under a backlog, urgent rows first against the old oldest-first order, in
   the same run (see `ringing_section`).
 
@@ -35,8 +37,8 @@ request; and the drain time against two baselines from the same run:
   - the theoretical minimum for the *requests actually sent*, ``max(0, requests - burst) / rate``
     (ratio near 1: the bridge kept the portal's bucket busy, no time wasted).
 
-    .venv/bin/python bench/crm_delivery.py [--only bitrix24,amocrm,yclients,retailcrm,ringing] [--calls 240]
-        [--duration 60]
+    .venv/bin/python bench/crm_delivery.py [--only bitrix24,amocrm,yclients,retailcrm,dynamics,ringing]
+        [--calls 240] [--duration 60]
 
 Results: a table on stdout and JSON in bench/results/crm-delivery-<timestamp>.json.
 """
@@ -472,7 +474,7 @@ def main() -> int:
     parser.add_argument(
         "--only",
         default="",
-        help="comma list of sections: bitrix24,amocrm,yclients,retailcrm,ringing (default: all)",
+        help="comma list of sections: bitrix24,amocrm,yclients,retailcrm,dynamics,ringing (default: all)",
     )
     parser.add_argument("--calls", type=int, default=240, help="bitrix24: calls in the saturated phase")
     parser.add_argument(
@@ -480,7 +482,10 @@ def main() -> int:
     )
     parser.add_argument("--speedup", type=float, default=1.5, help="bitrix24: paced rate / busy-hour rate")
     parser.add_argument(
-        "--duration", type=float, default=60.0, help="amocrm, yclients, retailcrm: their run(duration_hint)"
+        "--duration",
+        type=float,
+        default=60.0,
+        help="amocrm, yclients, retailcrm, dynamics: their run(duration_hint)",
     )
     parser.add_argument("--ring-backlog", type=int, default=600, help="ringing: rows queued before the rings")
     parser.add_argument("--rings", type=int, default=10, help="ringing: calls that ring while it drains")
@@ -494,6 +499,7 @@ def main() -> int:
         "amocrm": lambda: amocrm_section(args.duration),
         "yclients": lambda: module_section("yclients", args.duration),
         "retailcrm": lambda: module_section("retailcrm", args.duration),
+        "dynamics": lambda: module_section("dynamics", args.duration),
         "ringing": lambda: ringing_section(args.ring_backlog, args.rings, args.ring_rate, args.ring_latency),
     }
     result: dict[str, Any] = {
