@@ -1,4 +1,5 @@
-"""`callbridge connectors ...`: the installed connectors, and importing a CRM's employee map.
+"""`callbridge connectors ...`: the installed connectors, importing a CRM's employee map, and registering the
+integration in a CRM that needs it (`setup`).
 
 The core knows no connector by name: it finds them through the registry (entry points) and asks each for
 what it can do (`bridge.crm_employees` for the employee import).
@@ -11,7 +12,8 @@ from typing import Any
 import click
 
 from bridge.cli_context import AppContext
-from bridge.connector_api import DeliveryError
+from bridge.connector_api import CrmSetup, DeliveryError
+from bridge.connector_api.base import Connector
 from bridge.connectors_runtime import is_dormant, load_connectors
 from bridge.crm_employees import import_crm_employees, imports_employees, mango_users_from
 from bridge.employees import mango_client_for
@@ -50,22 +52,17 @@ def list_command(obj: AppContext) -> None:
         click.echo(f"{name:<12} configured, but no connector called {name!r} is installed")
 
 
-@connectors.command("import-employees")
-@click.argument("name")
-@click.pass_obj
-def import_employees_command(obj: AppContext, name: str) -> None:
-    """Import connector NAME's map from extensions to CRM users, and store it."""
+def _installed(name: str) -> type[Connector]:
     installed = available_connectors()
     if name not in installed:
         raise click.ClickException(
             f"no connector called {name!r} is installed (installed: {', '.join(installed) or 'none'})"
         )
-    if not imports_employees(installed[name]):
-        able = [n for n, cls in installed.items() if imports_employees(cls)]
-        raise click.ClickException(
-            f"the {name} connector has no employee import "
-            f"(connectors that have one: {', '.join(able) or 'none'})"
-        )
+    return installed[name]
+
+
+def _enabled(obj: AppContext, name: str) -> Connector:
+    """The running connector NAME, built from the settings; a plain error when it is not enabled."""
     try:
         connector = load_connectors(obj.config, obj.engine).get(name)
     except ConnectorConfigError as exc:
@@ -75,7 +72,22 @@ def import_employees_command(obj: AppContext, name: str) -> None:
             f"the {name} connector is not enabled: configure [connectors.{name}] "
             f"(or CALLBRIDGE_CONNECTORS_{name.upper()}_...) first"
         )
+    return connector
 
+
+@connectors.command("import-employees")
+@click.argument("name")
+@click.pass_obj
+def import_employees_command(obj: AppContext, name: str) -> None:
+    """Import connector NAME's map from extensions to CRM users, and store it."""
+    if not imports_employees(_installed(name)):
+        installed = available_connectors()
+        able = [n for n, cls in installed.items() if imports_employees(cls)]
+        raise click.ClickException(
+            f"the {name} connector has no employee import "
+            f"(connectors that have one: {', '.join(able) or 'none'})"
+        )
+    connector = _enabled(obj, name)
     try:
         lines = import_crm_employees(connector, mango_users_from(lambda: mango_client_for(obj)))
     except PbxError as exc:
@@ -84,3 +96,25 @@ def import_employees_command(obj: AppContext, name: str) -> None:
         raise click.ClickException(f"the {name} connector could not import its employees: {exc}") from None
     for line in lines:
         click.echo(line)
+
+
+@connectors.command("setup")
+@click.argument("name")
+@click.option("--off", is_flag=True, help="Switch the integration off in the CRM instead.")
+@click.pass_obj
+def setup_command(obj: AppContext, name: str, off: bool) -> None:
+    """Register the integration in connector NAME's CRM now (e.g. retailCRM's telephony module, YClients'
+    telephony switch), whatever was sent before; with --off, switch it off there."""
+    _installed(name)
+    connector = _enabled(obj, name)
+    if not isinstance(connector, CrmSetup):
+        able = [n for n, c in load_connectors(obj.config, obj.engine).items() if isinstance(c, CrmSetup)]
+        raise click.ClickException(
+            f"the {name} connector has nothing to register in its CRM "
+            f"(enabled connectors that have: {', '.join(able) or 'none'})"
+        )
+    try:
+        click.echo(connector.set_up(enabled=not off))
+    except DeliveryError as exc:
+        doing = "switch off" if off else "register"
+        raise click.ClickException(f"the {name} connector could not {doing} the integration: {exc}") from None

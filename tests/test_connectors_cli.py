@@ -1,4 +1,4 @@
-"""`callbridge connectors list` and `callbridge connectors import-employees NAME` against the contract
+"""`callbridge connectors list`, `... import-employees NAME` and `... setup NAME` against the contract
 fakes of Bitrix24 and amoCRM and the Mango simulator, on the real store."""
 
 from __future__ import annotations
@@ -164,6 +164,18 @@ def test_clear_errors(engine: Engine, name: str, settings: dict[str, Any], messa
     code, out = run(engine, settings, "import-employees", name)
     assert code == 1
     assert message in out
+
+
+def test_setup_names_the_connectors_that_have_something_to_register(engine: Engine) -> None:
+    webhook = {"connectors": {"webhook": {"url": "https://hooks.example/calls", "secret": "s" * 20}}}
+    code, out = run(engine, webhook, "setup", "webhook")
+    assert code == 1
+    assert (
+        "the webhook connector has nothing to register in its CRM (enabled connectors that have: none)"
+        in (out)
+    )
+    code, out = run(engine, {}, "setup", "retailcrm")
+    assert code == 1 and "the retailcrm connector is not enabled: configure [connectors.retailcrm]" in out
 
 
 def test_describe_import_prefers_a_full_report_then_words_and_the_mapped_extensions() -> None:

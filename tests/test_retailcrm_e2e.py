@@ -494,6 +494,36 @@ def test_callbridge_check_explains_the_setup(stack: Stack) -> None:
     assert len(stack.fake.modules) == registered  # nothing changed: nothing sent again
 
 
+def _setup(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [CALLBRIDGE, "connectors", "setup", "retailcrm", *args],
+        env=stack.daemon.env,
+        cwd=stack.daemon.workdir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_connectors_setup_registers_the_module_again_and_off_switches_it_off(stack: Stack) -> None:
+    before = len(stack.fake.modules)
+    registered = _setup(stack)
+    assert registered.returncode == 0, registered.stderr
+    assert registered.stdout.strip() == (
+        "integration module 'callbridge' registered in retailCRM: 4 extension code(s), "
+        f"click-to-call {PUBLIC}/connectors/retailcrm/make-call"
+    )
+    assert len(stack.fake.modules) == before + 1 and stack.fake.modules[-1]["active"] is True
+    off = _setup(stack, "--off")
+    assert off.returncode == 0 and "switched off in retailCRM" in off.stdout
+    assert stack.fake.modules[-1]["active"] is False
+    assert {k: v for k, v in stack.fake.modules[-1].items() if k != "active"} == {
+        k: v for k, v in stack.fake.modules[-2].items() if k != "active"
+    }
+    assert _setup(stack).returncode == 0 and stack.fake.modules[-1]["active"] is True  # on again
+    assert API_KEY_CRM not in registered.stdout + registered.stderr + off.stdout + off.stderr
+
+
 def test_nothing_was_refused_and_the_limit_held(stack: Stack) -> None:
     refused = [o for o in stack.fake.outcomes if o[2] not in (200, 503)]
     assert refused == []

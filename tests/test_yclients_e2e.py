@@ -325,3 +325,23 @@ def test_the_popup_card_shows_the_clients_last_visit_and_usual_staff(stack: Stac
         assert stack.fake.wait_until(lambda: len(stack.fake.rows(scenario.entry_id)) == 1)
     finally:
         olga.close()
+
+
+def test_connectors_setup_switches_the_telephony_on_again_and_off(stack: Stack) -> None:
+    def setup(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [CALLBRIDGE, "connectors", "setup", "yclients", *args],
+            env=stack.daemon.env,
+            cwd=stack.daemon.workdir,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    before = list(stack.fake.setups)
+    off = setup("--off")
+    assert off.returncode == 0 and "switched off in YClients" in off.stdout, off.stderr
+    on = setup()
+    assert on.returncode == 0 and "switched on in YClients" in on.stdout, on.stderr
+    assert stack.fake.setups == [*before, "disable", "enable"]  # sent whatever was recorded before
+    assert CRM not in off.stdout + off.stderr + on.stdout + on.stderr and PARTNER not in on.stdout + on.stderr

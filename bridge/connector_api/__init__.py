@@ -21,7 +21,7 @@ from bridge.connector_api.base import (
 from bridge.connector_api.events import CALL_EVENT_TYPES, CallEvent
 from bridge.connector_api.http import idempotency_key
 from bridge.connector_api.manifest import Capability, Manifest, Title
-from bridge.connector_api.protocols import Closeable, EmployeeImporter, ImportResult, PbxUsers
+from bridge.connector_api.protocols import Closeable, CrmSetup, EmployeeImporter, ImportResult, PbxUsers
 
 __all__ = [
     "CALL_EVENT_TYPES",
@@ -31,6 +31,7 @@ __all__ = [
     "Closeable",
     "Connector",
     "ConnectorContext",
+    "CrmSetup",
     "DeliveryError",
     "Employee",
     "EmployeeImporter",

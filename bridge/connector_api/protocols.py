@@ -42,3 +42,14 @@ class Dormant(Protocol):
 
     @property
     def dormant(self) -> bool: ...
+
+
+@runtime_checkable
+class CrmSetup(Protocol):
+    """Registers the integration in the CRM itself (an integration module, a telephony switch).
+
+    `callbridge connectors setup NAME` calls `set_up()` (and `set_up(enabled=False)` with `--off`) whatever
+    the connector remembers having sent; a connector may also set itself up when it starts. Returns what was
+    done, in words for the admin; raises `DeliveryError` when the CRM refuses."""
+
+    def set_up(self, *, enabled: bool = True) -> str: ...

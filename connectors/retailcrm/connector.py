@@ -388,6 +388,27 @@ class RetailCrmConnector(Connector):
         )
         return True
 
+    def set_up(self, *, enabled: bool = True) -> str:
+        """`callbridge connectors setup retailcrm`: send the integration module now (`enabled`), or send it
+        inactive, which switches the telephony off in retailCRM (turn the connector off too, or its next
+        start registers it again)."""
+        if enabled:
+            self.register(force=True)
+            body = self.module()
+            telephony = body["integrations"]["telephony"]
+            click = telephony.get("makeCallUrl") or "off (set http.public_url)"
+            return (
+                f"integration module {self.settings.code!r} registered in retailCRM: "
+                f"{len(telephony['additionalCodes'])} extension code(s), click-to-call {click}"
+            )
+        if self.context is None:
+            raise RuntimeError("not bound")
+        with self._register_lock:
+            body = {**self.module(), "active": False}
+            self.client.post(f"/integration-modules/{self.settings.code}/edit", {"integrationModule": body})
+            registration.release(self.context.state, self.module())  # the next start sends it again
+        return f"integration module {self.settings.code!r} switched off in retailCRM"
+
     def _register_quietly(self) -> None:
         self._register_tried = self._monotonic()
         try:

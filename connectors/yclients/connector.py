@@ -194,6 +194,16 @@ class YClientsConnector(Connector):
                     break
         log.info("yclients: telephony integration disabled company_id=%s", self.settings.company_id)
 
+    def set_up(self, *, enabled: bool = True) -> str:
+        """`callbridge connectors setup yclients`: ``setup`` ``enable`` now (whatever was recorded), or
+        ``disable`` with `enabled` off."""
+        if not enabled:
+            self.disable()
+            return f"telephony integration switched off in YClients (company {self.settings.company_id})"
+        with self._setup_lock:
+            self._enable(force=True)
+        return f"telephony integration switched on in YClients (company {self.settings.company_id})"
+
     # ------------------------------------------------------------------------------------ events
 
     def handle(self, event: CallEvent, refs: RefStore) -> None:
