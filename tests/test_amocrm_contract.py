@@ -542,6 +542,10 @@ def test_check_reports_in_plain_words(fake: FakeAmoCrm) -> None:
     assert "user ids amoCRM does not have: 101" in connector(fake, users={"101": "4242"}).check()
 
 
+def test_check_says_the_widgets_click_to_call_is_on(fake: FakeAmoCrm) -> None:
+    assert "click-to-call is on" in connector(fake, client_secret="integration-secret").check()
+
+
 def test_check_reads_the_long_lived_token_expiry(fake: FakeAmoCrm) -> None:
     import base64
     import json

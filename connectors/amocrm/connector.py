@@ -1,4 +1,5 @@
-"""The amoCRM (Kommo) connector: popups, call log, unsorted leads, missed-call tasks, caller lookup.
+"""The amoCRM (Kommo) connector: popups, call log, unsorted leads, missed-call tasks, caller lookup, and
+click-to-call from its widget (widget_hooks.py).
 
 What happens per CallEvent (docs/connectors/amocrm.md has the full picture):
 
@@ -82,9 +83,14 @@ class AmoCrmConnector(Connector):
                 Capability.LEADS,
                 Capability.EMPLOYEE_IMPORT,
                 Capability.RESPONSIBLE,
+                Capability.CLICK_TO_CALL,
             }
         ),
-        requirements=("an amoCRM account", "a long-lived token or a private integration (OAuth)"),
+        requirements=(
+            "an amoCRM account",
+            "a long-lived token or a private integration (OAuth)",
+            "for click-to-call: the integration's secret key and its widget uploaded",
+        ),
         settings={**EMPLOYEE_SETTINGS, **SETTINGS_TITLES},
     )
     config_model: ClassVar[type[BaseModel]] = AmoCrmConfig
@@ -465,6 +471,8 @@ class AmoCrmConnector(Connector):
             parts.append("Unmapped extensions get no popup and no task (unmapped = skip).")
         if self.context is None or not self.context.public_url:
             parts.append("No http.public_url: calls are logged without a recording link.")
+        if self.settings.widget:
+            parts.append("The widget's click-to-call is on (the integration's secret key is set).")
         return " ".join(parts)
 
     def _auth_words(self) -> str:
