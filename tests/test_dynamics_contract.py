@@ -18,6 +18,7 @@ import pytest
 
 from bridge.connector_api import CallEvent, PermanentDeliveryError, RetryableDeliveryError
 from bridge.connector_api.testing import ContractHarness, MemoryRefs, capture_logs, context
+from bridge.pbx.port import PbxUser  # what the core's PbxUsers fetcher gives
 from connectors.dynamics import DynamicsConnector
 from connectors.dynamics.records import record_id
 from connectors.dynamics.tokens import TokenRefused
@@ -250,3 +251,26 @@ def test_the_limit_is_never_exceeded(tmp_path: Path) -> None:
         for i in range(4):
             dyn.handle(ended(f"R{i}", f"7903555{i:04d}"), MemoryRefs())
         assert fake.violations == 0 and fake.max_in(1.0) <= 10
+
+
+def test_employees_are_imported_by_main_phone_then_by_e_mail(fake: FakeDataverse) -> None:
+    olga = fake.add_user("Olga", main_phone="201", email="olga@example.com")
+    ivan = fake.add_user("Ivan", email="Ivan@Example.com")
+    fake.add_user("Gone", email="gone@example.com", disabled=True)
+    fake.add_user("callbridge", email="app@example.com", application=True)
+    fake.page_size = 2  # the list comes in pages, followed by @odata.nextLink
+    dyn = connector(fake, users={})
+    mango = [
+        PbxUser(extension="201", email="someone.else@example.com"),
+        PbxUser(extension="202", email="ivan@example.com"),
+        PbxUser(extension="203", email="gone@example.com"),
+        PbxUser(extension="204", email="app@example.com"),
+    ]
+    result = dyn.import_employees(lambda: mango)
+    assert (result.by_phone, result.by_email) == ({"201": olga}, {"202": ivan})
+    assert result.unmatched == ["203", "204"]
+    assert "2 extension(s) matched to Dynamics users (1 by Main Phone, 1 by e-mail)" in result.report()
+    assert dyn.mapped_users() == {"201": olga, "202": ivan}
+    assert dyn.employees.user_for("202") == ivan
+    pages = [s for s in fake.recorded() if s.path == "/systemusers"]
+    assert len(pages) == 2

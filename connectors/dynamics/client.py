@@ -89,9 +89,21 @@ class DataverseClient:
         return f"DataverseClient({self.url!r})"
 
     def get(
-        self, path: str, params: Mapping[str, str] | None = None, *, max_wait: float | None = None
+        self,
+        path: str,
+        params: Mapping[str, str] | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        max_wait: float | None = None,
     ) -> Any:
-        return self.request("GET", path, params=dict(params or {}), max_wait=max_wait)
+        return self.request("GET", path, params=dict(params or {}), headers=headers, max_wait=max_wait)
+
+    def get_link(self, link: str, *, headers: Mapping[str, str] | None = None) -> Any:
+        """Follow an ``@odata.nextLink`` (an absolute URL of this environment's Web API)."""
+        base = f"{self.url}{API}"
+        if not link.startswith(base + "/"):
+            raise DataversePermanentError("Dataverse: a next-page link outside this environment's Web API")
+        return self.request("GET", link[len(base) :], headers=headers)
 
     def request(
         self,

@@ -37,6 +37,7 @@ from bridge.connector_api import (
     DeliveryError,
     Employee,
     Manifest,
+    PbxUsers,
     RateLimit,
     RefStore,
     Title,
@@ -44,7 +45,7 @@ from bridge.connector_api import (
 from bridge.connector_api.employees import EmployeeMapping, EmployeeResolver
 from bridge.connector_api.events import CALL_ENDED
 from bridge.connector_api.phones import InvalidPhoneNumber, to_e164
-from connectors.dynamics import records
+from connectors.dynamics import employees, records
 from connectors.dynamics.client import (
     DataverseAuthError,
     DataverseClient,
@@ -79,6 +80,7 @@ class DynamicsConnector(Connector):
                 Capability.POPUPS,
                 Capability.CLICK_TO_CALL,
                 Capability.RESPONSIBLE,
+                Capability.EMPLOYEE_IMPORT,
             }
         ),
         requirements=(
@@ -313,6 +315,28 @@ class DynamicsConnector(Connector):
 
     def mapped_users(self) -> dict[str, str]:
         return self.employees.mapped()
+
+    def systemusers(self) -> list[dict[str, Any]]:
+        """Every enabled Dynamics user (``GET /systemusers``, following ``@odata.nextLink``)."""
+        params = {"$select": employees.USER_COLUMNS, "$filter": "isdisabled eq false"}
+        found: list[dict[str, Any]] = []
+        page: Any = self.client.get("/systemusers", params, headers={"Prefer": "odata.maxpagesize=500"})
+        for _ in range(200):
+            rows = page.get("value") if isinstance(page, dict) else None
+            found += [row for row in rows or [] if isinstance(row, dict)]
+            link = page.get("@odata.nextLink") if isinstance(page, dict) else None
+            if not link:
+                break
+            page = self.client.get_link(str(link), headers={"Prefer": "odata.maxpagesize=500"})
+        return found
+
+    def import_employees(self, pbx_users: PbxUsers, *, save: bool = True) -> employees.ImportedUsers:
+        """Match Mango's employees to Dynamics users (Main Phone = extension, else the e-mail) and store
+        the map; the settings' ``users`` table still wins for the extensions it names."""
+        result = employees.match(pbx_users(), self.systemusers())
+        if save:
+            self.employees.save_imported(result.mapped)
+        return result
 
     # ------------------------------------------------------------------------------------ check
 

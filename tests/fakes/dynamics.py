@@ -150,10 +150,12 @@ class FakeDataverse(FakeServer):
     client_secret: str = "client-secret"
     limit: int = 6000
     window: float = 300.0
+    page_size: int = 5000  # the most rows a page holds, whatever the client prefers
     lifetimes: deque[int] = field(default_factory=deque)  # expires_in of the next tokens (then 3600)
 
     seen: list[Seen] = field(default_factory=list)
-    systemusers: set[str] = field(default_factory=set)
+    systemusers: set[str] = field(default_factory=set)  # ids binds may name
+    users: dict[str, dict[str, Any]] = field(default_factory=dict)  # what GET /systemusers lists
     records: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     tokens: dict[str, float] = field(default_factory=dict)  # token -> expiry (monotonic)
     tokens_issued: int = 0
@@ -201,6 +203,30 @@ class FakeDataverse(FakeServer):
                 **phones,
             }
             return cid
+
+    def add_user(
+        self,
+        fullname: str,
+        *,
+        email: str | None = None,
+        main_phone: str | None = None,
+        disabled: bool = False,
+        application: bool = False,
+        user_id: str | None = None,
+    ) -> str:
+        """A systemuser: a person (or an application user with `application`)."""
+        with self.lock:
+            uid = user_id or str(uuid.uuid4())
+            self.systemusers.add(uid)
+            self.users[uid] = {
+                "systemuserid": uid,
+                "fullname": fullname,
+                "internalemailaddress": email,
+                "address1_telephone1": main_phone,
+                "isdisabled": disabled,
+                "applicationid": str(uuid.uuid4()) if application else None,
+            }
+            return uid
 
     def throttle(self, seconds: float, retry_after: int = 1) -> None:
         """Answer 429 to every Web API request for `seconds` (not counted as violations)."""
@@ -358,6 +384,8 @@ class FakeDataverse(FakeServer):
                     "OrganizationId": str(uuid.UUID(int=2)),
                 },
             )
+        if method == "GET" and path == "/systemusers":
+            return self._users(query, headers.get("prefer", ""))
         if method == "GET" and path in ("/contacts", "/leads"):
             return self._query(path[1:], query)
         if method == "POST" and path[1:] in TABLES:
@@ -399,6 +427,30 @@ class FakeDataverse(FakeServer):
             and any(text in str(row.get(column) or "") for column, text in terms)
         ]
         return Reply(200, {"@odata.context": f"{self.url}{API}/$metadata#{table}", "value": found[:top]})
+
+    def _users(self, query: dict[str, str], prefer: str) -> Reply:
+        columns = [c for c in query.get("$select", "").split(",") if c]
+        known = {"systemuserid", "fullname", "internalemailaddress", "address1_telephone1", "isdisabled"}
+        bad = [c for c in columns if c not in known | {"applicationid"}]
+        if bad:
+            return error(
+                400,
+                "0x80060888",
+                f"Could not find a property named '{bad[0]}' on type 'Microsoft.Dynamics.CRM.systemuser'.",
+            )
+        if query.get("$filter", "isdisabled eq false") != "isdisabled eq false":
+            return error(400, "0x80060888", "The query specified in the URI is not valid.")
+        rows = [
+            _selected(u, query) for u in self.users.values() if not u["isdisabled"] or "$filter" not in query
+        ]
+        size = re.search(r"odata\.maxpagesize=(\d+)", prefer)
+        page = min(int(size.group(1)) if size else 5000, self.page_size)
+        start = int(query.get("$skiptoken", "0"))
+        body: dict[str, Any] = {"value": rows[start : start + page]}
+        if start + page < len(rows):
+            rest = "&".join(f"{k}={v}" for k, v in query.items() if k != "$skiptoken")
+            body["@odata.nextLink"] = f"{self.url}{API}/systemusers?{rest}&$skiptoken={start + page}"
+        return Reply(200, body)
 
     def _create(self, table: str, seen: Seen) -> Reply:
         spec, body = TABLES[table], seen.body
