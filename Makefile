@@ -12,7 +12,7 @@ TEST_STAMP := $(VENV)/.test-stamp
 # the machine's cores only adds contention. `make test TEST_WORKERS=0`: serial.
 TEST_WORKERS ?= 2
 
-.PHONY: run test test-fast lint bench clean chromium nginx
+.PHONY: run test test-fast lint bench clean chromium nginx slapd
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "callbridge needs Python 3.11 or newer")'
@@ -33,7 +33,7 @@ $(TEST_STAMP): pyproject.toml $(RUN_STAMP)
 run: $(RUN_STAMP)
 	$(BIN)/callbridge run
 
-test: $(TEST_STAMP) chromium nginx
+test: $(TEST_STAMP) chromium nginx slapd
 	$(BIN)/ruff check bridge connectors widget admin_module tests bench
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope --durations=25
@@ -56,6 +56,15 @@ nginx:
 	@command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || [ "$$(id -u)" != 0 ] || \
 		{ apt-get update -qq && RUNLEVEL=1 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; } || \
 		echo "could not install nginx; the reverse-proxy test will skip"
+
+# The directory tests start their own OpenLDAP slapd (Debian's package; own configuration, ports and data).
+# Installed here like Chromium; the package's own system service is stopped and disabled. Without it those
+# tests skip and say why (in CI they fail).
+slapd:
+	@[ -x /usr/sbin/slapd ] || [ "$$(id -u)" != 0 ] || \
+		{ apt-get update -qq && RUNLEVEL=1 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slapd ldap-utils >/dev/null \
+		  && { systemctl disable --now slapd >/dev/null 2>&1 || service slapd stop >/dev/null 2>&1 || true; }; } || \
+		echo "could not install slapd; the directory tests will skip"
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check bridge connectors widget admin_module tests bench

@@ -1,6 +1,7 @@
-"""The core's `employees` table, filled from Mango's `config/users/request`.
+"""The core's `employees` table, filled from Mango's `config/users/request` or from the directory.
 
-Used by `callbridge employees import` and by the admin panel's "Import from Mango" button. Every Mango
+Used by `callbridge employees import`, `sync-ldap` (bridge/ldap/) and `list`, and by the admin panel's
+"Import from Mango" button. Every Mango
 employee with an extension is written (added or brought up to date); employees without one cannot take
 calls and are left out. Rows of extensions Mango no longer lists are kept (staff may still be mapped to
 them) and reported as `stale`.
@@ -18,11 +19,21 @@ from sqlalchemy import Engine, insert, select, update
 
 from bridge.cli_context import AppContext
 from bridge.connectors_runtime import mango_client
+from bridge.ldap.client import LdapError
+from bridge.ldap.sync import run_sync
 from bridge.pbx.port import PbxCommands, PbxError, PbxUser
 from bridge.settings_store import SettingsStore
 from bridge.store.schema import employees
+from bridge.text_table import table
 
-__all__ = ["EmployeeImport", "employees_cli", "import_employees", "mango_client_for", "store_employees"]
+__all__ = [
+    "EmployeeImport",
+    "employees_cli",
+    "import_employees",
+    "list_employees",
+    "mango_client_for",
+    "store_employees",
+]
 
 
 @dataclass(frozen=True)
@@ -123,7 +134,7 @@ def mango_client_for(obj: AppContext) -> PbxCommands:
 
 @click.group("employees")
 def employees_cli() -> None:
-    """The employees (extensions) callbridge knows, from the PBX."""
+    """The employees (extensions) callbridge knows, from the PBX or the company directory."""
 
 
 @employees_cli.command("import")
@@ -142,3 +153,44 @@ def import_command(obj: AppContext) -> None:
         click.echo(f"  + {extension}")
     for extension in result.updated:
         click.echo(f"  ~ {extension}")
+
+
+_LISTED = ("extension", "name", "email", "department", "position", "source", "active")
+
+
+def list_employees(engine: Engine) -> list[dict[str, object]]:
+    """Every employee, by extension: the listed fields (`active` a bool)."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(*(employees.c[f] for f in _LISTED)).order_by(employees.c.extension))
+        return [{**row._asdict(), "active": bool(row.active)} for row in rows]
+
+
+@employees_cli.command("list")
+@click.option("--json", "as_json", is_flag=True, help="one JSON array instead of a table")
+@click.pass_obj
+def list_command(obj: AppContext, as_json: bool) -> None:
+    """List the employees: extension, name, e-mail, department, position, source, active."""
+    people = list_employees(obj.engine)
+    if as_json:
+        click.echo(json.dumps(people, ensure_ascii=False, indent=2))
+        return
+    rows = [[str(p[f] or "") for f in _LISTED[:-1]] + ["yes" if p["active"] else "no"] for p in people]
+    click.echo(table(list(_LISTED), rows))
+
+
+@employees_cli.command("sync-ldap")
+@click.option("--dry-run", is_flag=True, help="show what would change, write nothing")
+@click.pass_obj
+def sync_ldap_command(obj: AppContext, dry_run: bool) -> None:
+    """Sync the employees from the LDAP directory or Active Directory (`[ldap]`)."""
+    settings = SettingsStore(obj.engine, obj.config).effective().ldap
+    try:
+        result = run_sync(obj.engine, settings, trigger="cli", dry_run=dry_run)
+    except LdapError as exc:
+        raise click.ClickException(f"directory sync failed: {exc}") from None
+    click.echo(result.words())
+    for mark, extensions in (("+", result.created), ("~", result.updated), ("-", result.deactivated)):
+        for extension in extensions:
+            click.echo(f"  {mark} {extension}")
+    for dn in result.skipped:
+        click.echo(f"  skipped (no extension, or one already taken): {dn}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
@@ -414,6 +415,153 @@ class LoginSettings(_Section):
     )
 
 
+_LDAP_FIELDS: tuple[str, ...] = ("extension", "name", "email", "department", "position")
+LDAP_ROLES: tuple[str, ...] = ("employee", "team_leader", "marketer", "accountant", "admin")
+
+
+def _json_mapping(value: Any) -> Any:
+    """A mapping given as JSON text (its environment variable) becomes a dict."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value) if value.strip() else {}
+        except ValueError as exc:
+            raise ValueError(f"must be a JSON object: {exc}") from None
+    return value
+
+
+class LdapSettings(_Section):
+    """Employees and panel users from an LDAP directory or Active Directory ([ldap.md](ldap.md))."""
+
+    url: str = Field(
+        default="",
+        description=(
+            "the directory server, e.g. `ldaps://dc.example.com:636`; `ldap://` only with `ldap.start_tls` "
+            "or `ldap.allow_plain`; empty = no directory"
+        ),
+    )
+    start_tls: bool = Field(default=False, description="with an `ldap://` address, upgrade to TLS (StartTLS)")
+    allow_plain: bool = Field(
+        default=False,
+        description="allow `ldap://` without TLS (passwords cross the network in clear; a test lab only)",
+    )
+    ca_file: str = Field(
+        default="", description="a PEM file of the private CA to trust; empty = the system's trusted CAs"
+    )
+    bind_dn: str = Field(default="", description="the service account that reads the directory")
+    password: SecretStr = Field(
+        default=SecretStr(""), description="the service account's password; never logged or shown"
+    )
+    base_dn: str = Field(
+        default="", description="where employees are searched, e.g. `ou=people,dc=example,dc=com`"
+    )
+    filter: str = Field(default="(objectClass=person)", description="which entries are employees")
+    timeout_seconds: float = Field(
+        default=10.0, gt=0, le=300, description="connecting and each answer of the server"
+    )
+    page_size: int = Field(default=500, ge=1, le=5000, description="entries per page of a search")
+    sync_minutes: int = Field(
+        default=60, ge=0, description="the daemon syncs employees this often; 0 = only on demand"
+    )
+    login: bool = Field(default=False, description="panel sign-in with directory accounts")
+    login_attribute: str = Field(
+        default="uid",
+        description=(
+            "the attribute matched against the name typed at sign-in (Active Directory: `sAMAccountName`)"
+        ),
+    )
+    group_attribute: str = Field(
+        default="member",
+        description=(
+            "the groups' attribute that lists members' DNs (`member`, `uniqueMember`); groups are read by "
+            "DN from `ldap.roles`"
+        ),
+    )
+    fields: dict[str, str] = Field(
+        default_factory=lambda: {
+            "extension": "telephoneNumber",
+            "name": "displayName",
+            "email": "mail",
+            "department": "department",
+            "position": "title",
+        },
+        description=(
+            "callbridge field -> directory attribute (`extension`, `name`, `email`, `department`, "
+            "`position`); a JSON object in the environment"
+        ),
+    )
+    keep_local: list[str] = Field(
+        default_factory=list,
+        description=(
+            "fields (`name`, `email`, `department`, `position`) whose local edit wins: a sync overwrites "
+            "them only while they still hold what the directory gave last; comma-separated in the environment"
+        ),
+    )
+    roles: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "group DN -> panel role (`employee`, `team_leader`, `marketer`, `accountant`, `admin`); a "
+            "directory user in none of them cannot sign in; a JSON object in the environment"
+        ),
+    )
+
+    @field_validator("fields", "roles", mode="before")
+    @classmethod
+    def _mapping(cls, value: Any) -> Any:
+        return _json_mapping(value)
+
+    @field_validator("keep_local", mode="before")
+    @classmethod
+    def _list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [p.strip() for p in value.split(",") if p.strip()]
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, value: str) -> str:
+        if value and not value.lower().startswith(("ldap://", "ldaps://")):
+            raise ValueError("must start with ldaps:// or ldap://")
+        return value
+
+    @field_validator("fields")
+    @classmethod
+    def _known_fields(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value) - set(_LDAP_FIELDS))
+        if unknown:
+            raise ValueError(f"unknown field(s) {', '.join(unknown)}; known: {', '.join(_LDAP_FIELDS)}")
+        if not value.get("extension"):
+            raise ValueError("`extension` must name the attribute that holds the extension")
+        return value
+
+    @field_validator("keep_local")
+    @classmethod
+    def _known_keep(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(_LDAP_FIELDS[1:]))
+        if unknown:
+            raise ValueError(f"unknown field(s) {', '.join(unknown)}")
+        return value
+
+    @field_validator("roles")
+    @classmethod
+    def _known_roles(cls, value: dict[str, str]) -> dict[str, str]:
+        for group, role in value.items():
+            if role not in LDAP_ROLES:
+                raise ValueError(f"{group}: unknown role {role!r}; known: {', '.join(LDAP_ROLES)}")
+        return value
+
+    def refusal(self) -> str | None:
+        """Why this address may not be used as it is, in plain words; None when it may."""
+        if not self.url:
+            return "no directory is configured (ldap.url is empty)"
+        plain = self.url.lower().startswith("ldap://")
+        if plain and not (self.start_tls or self.allow_plain):
+            return (
+                f"{self.url} is not encrypted: use ldaps://, or set ldap.start_tls = true "
+                "(ldap.allow_plain = true only for a test lab)"
+            )
+        return None
+
+
 class LogSettings(_Section):
     level: str = Field(default="INFO", description="`DEBUG`, `INFO`, `WARNING`, `ERROR`")
 
@@ -435,6 +583,7 @@ class Settings(_Section):
     phones: PhoneSettings = Field(default_factory=PhoneSettings)
     history: HistorySettings = Field(default_factory=HistorySettings)
     login: LoginSettings = Field(default_factory=LoginSettings)
+    ldap: LdapSettings = Field(default_factory=LdapSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     # Per-connector sections, validated by each connector's own config model (see bridge.registry).
     connectors: dict[str, dict[str, Any]] = Field(default_factory=dict)

@@ -14,6 +14,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    true,
 )
 
 metadata = MetaData()
@@ -128,6 +129,28 @@ employees = Table(
     Column("mango_user_id", String(64), nullable=True),
     Column("numbers", Text, nullable=False, default="[]"),  # JSON list
     Column("updated_at", Float, nullable=False),
+    # Where the row comes from (`mango`, `ldap`), whether the person still works here (a directory sync
+    # deactivates, never deletes), their directory entry and the values the directory last gave.
+    Column("source", String(16), nullable=False, server_default="mango"),
+    Column("active", Boolean, nullable=False, server_default=true()),
+    Column("directory_dn", String(1024), nullable=True),
+    Column("directory_values", Text, nullable=True),  # JSON object
+)
+
+# Each directory (LDAP) sync: when, how it went and what it changed (the panel's Employees page).
+directory_syncs = Table(
+    "directory_syncs",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("started_at", Float, nullable=False),
+    Column("finished_at", Float, nullable=True),
+    Column("trigger", String(16), nullable=False),  # schedule | panel | cli
+    Column("state", String(12), nullable=False),  # running | done | failed
+    Column("created", Integer, nullable=False, default=0),
+    Column("updated", Integer, nullable=False, default=0),
+    Column("deactivated", Integer, nullable=False, default=0),
+    Column("skipped", Integer, nullable=False, default=0),
+    Column("error", Text, nullable=True),
 )
 
 outbox = Table(
