@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import subprocess
+import time
 import urllib.parse
 import uuid
 from collections.abc import Iterator
@@ -232,6 +233,23 @@ def test_a_token_refused_mid_run_is_replaced_once(stack: Stack) -> None:
     # msal was asked once for a new token, which all of them then shared.
     assert fake.tokens_issued == issued + 1 and fake.refused_tokens > refused
     assert len(fake.rows("phonecalls", activityid=record_id(scenario.entry_id, "phonecall"))) == 1
+
+
+def test_a_token_about_to_expire_is_refreshed_before_it_is_refused(stack: Stack) -> None:
+    fake = stack.fake
+    fake.lifetimes.append(302)  # the next token: msal uses it for 2 s of its 302, then asks again
+    fake.revoke_tokens()
+    first = scenarios.build("incoming_answered", seed=42, customer="79035550303", extensions=("103",))
+    play(stack, first)
+    assert fake.wait_until(lambda: closed(stack, first))
+    issued_at = max(fake.tokens.values()) - 302
+    issued, refused = fake.tokens_issued, fake.refused_tokens
+    assert fake.wait_until(lambda: time.monotonic() > issued_at + 2.1, timeout=5)
+    second = scenarios.build("incoming_answered", seed=43, customer="79035550404", extensions=("103",))
+    play(stack, second)
+    assert fake.wait_until(lambda: closed(stack, second))
+    # A new token before the old one ran out, and not one request refused for it.
+    assert fake.tokens_issued == issued + 1 and fake.refused_tokens == refused
 
 
 def test_429_bursts_lose_nothing_and_send_nothing_twice(stack: Stack) -> None:
