@@ -98,6 +98,8 @@ def test_a_backup_taken_while_events_arrive_holds_everything_committed_before_it
     assert not list(tmp_path.glob("copy.db-*")) and not list(tmp_path.glob(".copy.db.*")), "one file only"
     with sqlite3.connect(copy) as raw:
         assert raw.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    opened = cli(tmp_path, f"sqlite:///{copy}", "db", "upgrade")  # callbridge opens it as its store
+    assert opened.returncode == 0 and "database at revision" in opened.stdout, opened.stderr
     original, restored = make_engine(url), make_engine(f"sqlite:///{copy}")
     try:
         assert current_revision(restored) == current_revision(original)
