@@ -35,7 +35,7 @@ from bridge.connector_api import (
     RefStore,
     RetryableDeliveryError,
 )
-from bridge.connector_api.protocols import Dormant
+from bridge.connector_api.protocols import Dormant, TurnedOff
 from bridge.memo import cached as memo_cached
 from bridge.pbx.select import pbx_client
 from bridge.recordings.links import links_for
@@ -166,11 +166,14 @@ class LiveConnector(Connector):
     def build(self) -> Connector | None:
         """The build for the effective section now (rebuilt at most once per change); None while dormant."""
         sections = self._sections()
+        switched_off: Connector | None = None
         if sections is not self._seen or not self._fingerprint:
             with self._lock:
                 if sections is not self._seen or not self._fingerprint:
-                    self._refresh(sections.get(self.name))
+                    switched_off = self._refresh(sections.get(self.name))
                     self._seen = sections
+        if isinstance(switched_off, TurnedOff):  # outside the lock: it may ask its CRM
+            _tell_turned_off(self.name, switched_off)
         return self._current
 
     def current(self) -> Connector:
@@ -180,26 +183,28 @@ class LiveConnector(Connector):
             raise AttributeError(f"the {self.name} connector is not enabled")
         return connector
 
-    def _refresh(self, section: Mapping[str, Any] | None) -> None:
+    def _refresh(self, section: Mapping[str, Any] | None) -> Connector | None:
+        """Follow a changed section; returns the build when this change turned the connector off."""
         digest = fingerprint(section)
         if digest == self._fingerprint:
-            return
+            return None
         self._fingerprint = digest
         was_on = self._enabled and self._current is not None
         self._enabled = is_enabled(section)
         if not self._enabled or section is None:
             if was_on:
                 log.info("connector turned off connector=%s", self.name)
-            return
+                return self._current
+            return None
         try:
             built = build_bound(self.name, section, self._context)
         except ConnectorConfigError as exc:  # problems name keys, never values
             state = "not applied" if self._current is not None else "invalid, the connector stays off"
             log.warning("connector settings %s connector=%s problems=%s", state, self.name, exc.problems)
-            return
+            return None
         except Exception as exc:  # noqa: BLE001 - a failing build must not break the caller's pass
             log.warning("connector could not be built connector=%s error=%s", self.name, type(exc).__name__)
-            return
+            return None
         if built is not None:
             log.info(
                 "connector %s connector=%s",
@@ -207,6 +212,7 @@ class LiveConnector(Connector):
                 self.name,
             )
             self._current = built
+        return None
 
     @property
     def dormant(self) -> bool:
@@ -289,6 +295,14 @@ class LiveConnector(Connector):
 
     def __repr__(self) -> str:
         return f"LiveConnector({self._current if self._current is not None else self.name!r})"
+
+
+def _tell_turned_off(name: str, connector: TurnedOff) -> None:
+    """`turned_off()`, its failure logged by kind only (a CRM's error may carry a token)."""
+    try:
+        connector.turned_off()
+    except Exception as exc:  # noqa: BLE001 - the connector is off either way
+        log.warning("connector could not undo its setup connector=%s error=%s", name, type(exc).__name__)
 
 
 def _forward(method: str) -> Callable[..., Any]:

@@ -34,6 +34,7 @@ from bridge.registry import available_connectors
 from bridge.settings_store import SettingsStore
 from bridge.store.schema import calls, outbox
 from tests.daemon import SETTINGS_REFRESH, SHORT_SETTINGS_REFRESH, Daemon
+from tests.fakes.yclients import FakeYClients
 from tests.test_admin_connector_config import (
     SECRET,
     Browser,
@@ -43,6 +44,8 @@ from tests.test_admin_connector_config import (
     _webhook_form,
 )
 from tests.test_admin_support import API_KEY, API_SALT, seed_users
+from tests.test_yclients_contract import COMPANY, CRM, PARTNER, USER
+from tests.test_yclients_contract import settings as yclients_section
 
 BITRIX24 = {"portal": "http://127.0.0.1:9", "client_id": "local.1", "client_secret": "app-secret-1"}
 
@@ -283,3 +286,23 @@ def test_callbridge_run_starts_a_connector_enabled_in_the_panel_and_stops_it_aga
         assert "connector enabled connector=webhook" in daemon.log_path.read_text()
     finally:
         daemon.stop()
+
+
+def test_turning_a_connector_off_lets_it_undo_its_setup_once_across_processes(engine: Engine) -> None:
+    """YClients' telephony is switched off in YClients when the admin turns the connector off, by one of the
+    processes that held it (each is told); turning it on again switches it on again."""
+    with FakeYClients(partner_token=PARTNER, crm_token=CRM, user_token=USER, company_id=COMPANY) as fake:
+        sources = Sources()
+        sources.set(yclients=yclients_section(fake))
+        processes = [_live(engine, sources)["yclients"] for _ in range(2)]  # e.g. the daemon and a web worker
+        processes[0].ensure_enabled()
+        assert fake.setups == ["enable"]
+        sources.set(yclients={**yclients_section(fake), "enabled": False})
+        for live in processes:
+            assert not live.enabled
+        assert fake.setups == ["enable", "disable"]  # once, whichever process saw it first
+        sources.set(yclients=yclients_section(fake))
+        for live in processes:
+            assert live.enabled
+        processes[1].ensure_enabled()
+        assert fake.setups == ["enable", "disable", "enable"]

@@ -21,7 +21,14 @@ from bridge.connector_api.base import (
 from bridge.connector_api.events import CALL_EVENT_TYPES, CallEvent
 from bridge.connector_api.http import idempotency_key
 from bridge.connector_api.manifest import Capability, Manifest, Title
-from bridge.connector_api.protocols import Closeable, CrmSetup, EmployeeImporter, ImportResult, PbxUsers
+from bridge.connector_api.protocols import (
+    Closeable,
+    CrmSetup,
+    EmployeeImporter,
+    ImportResult,
+    PbxUsers,
+    TurnedOff,
+)
 
 __all__ = [
     "CALL_EVENT_TYPES",
@@ -45,5 +52,6 @@ __all__ = [
     "RetryableDeliveryError",
     "StateStore",
     "Title",
+    "TurnedOff",
     "idempotency_key",
 ]

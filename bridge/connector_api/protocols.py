@@ -53,3 +53,12 @@ class CrmSetup(Protocol):
     done, in words for the admin; raises `DeliveryError` when the CRM refuses."""
 
     def set_up(self, *, enabled: bool = True) -> str: ...
+
+
+@runtime_checkable
+class TurnedOff(Protocol):
+    """Told when the admin turns it off (the panel or the config): it may undo in the CRM what turning it on
+    did (e.g. switch a telephony integration off). Every process that held it is told: record the undo in
+    `context.state` (`compare_and_set`) so that only one of them sends it."""
+
+    def turned_off(self) -> None: ...

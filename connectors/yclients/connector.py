@@ -204,6 +204,26 @@ class YClientsConnector(Connector):
             self._enable(force=True)
         return f"telephony integration switched on in YClients (company {self.settings.company_id})"
 
+    def turned_off(self) -> None:
+        """The admin turned the connector off: ``setup`` ``disable`` once, by the first process that records
+        it (each process holding the connector is told)."""
+        state = self.context.state if self.context is not None else None
+        if state is None:
+            return
+        mark = self._token_mark()
+        current = state.get(SETUP_KEY)
+        if current is not None and _setup_state(current[0]) == ("disabled", mark):
+            return  # already off in YClients
+        record = json.dumps({"state": "disabled", "token": mark, "at": int(self._clock())})
+        if state.compare_and_set(SETUP_KEY, record, current[1] if current else None) is None:
+            return  # another process recorded it first and sends it
+        self.client.post(telephony.VOIP_PATH, telephony.setup_body(self._crm_token, False))
+        self._enabled_here = False
+        log.info(
+            "yclients: telephony integration disabled (connector turned off) company_id=%s",
+            self.settings.company_id,
+        )
+
     # ------------------------------------------------------------------------------------ events
 
     def handle(self, event: CallEvent, refs: RefStore) -> None:
