@@ -70,6 +70,17 @@ def test_the_systemd_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     )
     problems = [line for line in (done.stdout + done.stderr).splitlines() if "callbridge.service" in line]
     assert done.returncode == 0 and not problems, done.stdout + done.stderr
+    # systemd's own rating of the sandbox: 0 is fully locked down, 10 wide open; below 2 is "OK".
+    rating = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", str(unit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if "--offline" in rating.stderr:  # systemd older than 250 rates only loaded units
+        return
+    exposure = re.search(r"Overall exposure level for callbridge\.service: ([\d.]+)", rating.stdout)
+    assert exposure and float(exposure.group(1)) < 2.0, rating.stdout[-2000:]
 
 
 def test_the_caddyfile_serves_everything_on_one_address() -> None:
