@@ -144,3 +144,13 @@ def test_the_package_refuses_an_address_the_widget_cannot_call(address: str) -> 
 
 def test_the_package_zip_is_a_valid_archive() -> None:
     assert zipfile.ZipFile(io.BytesIO(build_package(PUBLIC))).testzip() is None
+
+
+def test_the_live_panel_may_be_framed_by_the_account_only_and_speaks_its_language() -> None:
+    web = widget_app([])
+    ru = web.get("/connectors/amocrm/widget/panel")
+    assert ru.status_code == 200 and "Войти" in ru.text and "/operator/static/live.js" in ru.text
+    assert ru.headers["Content-Security-Policy"].endswith(f"frame-ancestors 'self' {ACCOUNT}")
+    assert ru.headers["Cache-Control"] == "no-store"
+    en = web.get("/connectors/amocrm/widget/panel?lang=en")
+    assert "Sign in" in en.text and web.get("/connectors/amocrm/static/panel.js").status_code == 200

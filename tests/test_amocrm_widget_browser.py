@@ -1,10 +1,13 @@
-"""The amoCRM widget's script.js in Chromium, against `callbridge run` and the Mango simulator.
+"""The amoCRM widget's script.js and its live panel in Chromium, against `callbridge run` and the Mango
+simulator.
 
 The page is a stand-in of amoCRM's widget runtime: `define` builds the widget as amoCRM does (an object
 with `add_action`, `get_settings`, `i18n` and `$authorizedAjax` on its prototype, then `init`, `render`,
 `bind_actions`); a click on a phone number runs the widget's 'phone' action with ``{value: number}``;
 `$authorizedAjax` adds an ``X-Auth-Token`` made as amoCRM makes it (HS256 under the integration's secret).
-script.js is the one the daemon packages (``/connectors/amocrm/widget/package.zip``).
+script.js is the one the daemon packages (``/connectors/amocrm/widget/package.zip``). The live panel it
+frames is signed in with an access code from `callbridge token`; a ring group's call shows the caller's
+amoCRM card in it, and a colleague's answer closes it.
 
 The page is served at the daemon's own origin: the daemon's hook forwarder answers CORS preflights
 itself and never passes them to a connector's hooks, so a cross-origin POST with ``X-Auth-Token`` cannot
@@ -23,11 +26,14 @@ from typing import Any
 import pytest
 import requests
 
+from bridge.pbx.mango import scenarios
 from bridge.pbx.mango.simulator import CommandServer
+from bridge.pbx.mango.simulator.poster import Poster
 from tests.amocrm_tokens import one_time_token
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, requires_chromium
 from tests.daemon import API_KEY, API_SALT, Daemon
 from tests.fakes.amocrm import FakeAmoCrm
+from tests.test_realtime_e2e import answer_index, cli_token, split_at_ringing
 
 pytestmark = requires_chromium
 
@@ -88,16 +94,19 @@ document.addEventListener('click', function (event) {
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, CommandServer, FakeAmoCrm]]:
+def stack(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Daemon, CommandServer, FakeAmoCrm, int]]:
     workdir = tmp_path_factory.mktemp("amowidget-browser")
     with (
         FakeAmoCrm(long_lived_token=LLT) as fake,
         CommandServer(API_KEY, API_SALT, rate_limits=False, rng=random.Random(3), pace=0.05) as mango,
     ):
+        contact = fake.add_contact("Иван Петров", ["8 (916) 123-45-67"], responsible_user_id=1001)
         config = workdir / "callbridge.toml"
         config.write_text(
             f'[connectors.amocrm]\naccount_url = "{fake.url}"\npopup = false\n\n'
-            '[connectors.amocrm.users]\n"102" = 1002\n',
+            '[connectors.amocrm.users]\n"101" = 1001\n"102" = 1002\n',
             encoding="utf-8",
         )
         daemon = Daemon(
@@ -115,7 +124,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, Co
         mango.bridge_url = daemon.mango_url
         daemon.start()
         try:
-            yield daemon, mango, fake
+            yield daemon, mango, fake, contact
         finally:
             daemon.stop()
 
@@ -129,10 +138,10 @@ class Widget:
 
 
 @pytest.fixture
-def widget(stack: tuple[Daemon, CommandServer, FakeAmoCrm]) -> Iterator[Widget]:
+def widget(stack: tuple[Daemon, CommandServer, FakeAmoCrm, int]) -> Iterator[Widget]:
     from playwright import sync_api
 
-    daemon, _, fake = stack
+    daemon, _, fake, _ = stack
     package = requests.get(f"{daemon.url}/connectors/amocrm/widget/package.zip", timeout=10)
     assert package.status_code == 200
     archive = zipfile.ZipFile(io.BytesIO(package.content))
@@ -172,7 +181,7 @@ def callbacks_to(mango: CommandServer, number: str) -> int:
 
 
 def test_a_click_on_a_number_dials_from_the_users_extension(stack, widget: Widget) -> None:
-    _, mango, _ = stack
+    _, mango, _, _ = stack
     widget.page.click("#mapped")
     sent = mango.wait_for(
         "commands/callback", timeout=10, where=lambda r: r.json["to_number"] == "79265556677"
@@ -183,9 +192,49 @@ def test_a_click_on_a_number_dials_from_the_users_extension(stack, widget: Widge
 
 
 def test_an_unmapped_user_is_told_why_and_nothing_is_dialled(stack, widget: Widget) -> None:
-    _, mango, _ = stack
+    _, mango, _, _ = stack
     widget.user["id"] = 4242
     widget.page.click("#other")
     note = widget.page.wait_for_selector("#callbridge-widget-note[data-kind=error]")
     assert "нет внутреннего номера Mango" in note.inner_text()
     assert callbacks_to(mango, "79160000009") == 0
+
+
+def test_the_live_panel_shows_the_ringing_callers_card_and_closes_when_a_colleague_answers(
+    stack, widget: Widget
+) -> None:
+    from playwright.sync_api import expect
+
+    daemon, _, fake, contact = stack
+    page = widget.page
+    frame_element = page.locator("#callbridge-panel")
+    expect(frame_element).to_have_attribute("data-open", "yes")  # the sign-in form asks to be shown
+    panel = page.frame_locator("#callbridge-panel")
+    panel.locator("#code").fill("not-a-valid-code")
+    panel.locator("#sign-in").click()
+    expect(panel.locator("#login-error")).to_contain_text("Код не подошёл")
+    panel.locator("#code").fill(cli_token(daemon, "--extension", "101"))
+    panel.locator("#sign-in").click()
+    expect(panel.locator("body")).to_have_attribute("data-connected", "yes")
+    expect(frame_element).to_have_attribute("data-open", "no")
+    assert frame_element.evaluate("el => el.style.height") == "0px"
+
+    call = scenarios.build("ring_group_second_answers", seed=31, extensions=("101", "102"))
+    ringing, rest = split_at_ringing(call)
+    poster = Poster(daemon.mango_url, API_KEY, API_SALT)
+    try:
+        assert not poster.play(ringing).errors
+        popup = panel.locator(f'.popup[data-entry-id="{call.entry_id}"]')
+        expect(popup.locator(".popup-name")).to_have_text("Иван Петров", timeout=10_000)
+        expect(popup.locator(".popup-links a")).to_have_attribute(
+            "href", f"{fake.url}/contacts/detail/{contact}"
+        )
+        expect(frame_element).to_have_attribute("data-open", "yes")
+        answer = answer_index(rest)
+        assert answer is not None
+        assert not poster.play(rest[: answer + 1]).errors  # 102 answers
+        expect(popup).to_have_count(0, timeout=10_000)
+        expect(frame_element).to_have_attribute("data-open", "no")
+        assert not poster.play(rest[answer + 1 :]).errors
+    finally:
+        poster.close()

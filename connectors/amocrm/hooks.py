@@ -5,7 +5,8 @@
   minutes), ``referer`` (the account's host) and our ``state``; the code is exchanged once and the tokens are
   stored in the connector's state (see oauth.py), where the dispatcher's process picks them up.
 
-The widget's endpoints (``/widget/...``: click-to-call, the package) are in widget_hooks.py.
+The widget's endpoints (``/widget/...``: click-to-call, the package) are in widget_hooks.py, the live
+panel it frames in panel.py.
 
 Nothing here ever echoes the code or a token.
 """
@@ -22,6 +23,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from bridge.connector_api import DeliveryError
 from bridge.connector_api.ratelimit import TokenBucket
+from connectors.amocrm.panel import register_panel
 from connectors.amocrm.widget_hooks import register_widget
 
 if TYPE_CHECKING:
@@ -39,8 +41,15 @@ def consent_host(account_host: str) -> str:
 
 
 def make_blueprint(connector: AmoCrmConnector) -> Blueprint:
-    blueprint = Blueprint("amocrm_hooks", __name__)
+    blueprint = Blueprint(
+        "amocrm_hooks",
+        __name__,
+        template_folder="templates",
+        static_folder="static",
+        static_url_path="/static",
+    )
     register_widget(blueprint, connector)
+    register_panel(blueprint, connector)
     if connector.settings.oauth:
         _register_oauth(blueprint, connector)
     return blueprint

@@ -1,6 +1,7 @@
-// callbridge's amoCRM widget: click-to-call through Mango Office (docs/connectors/amocrm.md, "The widget").
-// amoCRM loads this AMD module and calls its callbacks; a click on a phone number anywhere reaches the
-// 'phone' action, which asks callbridge (with amoCRM's one-time token, via $authorizedAjax) to call it.
+// callbridge's amoCRM widget: click-to-call through Mango Office and the live call panel
+// (docs/connectors/amocrm.md, "The widget"). amoCRM loads this AMD module and calls its callbacks; a click
+// on a phone number anywhere reaches the 'phone' action, which asks callbridge (with amoCRM's one-time
+// token, via $authorizedAjax) to call it; `render` frames callbridge's live panel page.
 define([], function () {
   'use strict';
 
@@ -8,6 +9,8 @@ define([], function () {
   var PACKAGED_URL = '__CALLBRIDGE_URL__';
   var NOTE_ID = 'callbridge-widget-note';
   var NOTE_SECONDS = 8;
+  var PANEL_ID = 'callbridge-panel';
+  var PANEL_MAX_HEIGHT = 480;
 
   return function () {
     var self = this;
@@ -45,6 +48,26 @@ define([], function () {
       box._hide = setTimeout(function () { box.remove(); }, NOTE_SECONDS * 1000);
     }
 
+    // The live call panel: callbridge's own page, framed bottom-right, shown only while it has something.
+    function panel() {
+      if (document.getElementById(PANEL_ID)) return;
+      var lang = ((self.i18n && self.i18n('panel')) || {}).lang === 'en' ? 'en' : 'ru';
+      var frame = document.createElement('iframe');
+      frame.id = PANEL_ID;
+      frame.title = 'callbridge';
+      frame.src = base() + '/connectors/amocrm/widget/panel?lang=' + lang;
+      frame.style.cssText = 'position:fixed;right:16px;bottom:16px;width:380px;height:0;border:0;' +
+        'z-index:9999;background:transparent';
+      document.body.appendChild(frame);
+      var from = new URL(frame.src, location.href).origin;
+      window.addEventListener('message', function (event) {
+        var data = event.data || {};
+        if (event.origin !== from || event.source !== frame.contentWindow || data.type !== 'callbridge-panel') return;
+        frame.style.height = data.open ? Math.min(Number(data.height) || 0, PANEL_MAX_HEIGHT) + 'px' : '0';
+        frame.setAttribute('data-open', data.open ? 'yes' : 'no');
+      });
+    }
+
     function failure(xhr, phone) {
       var body = (xhr && xhr.responseJSON) || {};
       var code = body.error;
@@ -75,7 +98,10 @@ define([], function () {
         self.add_action('phone', dial);
         return true;
       },
-      render: function () { return true; },
+      render: function () {
+        panel();
+        return true;
+      },
       bind_actions: function () { return true; },
       settings: function () { return true; },
       onSave: function () { return true; },
