@@ -27,8 +27,8 @@ def _run(tmp_path: Path, url: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(
     ("url", "words"),
     [
-        (
-            f"postgresql+psycopg://callbridge:s3cret-pass@127.0.0.1:{free_port()}/calls",
+        (  # nothing listens on the port: filled in by the test (collection must not differ per worker)
+            "postgresql+psycopg://callbridge:s3cret-pass@127.0.0.1:{free_port}/calls",
             "cannot open the database postgresql+psycopg://callbridge:***@127.0.0.1:",
         ),
         (
@@ -41,9 +41,10 @@ def _run(tmp_path: Path, url: str) -> subprocess.CompletedProcess[str]:
         ),
         ("calls.db", "database.url 'calls.db' is not a database URL; use sqlite:///FILE"),
     ],
+    ids=["unreachable-postgresql", "mysql-driver", "unknown-kind", "not-a-url"],
 )
 def test_a_database_that_cannot_work_is_one_plain_line(tmp_path: Path, url: str, words: str) -> None:
-    done = _run(tmp_path, url)
+    done = _run(tmp_path, url.replace("{free_port}", str(free_port())))
     assert done.returncode == 1
     assert "Traceback" not in done.stderr and "s3cret-pass" not in done.stderr
     [line] = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
