@@ -22,6 +22,8 @@ from typing import Any
 import pytest
 
 from bridge.pbx.mango import scenarios
+from bridge.pbx.mango.simulator import CommandServer
+from bridge.pbx.mango.simulator.command_server import default_users
 from bridge.pbx.mango.simulator.poster import Poster
 from connectors.dynamics.records import record_id
 from tests.conftest import BACKENDS, _pg_database
@@ -41,8 +43,8 @@ pytestmark = pytest.mark.daemon
 class Stack:
     """The daemon, the fake and a Mango poster, shared by the module's tests."""
 
-    def __init__(self, daemon: Daemon, fake: FakeDataverse, anna: str) -> None:
-        self.daemon, self.fake, self.anna = daemon, fake, anna
+    def __init__(self, daemon: Daemon, fake: FakeDataverse, mango: CommandServer, anna: str) -> None:
+        self.daemon, self.fake, self.mango, self.anna = daemon, fake, mango, anna
         self.poster = Poster(daemon.mango_url, API_KEY, API_SALT)
 
 
@@ -75,7 +77,9 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     fake = FakeDataverse(cert=cert, key=key, client_secret=SECRET_VALUE).start()
     fake.systemusers.update(USERS.values())
     anna = fake.add_contact("Анна Соколова", owner=USERS["102"], telephone1="+7 (916) 123-45-67")
+    mango = CommandServer(API_KEY, API_SALT, rate_limits=False).start()
     env = {
+        "CALLBRIDGE_MANGO_API_URL": mango.url,
         "CALLBRIDGE_CONFIG": str(config_file(workdir, fake)),
         "CALLBRIDGE_HTTP_PUBLIC_URL": PUBLIC,
         "CALLBRIDGE_SECURITY_SECRET_KEY": KEY,
@@ -84,15 +88,17 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         "SSL_CERT_FILE": str(cert),
     }
     daemon = Daemon(database_url, workdir, env=env)
+    mango.bridge_url = daemon.mango_url
     try:
         daemon.start()
-        stack = Stack(daemon, fake, anna)
+        stack = Stack(daemon, fake, mango, anna)
         yield stack
         stack.poster.close()
         log = daemon.log_path.read_text(errors="replace")
         assert SECRET_VALUE not in log and not any(token in log for token in fake.tokens)
     finally:
         daemon.stop()
+        mango.stop(timeout=1)
         fake.stop()
         for _ in databases:  # drops the PostgreSQL database
             pass
@@ -306,3 +312,43 @@ def test_the_popup_card_carries_the_contact(stack: Stack) -> None:
         assert stack.fake.wait_until(lambda: closed(stack, scenario))
     finally:
         olga.close()
+
+
+def run_cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [CALLBRIDGE, *args],
+        env=stack.daemon.env,
+        cwd=stack.daemon.workdir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_callbridge_check_explains_the_setup(stack: Stack) -> None:
+    done = run_cli(stack, "check", "--skip-mango")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (
+        f"dynamics: Connected to Dynamics 365 at 127.0.0.1 as application user {stack.fake.app_user}. "
+        "3 extension(s) mapped to Dynamics users. Unknown callers become: lead. "
+        f"Channel page for Dynamics: {PUBLIC}/connectors/dynamics/cif" in done.stdout
+    )
+    assert SECRET_VALUE not in done.stdout + done.stderr
+
+
+def test_employee_import_maps_new_extensions_the_daemon_then_uses(stack: Stack) -> None:
+    fake = stack.fake
+    gleb = fake.add_user("Глеб Соколов", main_phone="104")
+    darya = fake.add_user("Дарья Козлова", email="USER105@example.com")
+    fake.add_user("callbridge", email="user101@example.com", application=True)
+    stack.mango.users = default_users(("101", "102", "103", "104", "105"))
+    done = run_cli(stack, "connectors", "import-employees", "dynamics")
+    assert done.returncode == 0, done.stderr
+    assert "2 extension(s) matched to Dynamics users (1 by Main Phone, 1 by e-mail)" in done.stdout
+    assert f"104 -> systemuser {gleb}" in done.stdout and f"105 -> systemuser {darya}" in done.stdout
+    # The daemon's deliveries read the stored map: 105's call is owned by Darya.
+    scenario = scenarios.build("incoming_answered", seed=71, customer="79035550505", extensions=("105",))
+    play(stack, scenario)
+    assert fake.wait_until(lambda: closed(stack, scenario))
+    row = phonecall(stack, scenario)
+    assert row is not None and row["_ownerid_value"] == darya
