@@ -197,3 +197,69 @@ def post_paced(poster: Poster, batch: list[scenarios.Scenario], rate: float) -> 
         if notes:
             poster.play(notes)
     return t0
+
+
+def lag_figures(rows: list[Any]) -> dict[str, float | None]:
+    """Delivery lag p50/p99 of every row and of the popups (`call.ringing`), in ms."""
+    return {
+        "lag_p50_ms": lag_ms(rows, 0.5),
+        "lag_p99_ms": lag_ms(rows, 0.99),
+        "popup_lag_p50_ms": lag_ms(rows, 0.5, "call.ringing"),
+        "popup_lag_p99_ms": lag_ms(rows, 0.99, "call.ringing"),
+    }
+
+
+def drain_figures(requests: int, elapsed: float, minimum: float, from_first_post: float) -> dict[str, Any]:
+    """How long the saturated backlog took against the theoretical minimum at the vendor's limit."""
+    return {
+        "requests": requests,
+        "drain_seconds": round(elapsed, 2),
+        "from_first_post_seconds": round(from_first_post, 2),
+        "theoretical_min_seconds": round(minimum, 2),
+        "ratio_vs_theoretical_min": round(elapsed / minimum, 3) if minimum else None,
+    }
+
+
+def paced_phase(
+    connector: str,
+    *,
+    engine: sa.Engine,
+    poster: Poster,
+    calls: list[scenarios.Scenario],
+    rate: float,
+    since_id: int,
+    requests_sent: Callable[[], int],
+    timeout: float,
+    settle: float,
+) -> dict[str, Any]:
+    """Post `calls` at `rate` calls per second and wait until `connector` delivered their rows; the
+    requests the fake counted meanwhile (`requests_sent()`) and the lag figures."""
+    start = requests_sent()
+    t0 = post_paced(poster, calls, rate)
+    rows = wait_drained(engine, connector, since_id, len(calls), timeout=timeout, settle=settle)
+    sent = requests_sent() - start
+    result = {
+        "calls": len(calls),
+        "offered_requests_per_second": round(sent / max(1e-9, time.monotonic() - t0), 2),
+        "requests": sent,
+        **lag_figures(rows),
+    }
+    log(f"{connector}: paced {sent} requests, lag p99 {result['lag_p99_ms']} ms")
+    return result
+
+
+def main(run: Callable[[float], dict[str, Any]], description: str) -> None:
+    """The command line every section shares: `--duration`, `--json FILE`; prints the figures as JSON."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description=description.split("\n\n")[0])
+    parser.add_argument(
+        "--duration", type=float, default=60.0, help="seconds of saturated replay to aim for / 0.6"
+    )
+    parser.add_argument("--json", type=Path, help="also write the result here")
+    args = parser.parse_args()
+    text = json.dumps(run(args.duration), indent=2, ensure_ascii=False)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n", encoding="utf-8")
