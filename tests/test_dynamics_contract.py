@@ -6,6 +6,7 @@ record, tokens refreshed before they expire and replaced when refused, `check()`
 from __future__ import annotations
 
 import os
+import threading
 import time
 import zlib
 from collections import deque
@@ -274,3 +275,28 @@ def test_employees_are_imported_by_main_phone_then_by_e_mail(fake: FakeDataverse
     assert dyn.employees.user_for("202") == ivan
     pages = [s for s in fake.recorded() if s.path == "/systemusers"]
     assert len(pages) == 2
+
+
+def test_more_requests_at_once_than_allowed_are_refused(tmp_path: Path) -> None:
+    with dataverse(tmp_path, concurrency=1) as fake:
+        dyn = connector(fake)
+        dyn.check()  # a token first, so what follows is only the Web API
+        outcomes: list[str] = []
+
+        def ask() -> None:
+            try:
+                dyn.client.get("/WhoAmI")
+                outcomes.append("ok")
+            except RetryableDeliveryError as exc:
+                outcomes.append(type(exc).__name__)
+
+        threads = [threading.Thread(target=ask) for _ in range(2)]
+        with fake.lock:  # hold the fake's answers: the second request arrives while the first waits
+            for thread in threads:
+                thread.start()
+            deadline = time.monotonic() + 5
+            while fake.most_at_once < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+        for thread in threads:
+            thread.join(10)
+        assert sorted(outcomes) == ["DataverseRateLimited", "ok"] and fake.violations == 1

@@ -7,6 +7,7 @@ upgrade to the branched history without touching what they have.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -57,6 +58,34 @@ def test_a_new_database_gets_every_table_and_index_the_code_defines(empty: Engin
     assert _schema_differences(empty) == []
     upgrade(empty)  # again: nothing to do
     assert current_heads(empty) == HEADS
+
+
+def test_instances_starting_together_migrate_one_after_the_other(empty: Engine, database_url: str) -> None:
+    """Two callbridge instances on one PostgreSQL database start at the same moment: both come up and the
+    schema is made once."""
+    if empty.dialect.name != "postgresql":
+        pytest.skip("instances share a database on PostgreSQL only (SQLite is the single-process mode)")
+    engines = [make_engine(database_url) for _ in range(2)]
+    start = threading.Barrier(len(engines))
+    failures: list[BaseException] = []
+
+    def migrate(engine: Engine) -> None:
+        start.wait()
+        try:
+            upgrade(engine)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=migrate, args=(engine,)) for engine in engines]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    for engine in engines:
+        engine.dispose()
+    assert failures == []
+    assert current_heads(empty) == HEADS
+    assert _schema_differences(empty) == []
 
 
 def test_the_core_migrates_without_its_add_ons_and_they_join_later(empty: Engine) -> None:

@@ -23,9 +23,9 @@ fake had to choose; docs/connectors/dynamics.md lists the same gaps):
 * state: a phonecall is created open and closed once, Completed as Made (2) or Received (4), or
   Canceled (3); a closed one cannot be changed (400 ``0x80040203``) [fake: code];
 * errors ``{"error": {"code": "0x…", "message": "…"}}``;
-* service protection: at most `limit` requests in any `window` seconds, counted on arrival; beyond that 429
-  with ``Retry-After``, counted in `violations`. `throttle` answers 429 to everything for a while
-  (counted in `scripted_429`, not in `violations`).
+* service protection: at most `limit` requests in any `window` seconds and `concurrency` at once, counted
+  on arrival; beyond that 429 with ``Retry-After``, counted in `violations`. `throttle` answers 429 to
+  everything for a while (counted in `scripted_429`, not in `violations`).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ import ipaddress
 import re
 import secrets
 import ssl
+import threading
 import time
 import uuid
 from collections import deque
@@ -151,6 +152,7 @@ class FakeDataverse(FakeServer):
     limit: int = 6000
     window: float = 300.0
     page_size: int = 5000  # the most rows a page holds, whatever the client prefers
+    concurrency: int = 52  # requests at once per user
     lifetimes: deque[int] = field(default_factory=deque)  # expires_in of the next tokens (then 3600)
 
     seen: list[Seen] = field(default_factory=list)
@@ -171,6 +173,9 @@ class FakeDataverse(FakeServer):
         self._retry_after = 1
         self._scripted: deque[int] = deque()
         self.lifetimes = deque(self.lifetimes)
+        self._in_flight = 0
+        self._flight = threading.Lock()
+        self.most_at_once = 0
         self.app_user = str(uuid.uuid4())
 
     # ------------------------------------------------------------------------------ controls
@@ -277,6 +282,17 @@ class FakeDataverse(FakeServer):
 
     # ------------------------------------------------------------------------------ answering
 
+    def _handle(self, request: Request) -> Reply:
+        with self._flight:  # counted on arrival, before the requests queue for the lock
+            self._in_flight += 1
+            request.at_once = self._in_flight  # type: ignore[attr-defined]
+            self.most_at_once = max(self.most_at_once, self._in_flight)
+        try:
+            return super()._handle(request)
+        finally:
+            with self._flight:
+                self._in_flight -= 1
+
     def answer(self, request: Request) -> Reply:
         parts = urlsplit(request.path)
         path = unquote(parts.path)
@@ -355,7 +371,7 @@ class FakeDataverse(FakeServer):
             return Reply(
                 401, b"", {"WWW-Authenticate": f'Bearer authorization_uri="{self.url}/{self.tenant}"'}
             )
-        if self._over_limit(request.at):
+        if self._over_limit(request.at) or getattr(request, "at_once", 1) > self.concurrency:
             self.violations += 1
             seen.outcome = "rate_limited"
             return error(429, "0x80072322", "Number of requests exceeded the limit", **{"Retry-After": "5"})
