@@ -300,3 +300,11 @@ def test_more_requests_at_once_than_allowed_are_refused(tmp_path: Path) -> None:
         for thread in threads:
             thread.join(10)
         assert sorted(outcomes) == ["DataverseRateLimited", "ok"] and fake.violations == 1
+
+
+def test_a_contact_owned_by_a_team_leaves_the_task_to_the_employee_rung(fake: FakeDataverse) -> None:
+    team = "00000000-0000-0000-0000-000000007ea3"  # owners may be teams; a team is no systemuser
+    fake.add_contact("Team Client", owner=team, telephone1="+7 916 111-22-33")
+    connector(fake).handle(ended("T1", "79161112233"), MemoryRefs())
+    (task,) = fake.rows("tasks")
+    assert task["_ownerid_value"] == USERS["201"]

@@ -62,6 +62,8 @@ log = logging.getLogger("callbridge.connectors.dynamics")
 DUPLICATE_KEY = "0x80040237"  # "Cannot insert duplicate key" (-2147220937)
 CONTACT_COLUMNS = "contactid,fullname,telephone1,mobilephone,telephone2,_ownerid_value"
 LEAD_COLUMNS = "leadid,fullname,telephone1,mobilephone,telephone2,_ownerid_value"
+LOOKUP_TABLE = "Microsoft.Dynamics.CRM.lookuplogicalname"  # which table a lookup value points to
+OWNER_KIND = {"Prefer": f'odata.include-annotations="{LOOKUP_TABLE}"'}
 
 
 class DynamicsConnector(Connector):
@@ -268,12 +270,14 @@ class DynamicsConnector(Connector):
             "$filter": wanted,
             "$top": "50",
         }
-        found = self.client.get(f"/{table}s", params, max_wait=max_wait)
+        found = self.client.get(f"/{table}s", params, headers=OWNER_KIND, max_wait=max_wait)
         rows = found.get("value") if isinstance(found, dict) else None
         row = records.best_match(rows, number, self.settings.default_region)
         if row is None:
             return None
-        owner = row.get("_ownerid_value")
+        # A record may be owned by a team: only a user can own the phone call's task.
+        kind = row.get(f"_ownerid_value@{LOOKUP_TABLE}", "systemuser")
+        owner = row.get("_ownerid_value") if kind == "systemuser" else None
         return Party(
             table, str(row[f"{table}id"]), name=row.get("fullname"), owner=str(owner) if owner else None
         )

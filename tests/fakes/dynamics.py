@@ -86,6 +86,7 @@ TABLES: dict[str, dict[str, Any]] = {
 }
 PARTY_BINDS = {"partyid_contact": "contacts", "partyid_lead": "leads", "partyid_systemuser": "systemusers"}
 CLOSED = {1: {2, 4}, 2: {3}}  # phonecall statecode -> allowed statuscodes (Completed: Made/Received)
+LOOKUP_TABLE = "Microsoft.Dynamics.CRM.lookuplogicalname"
 TERM = re.compile(r"^contains\((\w+),'([^']*)'\)$")
 
 
@@ -403,7 +404,7 @@ class FakeDataverse(FakeServer):
         if method == "GET" and path == "/systemusers":
             return self._users(query, headers.get("prefer", ""))
         if method == "GET" and path in ("/contacts", "/leads"):
-            return self._query(path[1:], query)
+            return self._query(path[1:], query, headers.get("prefer", ""))
         if method == "POST" and path[1:] in TABLES:
             return self._create(path[1:], seen)
         one = re.fullmatch(rf"/phonecalls\(({GUID})\)", path)
@@ -418,7 +419,7 @@ class FakeDataverse(FakeServer):
         seen.outcome = "not_found"
         return error(404, "0x80060888", f"Resource not found for the segment '{path.strip('/')}'.")
 
-    def _query(self, table: str, query: dict[str, str]) -> Reply:
+    def _query(self, table: str, query: dict[str, str], prefer: str = "") -> Reply:
         entity = table[:-1]
         columns = [c for c in query.get("$select", "").split(",") if c]
         known = TABLES[table]["fields"] | {"fullname", "_ownerid_value", "statecode"}
@@ -442,6 +443,10 @@ class FakeDataverse(FakeServer):
             if (not open_only or row.get("statecode", 0) == 0)
             and any(text in str(row.get(column) or "") for column, text in terms)
         ]
+        if LOOKUP_TABLE in prefer and "_ownerid_value" in columns:  # which table the owner is in
+            for row in found:
+                kind = "systemuser" if row["_ownerid_value"] in self.systemusers else "team"
+                row[f"_ownerid_value@{LOOKUP_TABLE}"] = kind
         return Reply(200, {"@odata.context": f"{self.url}{API}/$metadata#{table}", "value": found[:top]})
 
     def _users(self, query: dict[str, str], prefer: str) -> Reply:
