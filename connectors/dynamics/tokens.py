@@ -13,13 +13,16 @@ a token with less than five minutes left). Two things are ours:
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
 import msal
 
 from bridge.connector_api import PermanentDeliveryError, RetryableDeliveryError
-from bridge.connector_api.http import redact
+from bridge.connector_api.http import redact, safe_host
+
+log = logging.getLogger("callbridge.connectors.dynamics")
 
 # AADSTS errors that no retry fixes: a wrong secret, client or tenant, a missing consent.
 PERMANENT_ERRORS = frozenset({"invalid_client", "unauthorized_client", "invalid_scope", "invalid_request"})
@@ -54,7 +57,6 @@ class TokenSource:
         self._timeout = timeout
         self._app: msal.ConfidentialClientApplication | None = None
         self._lock = threading.Lock()
-        self.issued = 0  # tokens msal fetched from the sign-in host (not served from its cache)
 
     def __repr__(self) -> str:
         return f"TokenSource({self._authority!r}, client_id={self._client_id!r})"
@@ -84,8 +86,12 @@ class TokenSource:
             except Exception as exc:
                 raise TokenError(f"sign-in host unreachable ({type(exc).__name__})") from None
         if "access_token" in result:
-            if result.get("token_source") == "identity_provider":
-                self.issued += 1
+            if result.get("token_source") == "identity_provider":  # not msal's cache: say so, once
+                log.info(
+                    "dynamics: new access token from %s, valid %s s",
+                    safe_host(self._authority),
+                    result.get("expires_in"),
+                )
             return str(result["access_token"])
         error = str(result.get("error") or "unknown_error")
         words = redact(str(result.get("error_description") or ""), 240)
