@@ -8,10 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bridge.addons import AddOn, WebContext
+from bridge.addons import AddOn, WebContext, Worker, WorkerContext
 from bridge.store.migrate import Migrations
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import click
     from flask import Flask
     from sqlalchemy import Engine
@@ -62,6 +64,15 @@ def _password_login(engine: Engine, settings: Settings) -> PasswordLogin:
     return password_login(engine, settings)  # the panel's users, with the `login.*` limits
 
 
+def _background_workers(context: WorkerContext) -> Sequence[Worker]:
+    from admin_module.directory_sync import DirectorySync
+    from bridge.settings_store import SettingsStore
+
+    saved = SettingsStore(context.engine, context.settings)
+    sync = DirectorySync(context.engine, lambda: saved.effective().ldap)
+    return [Worker("directory-sync", sync.run_forever)]
+
+
 addon = AddOn(
     name="admin",
     order=10,
@@ -69,5 +80,6 @@ addon = AddOn(
     register_web=_register_web,
     cli_group=_cli_group,
     password_login=_password_login,
+    background_workers=_background_workers,
     pages={"admin": "/admin"},
 )

@@ -28,6 +28,7 @@ from admin_module.language import panel_language
 from admin_module.live import register_live_routes
 from admin_module.pages import PAGES, ClientFactory, Originate, PageContext, error_page
 from admin_module.roles import can, can_dial
+from admin_module.scope import TeamRoster
 from bridge.config import Settings
 from bridge.connector_api import Connector
 from bridge.settings_store import SettingsStore
@@ -105,10 +106,13 @@ def make_admin_blueprint(
     def tz() -> ZoneInfo:
         return _tz(settings_store.panel().timezone)
 
+    teams = TeamRoster(lambda: mango_client_factory(settings_store.effective()))
+
     @bp.before_request
     def _before() -> Any:
         active = auth.load_session(engine)  # checked in the store on every request
         g.admin_user = active.user if active is not None else None
+        g.team_roster = teams
         g.admin_session = active
         if request.method == "POST":
             try:

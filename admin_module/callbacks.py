@@ -88,7 +88,7 @@ def register_callback_routes(bp: Blueprint, *, engine: Engine) -> None:
     """`/admin/callbacks`: the widget's callback requests, filtered by days, site and state."""
 
     @bp.get("/callbacks")
-    @auth.requires("view_calls")
+    @auth.requires("callback_requests")
     def callbacks_page() -> Any:
         days = request.args.get("days", "7")
         days_n = int(days) if days.isdigit() and 0 < int(days) <= 92 else 7

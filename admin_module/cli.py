@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from admin_module import sessions
-from admin_module.roles import ROLES
+from admin_module.roles import ALIASES, ROLES
 from admin_module.users import (
     LANGS,
     UserError,
@@ -19,6 +19,7 @@ from admin_module.users import (
     reset_password,
     set_disabled,
     set_password,
+    set_teams,
 )
 
 
@@ -48,11 +49,19 @@ def _read_password(password: str | None, password_stdin: bool) -> str:
 
 @admin.command("create-user")
 @click.option("--username", required=True, help="Login name (letters, digits, . _ @ -).")
-@click.option("--role", type=click.Choice(ROLES), required=True, help="admin, manager or accountant.")
+@click.option(
+    "--role",
+    type=click.Choice([*ROLES, *ALIASES]),
+    required=True,
+    help="admin, employee (was: manager), team_leader, marketer or accountant.",
+)
 @_PASSWORD
 @_PASSWORD_STDIN
 @click.option("--lang", type=click.Choice(LANGS), default="ru", show_default=True)
-@click.option("--extension", default=None, help="The PBX extension this user answers (managers).")
+@click.option("--extension", default=None, help="The PBX extension this user answers (employees).")
+@click.option(
+    "--teams", default="", help="Team leaders: the Mango groups they lead (ids, short numbers or names)."
+)
 @click.pass_obj
 def create_user_command(
     obj: Any,
@@ -62,11 +71,14 @@ def create_user_command(
     password_stdin: bool,
     lang: str,
     extension: str | None,
+    teams: str,
 ) -> None:
     """Create a panel user; the password is stored as an argon2 hash."""
     password = _read_password(password, password_stdin)
     try:
         user = create_user(obj.engine, username, password, role, lang=lang, extension=extension)
+        if teams:
+            set_teams(obj.engine, username, teams.split(","))
     except UserError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"created {user.role} {user.username!r} (id {user.id})")
@@ -78,7 +90,19 @@ def list_users_command(obj: Any) -> None:
     """Every panel user: name, role, language, extension, state (with live sessions)."""
     for user in list_users(obj.engine):
         state = "disabled" if user.disabled else f"active ({sessions.count(obj.engine, user.id)} sessions)"
-        click.echo(f"{user.username}\t{user.role}\t{user.lang}\t{user.extension or '-'}\t{state}")
+        teams = ",".join(user.teams) or "-"
+        cells = [user.username, user.role, user.lang, user.extension or "-", state, user.source, teams]
+        click.echo("\t".join(cells))
+
+
+@admin.command("set-teams")
+@click.option("--username", required=True, help="The team leader's login name.")
+@click.option("--teams", required=True, help="The Mango groups they lead, comma-separated (empty: none).")
+@click.pass_obj
+def set_teams_command(obj: Any, username: str, teams: str) -> None:
+    """Set the Mango groups a team leader leads: they see those groups' members' calls and statistics."""
+    _user_change(lambda: set_teams(obj.engine, username, teams.split(",")))
+    click.echo(f"{username!r} leads: {teams or 'no group'}")
 
 
 @admin.command("set-password")

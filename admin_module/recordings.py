@@ -13,6 +13,7 @@ from typing import Any
 from flask import Response
 from sqlalchemy import Engine, select
 
+from admin_module import scope
 from admin_module.roles import can
 from admin_module.users import PanelUser
 from bridge.config import Settings
@@ -41,13 +42,11 @@ def recording_call(engine: Engine, recording_id: str) -> dict[str, Any] | None:
 
 
 def may_see_call(user: PanelUser, call: dict[str, Any]) -> bool:
-    """Everyone's calls for roles with `all_calls`; otherwise the calls of the user's own extension."""
+    """Everyone's calls for roles with `all_calls`; a team leader's teams' calls; otherwise the calls of
+    the user's own extension (`scope.py`)."""
     if can(user.role, "all_calls"):
         return True
-    ext = user.extension
-    if not ext:
-        return False
-    return ext in (call.get("answered_by"), call.get("responsible")) or ext in (call.get("extensions") or [])
+    return scope.may_see_call(scope.for_request(user), call)
 
 
 def serve(settings: Settings, engine: Engine, client: PbxClientFactory, recording_id: str) -> Response:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Column, Float, Index, Integer, String, Table, UniqueConstraint, false
+from sqlalchemy import Boolean, Column, Float, Index, Integer, String, Table, Text, UniqueConstraint, false
 
 from bridge.store.schema import Id, metadata
 
@@ -12,13 +12,18 @@ admin_users = Table(
     Column("id", Id, primary_key=True, autoincrement=True),
     Column("username", String(64), nullable=False),
     Column("password_hash", String(255), nullable=False),
-    Column("role", String(16), nullable=False),  # admin | manager | accountant
+    Column("role", String(16), nullable=False),  # admin | employee | team_leader | marketer | accountant
     Column("lang", String(8), nullable=False, default="ru"),
     Column("extension", String(32), nullable=True),  # the PBX extension this user answers
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     # A disabled user cannot log in; disabling ends every session of theirs.
     Column("disabled", Boolean, nullable=False, default=False, server_default=false()),
+    # `local` (a password here) or `ldap` (signs in against the directory; role from its groups).
+    Column("source", String(16), nullable=False, default="local", server_default="local"),
+    Column("directory_dn", String(1024), nullable=True),
+    Column("role_source", String(1024), nullable=True),  # the directory group that gave the role
+    Column("teams", Text, nullable=True),  # JSON list: the Mango groups a team leader leads
     UniqueConstraint("username", name="uq_admin_users_username"),
 )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import re
 import secrets
 import time
@@ -14,7 +15,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from sqlalchemy import Connection, Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from admin_module.roles import ROLES
+from admin_module.roles import ROLES, normalize
 from admin_module.tables import admin_sessions, admin_users
 from bridge.store.engine import reader
 
@@ -44,11 +45,32 @@ class PanelUser:
     lang: str
     extension: str | None
     disabled: bool = False
+    source: str = "local"
+    role_source: str | None = None
+    teams: tuple[str, ...] = ()
 
 
 def user_from_row(row: Any) -> PanelUser:
     """A `PanelUser` from a row holding `admin_users`' columns."""
-    return PanelUser(row.id, row.username, row.role, row.lang, row.extension, bool(row.disabled))
+    return PanelUser(
+        row.id,
+        row.username,
+        normalize(row.role),
+        row.lang,
+        row.extension,
+        bool(row.disabled),
+        source=getattr(row, "source", None) or "local",
+        role_source=getattr(row, "role_source", None),
+        teams=_teams(getattr(row, "teams", None)),
+    )
+
+
+def _teams(raw: str | None) -> tuple[str, ...]:
+    try:
+        value = json.loads(raw) if raw else []
+    except ValueError:
+        return ()
+    return tuple(str(v) for v in value) if isinstance(value, list) else ()
 
 
 def valid_username(username: object) -> bool:
@@ -78,6 +100,7 @@ def create_user(
 ) -> PanelUser:
     if not valid_username(username):
         raise UserError("the user name may hold 1-64 letters, digits and . _ @ -")
+    role = normalize(role)
     if role not in ROLES:
         raise UserError(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
     if lang not in LANGS:
@@ -219,6 +242,12 @@ def _change_user(engine: Engine, username: str, *, end_sessions_too: bool, **val
             update(admin_users).where(admin_users.c.id == user_id).values(**values, updated_at=time.time())
         )
         return end_sessions(conn, user_id) if end_sessions_too else 0
+
+
+def set_teams(engine: Engine, username: str, teams: list[str]) -> int:
+    """The Mango groups a team leader leads (ids, short numbers or names)."""
+    cleaned = [t.strip() for t in teams if t.strip()]
+    return _change_user(engine, username, end_sessions_too=False, teams=json.dumps(cleaned))
 
 
 def set_lang(engine: Engine, user_id: int, lang: str) -> None:

@@ -157,7 +157,7 @@ def register_widget_routes(
         return redirect(url_for("admin.widget_site", key=saved.key))
 
     @bp.get("/widget")
-    @auth.requires("settings")
+    @auth.requires("widget")
     def widget_page() -> Any:
         url, configured = public_url()
         sites = list_sites(engine)
@@ -170,19 +170,19 @@ def register_widget_routes(
         )
 
     @bp.get("/widget/new")
-    @auth.requires("settings")
+    @auth.requires("widget")
     def widget_new() -> Any:
         form = SiteForm(formdata=None)
         fill(form, None)
         return render(form, None, {})
 
     @bp.post("/widget/new")
-    @auth.requires("settings")
+    @auth.requires("widget")
     def widget_create() -> Any:
         return save(SiteForm(), None)
 
     @bp.get("/widget/<key>")
-    @auth.requires("settings")
+    @auth.requires("widget")
     def widget_site(key: str) -> Any:
         site = load_site(engine, key)
         if site is None:
@@ -192,7 +192,7 @@ def register_widget_routes(
         return render(form, site, {})
 
     @bp.post("/widget/<key>")
-    @auth.requires("settings")
+    @auth.requires("widget")
     def widget_save(key: str) -> Any:
         site = load_site(engine, key)
         if site is None:
@@ -235,14 +235,14 @@ def _register_delete(bp: Blueprint, *, engine: Engine, t: Callable[..., str]) ->
         return body, status
 
     @bp.get("/widget/<key>/delete")
-    @auth.requires("settings")
+    @auth.requires("widget")
     def widget_delete_confirm(key: str) -> Any:
         if load_site(engine, key) is None:
             return _not_found(t, key)
         return confirm_page(key)
 
     @bp.post("/widget/<key>/delete")
-    @auth.requires("settings")
+    @auth.requires("widget")
     def widget_delete(key: str) -> Any:
         if load_site(engine, key) is None:
             return _not_found(t, key)
@@ -269,7 +269,7 @@ def _register_block_list(bp: Blueprint, *, engine: Engine, region: str, t: Calla
         return body, status
 
     @bp.get("/widget/blocked")
-    @auth.requires("settings")
+    @auth.requires("widget")
     def widget_blocked() -> Any:
         form = BlockForm(formdata=None)
         form.kind.data = request.args.get("kind") if request.args.get("kind") in BLOCK_KINDS else "phone"
@@ -277,7 +277,7 @@ def _register_block_list(bp: Blueprint, *, engine: Engine, region: str, t: Calla
         return page(form, {})
 
     @bp.post("/widget/blocked")
-    @auth.requires("settings")
+    @auth.requires("widget")
     def widget_block() -> Any:
         form = BlockForm()
         messages = {
@@ -299,7 +299,7 @@ def _register_block_list(bp: Blueprint, *, engine: Engine, region: str, t: Calla
         return redirect(url_for("admin.widget_blocked"))
 
     @bp.post("/widget/blocked/remove")
-    @auth.requires("settings")
+    @auth.requires("widget")
     def widget_unblock() -> Any:
         kind, value = request.form.get("kind", ""), request.form.get("value", "")
         try:

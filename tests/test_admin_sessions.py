@@ -119,7 +119,7 @@ def test_a_disabled_user_is_logged_out_and_cannot_log_in(daemon: Daemon) -> None
     assert "1 session(s) ended" in admin_command(daemon, "disable-user", "--username", "anna")
     assert not logged_in(daemon, http)
     assert login_status(daemon, "anna", PASSWORD) == 401
-    assert "anna\tmanager\ten\t101\tdisabled" in admin_command(daemon, "list-users")
+    assert "anna\temployee\ten\t101\tdisabled" in admin_command(daemon, "list-users")
     admin_command(daemon, "enable-user", "--username", "anna")
     assert logged_in(daemon, panel_session(daemon.url, "anna"))
 

@@ -37,20 +37,23 @@ def make_app(
     fixed: frozenset[str] = frozenset(),
     credentials: bool = False,
     connectors: Mapping[str, Connector] | None = None,
+    sections: Mapping[str, Any] | None = None,
+    client_factory: Any = mango_client,
 ) -> Flask:
     """The panel alone (as bridge/web/app.py registers it), over the real store. `credentials` puts the
-    simulator's key and salt in the config; `connectors` are the running connectors the panel sees."""
+    simulator's key and salt in the config; `connectors` are the running connectors the panel sees;
+    `sections` more settings (e.g. `ldap`); `client_factory` builds the Mango client."""
     mango: dict[str, str] = {"api_url": simulator_url} if simulator_url else {}
     if credentials:
         mango.update(api_key=API_KEY, api_salt=API_SALT)
-    settings = Settings.model_validate({"mango": mango} if mango else {})
+    settings = Settings.model_validate({**({"mango": mango} if mango else {}), **(sections or {})})
     store = SettingsStore(engine, settings, fixed=fixed)
     app = Flask("admin-test")
     app.register_blueprint(
         make_admin_blueprint(
             settings,
             engine,
-            mango_client_factory=mango_client,
+            mango_client_factory=client_factory,
             secret_key="test-secret-" + "x" * 32,
             secure_cookies=False,
             store=store,

@@ -6,17 +6,28 @@ from typing import Any
 
 from flask import Blueprint, abort, current_app, g, redirect, render_template, request, url_for
 
-from admin_module import auth
+from admin_module import auth, directory_users
 from admin_module.forms import LangForm, LoginForm
-from admin_module.pages.context import PageContext
+from admin_module.pages.context import PageContext, log
 from admin_module.roles import can
-from admin_module.users import authenticate, set_lang
+from admin_module.users import PanelUser, authenticate, set_lang
+from bridge.ldap import LdapError
 
 
 def register(bp: Blueprint, ctx: PageContext) -> None:
     """Add the access pages to the admin blueprint."""
     engine = ctx.engine
     t = ctx.t
+
+    def _check(username: str, password: str) -> PanelUser | None:
+        """A local user first; then, with `ldap.login`, a directory account of that name."""
+        user = authenticate(engine, username, password)
+        if user is not None:
+            return user
+        ldap = ctx.store.effective().ldap
+        if not ldap.login:
+            return None
+        return directory_users.sign_in(engine, ldap, username, password)
 
     @bp.route("/login", methods=["GET", "POST"])
     def login() -> Any:
@@ -29,10 +40,13 @@ def register(bp: Blueprint, ctx: PageContext) -> None:
             try:
                 user = None
                 if form.validate_on_submit():
-                    check = lambda: authenticate(engine, username, password)  # noqa: E731
+                    check = lambda: _check(username, password)  # noqa: E731
                     user = ctx.limiter.attempt(username, request.remote_addr, check)
             except auth.TooManyAttempts as exc:
                 error, status = t("too_many", minutes=exc.minutes), 429
+            except LdapError as exc:
+                log.warning("admin.login directory unavailable: %s", exc)
+                error, status = t("directory_unavailable"), 503
             else:
                 if user is not None:
                     auth.log_in(engine, user, current_app.permanent_session_lifetime.total_seconds())
@@ -64,4 +78,6 @@ def register(bp: Blueprint, ctx: PageContext) -> None:
         user = g.admin_user
         if can(user.role, "view_calls"):
             return redirect(url_for("admin.calls_page"))
+        if can(user.role, "stats"):
+            return redirect(url_for("admin.stats_page"))
         abort(403)

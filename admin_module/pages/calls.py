@@ -8,11 +8,10 @@ from typing import Any
 from flask import Blueprint, abort, g, render_template, request, stream_with_context
 from sqlalchemy import Engine, select
 
-from admin_module import auth, calllog, recordings
+from admin_module import auth, calllog, recordings, scope
 from admin_module.csv_export import csv_response, requested_separator
 from admin_module.forms import CallbackForm
 from admin_module.pages.context import PageContext, error_page
-from admin_module.roles import can
 from bridge.api.calls_query import STATUSES
 from bridge.store.engine import reader
 from bridge.store.schema import recordings as rec_table
@@ -75,9 +74,10 @@ def register(bp: Blueprint, ctx: PageContext) -> None:
 def visible_filter(flt: calllog.LogFilter) -> calllog.LogFilter:
     """`flt` narrowed to the signed-in user's own calls unless their role sees every call."""
     user = g.admin_user
-    if can(user.role, "all_calls"):
-        return flt
-    return flt.with_employee(user.extension or "-none-")
+    visible = scope.for_request(user)
+    if visible is None or (flt.employee and flt.employee in visible):
+        return flt  # everyone's calls, or a member of the team leader's groups they picked
+    return flt.with_employee(user.extension or min(visible, default="-none-"))
 
 
 def recordings_by_call(engine: Engine, entry_ids: list[str]) -> dict[str, list[str]]:

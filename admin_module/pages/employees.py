@@ -5,15 +5,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, flash, g, redirect, render_template, request, url_for
+from flask import Blueprint, flash, g, jsonify, redirect, render_template, request, url_for
 from sqlalchemy import select
 
 from admin_module import auth
+from admin_module.directory_sync import DirectorySync
 from admin_module.forms import ActionForm, MappingForm
 from admin_module.pages.context import PageContext, log
 from admin_module.users import list_users, set_extension
 from bridge.connector_api import DeliveryError
 from bridge.crm_employees import import_crm_employees, imports_employees, mango_users_from
+from bridge.ldap.sync import last_runs
 from bridge.pbx.port import PbxError
 from bridge.store.engine import reader
 from bridge.store.schema import employees
@@ -23,6 +25,7 @@ def register(bp: Blueprint, ctx: PageContext) -> None:
     """Add the employees page and its import and map actions to the admin blueprint."""
     engine = ctx.engine
     t = ctx.t
+    directory = DirectorySync(engine, lambda: ctx.store.effective().ldap)
 
     @bp.get("/employees")
     @auth.requires("employees")
@@ -38,7 +41,26 @@ def register(bp: Blueprint, ctx: PageContext) -> None:
             by_ext=by_ext,
             crm_maps=crm_maps(ctx),
             form=ActionForm(),
+            ldap=ctx.store.effective().ldap,
+            runs=last_runs(engine),
+            syncing=directory.busy(),
         )
+
+    @bp.post("/employees/sync-ldap")
+    @auth.requires("employees")
+    def employees_sync_ldap() -> Any:
+        started = directory.start("panel")
+        log.info("admin.employees directory sync by=%s started=%s", g.admin_user.username, started)
+        if request.accept_mimetypes.best == "application/json":
+            return jsonify({"started": started}), 202 if started else 409
+        flash(t("directory_started") if started else t("directory_busy"), "ok" if started else "error")
+        return redirect(url_for("admin.employees_page"))
+
+    @bp.get("/employees/sync-ldap.json")
+    @auth.requires("employees")
+    def employees_sync_ldap_status() -> Any:
+        runs = last_runs(engine, limit=1)
+        return jsonify({"running": directory.busy(), "last": runs[0] if runs else None})
 
     @bp.post("/employees/import-crm")
     @auth.requires("employees")

@@ -8,11 +8,10 @@ from typing import Any
 
 from flask import Blueprint, flash, g, jsonify, redirect, render_template, request, url_for
 
-from admin_module import auth, calllog, recordings
+from admin_module import auth, calllog, recordings, scope
 from admin_module.forms import CallbackForm
 from admin_module.missed import follow_ups
 from admin_module.pages.context import PageContext, log
-from admin_module.roles import can
 from bridge.pbx.port import PbxError
 
 
@@ -30,7 +29,7 @@ def register(bp: Blueprint, ctx: PageContext) -> None:
         ups = follow_ups(all_calls)
         user = g.admin_user
         missed_calls = [c for c in all_calls if c.get("missed")]
-        if not can(user.role, "all_calls"):
+        if scope.for_request(user) is not None:
             missed_calls = [c for c in missed_calls if recordings.may_see_call(user, c)]
         return render_template(
             "admin/missed.html",

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from flask import Blueprint, render_template, request
+from flask import Blueprint, g, render_template, request
 from markupsafe import Markup
 
-from admin_module import auth, calllog, charts, stats
+from admin_module import auth, calllog, charts, scope, stats
 from admin_module.csv_export import csv_lines, csv_response, requested_separator
 from admin_module.missed import follow_ups
 from admin_module.pages.context import PageContext
@@ -68,4 +68,7 @@ def stats_rows(ctx: PageContext) -> tuple[list[stats.Row], str, date, date]:
     window = calllog.load_calls(ctx.engine, since, until + 7 * 86400)
     ups = follow_ups(window)
     in_range = [c for c in window if c.get("started_at") is not None and c["started_at"] < until]
+    visible = scope.for_request(g.admin_user)  # a team leader: their groups' calls only
+    if visible is not None:
+        in_range = [c for c in in_range if scope.may_see_call(visible, c)]
     return stats.compute(in_range, ups, period=period, tz=zone), period, date_from, date_to
