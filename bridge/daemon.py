@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -31,6 +32,8 @@ from bridge.outbox.retry import RetryPolicy
 from bridge.pbx.select import event_decoder
 from bridge.processing.processor import EventProcessor
 from bridge.processing.stale_calls import StaleCallSweeper
+from bridge.routing import RoutingService
+from bridge.settings_store import SettingsStore
 from bridge.store.opening import open_store
 from bridge.wakeup import EVENTS, WAKE, WakeupListener
 
@@ -38,6 +41,8 @@ if TYPE_CHECKING:
     from bridge.realtime.hub import RealtimeHub
 
 log = logging.getLogger(__name__)
+
+SETTINGS_TTL = 2.0  # how stale the settings routing reads may be
 
 
 class BackgroundWorkers:
@@ -65,6 +70,7 @@ class BackgroundWorkers:
             ),
             claim_seconds=settings.dispatcher.claim_seconds,
         )
+        self.routing = routing_service(settings, engine, connectors)
         self.processor = EventProcessor(
             engine,
             connectors,
@@ -72,9 +78,11 @@ class BackgroundWorkers:
             on_call_events=self._on_call_events,
             command_timeout=settings.mango.command_timeout_seconds,
             decode=event_decoder(),
+            on_new_events=self.routing.on_events,
         )
         self._threads = [
             threading.Thread(target=self.processor.run_forever, args=(self.stop_event,), name="processor"),
+            threading.Thread(target=self.routing.run_forever, args=(self.stop_event,), name="routing"),
         ]
         if settings.dispatcher.enabled:
             self._threads.append(
@@ -116,6 +124,26 @@ class BackgroundWorkers:
         self.processor.wake()
         for thread in self._threads:
             thread.join(timeout)
+
+
+def routing_service(
+    settings: Settings, engine: Engine, connectors: Mapping[str, Connector]
+) -> RoutingService:
+    """Routing of calls waiting in the IVR, reading `[routing]` as saved in the panel (re-read every 2 s)."""
+    saved = SettingsStore(engine, settings)
+    current: list[tuple[float, Settings]] = []
+
+    def effective() -> Settings:
+        now = time.monotonic()
+        if not current or now - current[0][0] > SETTINGS_TTL:
+            try:
+                current[:] = [(now, saved.effective())]
+            except Exception as exc:  # noqa: BLE001 - an unreadable panel table: the configured settings
+                log.debug("saved settings unreadable: %s", type(exc).__name__)
+                current[:] = [(now, settings)]
+        return current[0][1]
+
+    return RoutingService(engine, effective, lambda: connectors, lambda: mango_client(effective()))
 
 
 def start_hub(settings: Settings, engine: Engine, connectors: Mapping[str, Connector]) -> RealtimeHub | None:

@@ -14,6 +14,7 @@ from sqlalchemy import ColumnElement, Engine, and_, func, or_, select
 
 from bridge.api.text import unstorable
 from bridge.processing.calls_store import legs_of, recordings_of, row_to_dict
+from bridge.routing.store import route_of
 from bridge.store.engine import reader
 from bridge.store.schema import calls
 
@@ -128,4 +129,5 @@ def get_call(engine: Engine, entry_id: str) -> dict[str, Any] | None:
         item = row_to_dict(row)
         item["legs"] = legs_of(conn, [entry_id])[entry_id]
         item["recordings"] = recordings_of(conn, [entry_id])[entry_id]
+        item["routing"] = route_of(conn, entry_id)
     return item

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
@@ -562,6 +562,59 @@ class LdapSettings(_Section):
         return None
 
 
+class RoutingSettings(_Section):
+    """Calls waiting in an IVR step put through to the familiar or the CRM's responsible employee."""
+
+    enabled: bool = Field(
+        default=False, description="route calls that wait in the IVR (Mango's `commands/route`)"
+    )
+    lines: list[str] = Field(
+        default_factory=list,
+        description="lines (DIDs) where routing applies; empty = all; comma-separated in the environment",
+    )
+    groups: list[str] = Field(
+        default_factory=list,
+        description=(
+            "route only to operators of these ring groups (short number, id or name), as Mango offers it per"
+            " department; empty = the whole company"
+        ),
+    )
+    familiar_window_hours: float = Field(
+        default=24.0,
+        gt=0,
+        le=24 * 366,
+        description="an employee who talked with the number within this many hours is its familiar employee",
+    )
+    order: list[Literal["familiar", "crm_responsible"]] = Field(
+        default_factory=lambda: ["familiar", "crm_responsible"],
+        min_length=1,
+        description="which reasons are tried, in order: `familiar`, `crm_responsible`",
+    )
+    decide_within_ms: int = Field(
+        default=1500,
+        ge=50,
+        le=30_000,
+        description="no decision within this long: nothing is sent and the IVR scheme goes on",
+    )
+    skip_busy: bool = Field(
+        default=True, description="skip an employee already on a call (as callbridge sees their legs)"
+    )
+
+    @field_validator("lines", "groups", "order", mode="before")
+    @classmethod
+    def _list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("order")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("each reason may appear once")
+        return value
+
+
 class LogSettings(_Section):
     level: str = Field(default="INFO", description="`DEBUG`, `INFO`, `WARNING`, `ERROR`")
 
@@ -584,6 +637,7 @@ class Settings(_Section):
     history: HistorySettings = Field(default_factory=HistorySettings)
     login: LoginSettings = Field(default_factory=LoginSettings)
     ldap: LdapSettings = Field(default_factory=LdapSettings)
+    routing: RoutingSettings = Field(default_factory=RoutingSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     # Per-connector sections, validated by each connector's own config model (see bridge.registry).
     connectors: dict[str, dict[str, Any]] = Field(default_factory=dict)

@@ -225,6 +225,17 @@ class PbxCommands(Protocol):
         """Call on behalf of a ring group: `from_` group -> `to` number rings the group first."""
         ...
 
+    def route(
+        self,
+        call_id: str,
+        to_number: str | int,
+        *,
+        sip_headers: Mapping[str, str] | None = None,
+        command_id: str | None = None,
+    ) -> CommandAccepted:
+        """Send a leg waiting in the IVR (or ringing) to an extension or number (Mango: 1 per 2 s)."""
+        ...
+
     def recording_link(self, recording_id: str, action: Literal["play", "download"] = "play") -> str:
         """A short-lived link to a recording's file; fetch it at once, never store it."""
         ...

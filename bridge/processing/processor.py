@@ -57,6 +57,7 @@ class _CallWork:
     new_events: list[CallEvent] = field(default_factory=list)
     result: object | None = None
     row_ids: list[int] = field(default_factory=list)  # this pass's raw events folded into the call
+    fresh: list[PbxEvent] = field(default_factory=list)  # those events, for `on_new_events`
 
 
 @dataclass
@@ -67,6 +68,7 @@ class _Unit:
     snapshot: SnapshotRows = field(default_factory=SnapshotRows)
     events: list[CallEvent] = field(default_factory=list)
     results: list[CommandResultEvent | SmsEvent] = field(default_factory=list)
+    fresh: list[PbxEvent] = field(default_factory=list)
 
 
 @dataclass
@@ -102,8 +104,10 @@ class EventProcessor:
         backlog_duty: float = 0.5,
         command_timeout: float = DEFAULT_TIMEOUT,
         decode: EventDecoder | None = None,
+        on_new_events: Callable[[Sequence[PbxEvent]], None] | None = None,
     ) -> None:
-        """`decode`: how a stored notification becomes a typed event (the configured PBX's, by default)."""
+        """`decode`: how a stored notification becomes a typed event (the configured PBX's, by default);
+        `on_new_events`: told the call events each pass folded, after they are written (routing)."""
         if not 0.0 < backlog_duty <= 1.0:
             raise ValueError("backlog_duty must be in (0, 1]")
         self._engine = engine
@@ -114,6 +118,7 @@ class EventProcessor:
         self._batch_size = batch_size
         self._clock = clock
         self._on_call_events = on_call_events
+        self._on_new_events = on_new_events
         self._wake = threading.Event()
         self._last_sweep = 0.0
         self._backlog_duty = backlog_duty
@@ -158,6 +163,7 @@ class EventProcessor:
         if written is None:
             return 0
         self._publish([event for unit in written for event in unit.events])
+        self._tell_new([event for unit in written for event in unit.fresh])
         return len(rows)
 
     def _plan(self, conn: Connection, rows: Sequence[Row[Any]], now: float) -> _Plan:
@@ -191,6 +197,7 @@ class EventProcessor:
                     plan.poisoned[row.id] = f"cannot be folded: {_describe(exc)}"
                     continue
                 item.row_ids.append(row.id)
+                item.fresh.append(event)
             elif isinstance(event, CommandResultEvent | SmsEvent):
                 plan.units.append(_Unit(row_ids=[row.id], results=[event]))
             else:
@@ -199,7 +206,7 @@ class EventProcessor:
         for item in work.values():
             if item.result is None or not item.row_ids:
                 continue
-            unit = _Unit(row_ids=item.row_ids, events=item.new_events)
+            unit = _Unit(row_ids=item.row_ids, events=item.new_events, fresh=item.fresh)
             try:
                 unit.snapshot.add(item.result, last_event_at=item.last_event_at, now=now)
             except Exception as exc:
@@ -355,6 +362,13 @@ class EventProcessor:
                 self._on_call_events(events)
             except Exception:
                 log.exception("call event listener failed")
+
+    def _tell_new(self, events: Sequence[PbxEvent]) -> None:
+        if events and self._on_new_events is not None:
+            try:
+                self._on_new_events(events)
+            except Exception:
+                log.exception("new event listener failed")
 
     def run_forever(
         self, stop: threading.Event, *, poll_interval: float = 0.02, sweep_every: float = 5.0

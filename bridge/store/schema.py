@@ -244,5 +244,27 @@ history_imports = Table(
 )
 Index("ix_history_imports_state", history_imports.c.state, history_imports.c.id)
 
+# Where a call waiting in the IVR was put through, and why (`bridge.routing`; migration 0011): one row per
+# call, claimed when its IVR leg appears, so a decision is made once.
+call_routes = Table(
+    "call_routes",
+    metadata,
+    Column("entry_id", String(160), primary_key=True),
+    Column("ivr_call_id", String(160), nullable=False),
+    Column("customer_number", String(128), nullable=True),
+    # deciding | undecided | queued | sent | dropped | failed (see bridge.routing.outcomes)
+    Column("outcome", String(16), nullable=False),
+    Column("extension", String(32), nullable=True),  # the employee chosen
+    Column("employee_name", String(255), nullable=True),
+    Column("reason", String(24), nullable=True),  # familiar | crm_responsible
+    Column("source", String(64), nullable=True),  # the connector that named the responsible
+    Column("detail", Text, nullable=True),  # the decision (or why none) in plain words
+    Column("command_id", String(160), nullable=True),  # the commands/route sent (the command journal)
+    Column("decided_ms", Integer, nullable=True),  # how long the decision took
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+Index("ix_call_routes_created", call_routes.c.created_at)
+
 # The add-ons' tables (the admin panel's, the widget's) join this metadata when their table modules are
 # imported: by the add-ons' own code, or by `bridge.addons.load_addon_tables()` (the migrations do that).
