@@ -81,7 +81,7 @@ class DemoConnector(Connector):
         name="demo",
         title=Title(en="Demo caller cards", ru="Демо-карточки звонящих"),
         docs="docs/connectors/demo.md",
-        capabilities=frozenset({Capability.LOOKUP}),
+        capabilities=frozenset({Capability.LOOKUP, Capability.RESPONSIBLE}),
         settings=SETTINGS_TITLES,
     )
     config_model: ClassVar[type[BaseModel]] = DemoConfig
@@ -110,13 +110,17 @@ class DemoConnector(Connector):
                 return self._index[rank][key]
         return None
 
-    def lookup(self, phone: str) -> CallerCard | None:
-        self.lookups += 1
+    def _answer(self, phone: str) -> DemoContact | None:
+        """The contact after `delay_ms`, as a CRM answers (or the failure `fail` asks for)."""
         if self.settings.delay_ms:
             time.sleep(self.settings.delay_ms / 1000.0)
         if self.settings.fail:
             raise RuntimeError("the demo CRM is set to fail")
-        contact = self.find(phone)
+        return self.find(phone)
+
+    def lookup(self, phone: str) -> CallerCard | None:
+        self.lookups += 1
+        contact = self._answer(phone)
         if contact is None:
             return None
         responsible = None
@@ -130,6 +134,13 @@ class DemoConnector(Connector):
             responsible=responsible,
             details={"deals": contact.deals, "orders": contact.orders},
         )
+
+    def responsible_for(self, phone: str) -> Employee | None:
+        """The contact's `responsible` (an extension) for routing, after `delay_ms`."""
+        contact = self._answer(phone)
+        if contact is None or not (contact.responsible or contact.responsible_name):
+            return None
+        return Employee(extension=contact.responsible, name=contact.responsible_name)
 
     def check(self) -> str:
         return f"demo connector with {len(self.settings.contacts)} contact(s)"
