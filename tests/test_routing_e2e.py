@@ -157,6 +157,8 @@ def test_a_burst_of_30_calls_in_10_s_keeps_routes_within_mangos_limit(stack: Sta
     assert outcomes.count("sent") + outcomes.count("failed") == len(routes) <= 8
     assert {r.json["to_number"] for r in routes} == {"204"}
     assert stack.daemon.api("/healthz").status_code == 200 and stack.daemon.process.poll() is None
+    metrics = stack.daemon.api("/metrics").text
+    assert 'callbridge_routes{outcome="dropped"}' in metrics
     for entry in entries:  # every call still ends, routed or through the IVR scheme
         wait_closed(stack.daemon, entry, timeout=30)
 

@@ -18,7 +18,7 @@ from sqlalchemy import Engine, func, select, text
 
 from bridge.store.engine import reader
 from bridge.store.raw_events import UNPROCESSED, count_quarantined
-from bridge.store.schema import calls, outbox, raw_events
+from bridge.store.schema import call_routes, calls, outbox, raw_events
 
 
 class StoreCollector(Collector):
@@ -40,6 +40,9 @@ class StoreCollector(Collector):
                     outbox.c.connector, outbox.c.status
                 )
             ).all()
+            routes = conn.execute(
+                select(call_routes.c.outcome, func.count()).group_by(call_routes.c.outcome)
+            ).all()
         raw = GaugeMetricFamily(
             "callbridge_raw_events",
             "Raw PBX events stored; unprocessed waits to be folded, quarantined could not be",
@@ -57,6 +60,14 @@ class StoreCollector(Collector):
         for connector, status, count in deliveries:
             delivery.add_metric([connector, status], float(count))
         yield delivery
+        routed = GaugeMetricFamily(
+            "callbridge_routes",
+            "Calls considered for routing from the IVR, by outcome (sent, dropped, failed, undecided...)",
+            labels=["outcome"],
+        )
+        for outcome, count in routes:
+            routed.add_metric([outcome], float(count))
+        yield routed
 
 
 def bearer_matches(header: str, token: str) -> bool:
