@@ -226,6 +226,10 @@ def test_the_employees_page(app: Flask, engine: Engine) -> None:
     page = admin.get("/admin/employees").text
     assert 'id="directory-runs"' in page and 'data-extension="201"' in page
     assert client.get("/admin/employees/sync-ldap.json").status_code == 403
+    tested = admin.post(
+        "/admin/employees/test-ldap", data={"csrf_token": csrf_of(page)}, follow_redirects=True
+    ).text
+    assert f"as {SERVICE_DN}: 6 entries" in tested
     assert login(app.test_client(), "d-employee", USER_PASSWORD).status_code == 302  # the synced extension
     with engine.connect() as conn:
         extension = conn.execute(

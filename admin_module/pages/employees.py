@@ -15,6 +15,7 @@ from admin_module.pages.context import PageContext, log
 from admin_module.users import list_users, set_extension
 from bridge.connector_api import DeliveryError
 from bridge.crm_employees import import_crm_employees, imports_employees, mango_users_from
+from bridge.ldap import DirectoryClient, LdapError
 from bridge.ldap.sync import last_runs
 from bridge.pbx.port import PbxError
 from bridge.store.engine import reader
@@ -54,6 +55,17 @@ def register(bp: Blueprint, ctx: PageContext) -> None:
         if request.accept_mimetypes.best == "application/json":
             return jsonify({"started": started}), 202 if started else 409
         flash(t("directory_started") if started else t("directory_busy"), "ok" if started else "error")
+        return redirect(url_for("admin.employees_page"))
+
+    @bp.post("/employees/test-ldap")
+    @auth.requires("employees")
+    def employees_test_ldap() -> Any:
+        """ "Test connection": bind with the directory settings and count the entries the filter finds."""
+        try:
+            with DirectoryClient(ctx.store.effective().ldap) as client:
+                flash(client.check(), "ok")
+        except LdapError as exc:
+            flash(str(exc), "error")
         return redirect(url_for("admin.employees_page"))
 
     @bp.get("/employees/sync-ldap.json")
