@@ -16,14 +16,14 @@ import time
 from sqlalchemy import Engine, insert, select, update
 
 from admin_module.tables import admin_users
-from admin_module.users import PanelUser, end_sessions, user_from_row, valid_username
+from admin_module.users import PanelUser, authenticate, end_sessions, user_from_row, valid_username
 from bridge.config.model import LdapSettings
 from bridge.ldap import DirectoryAccount, DirectoryClient, LdapError
 from bridge.store.schema import employees
 
 log = logging.getLogger("callbridge.admin")
 
-__all__ = ["LdapError", "recheck", "sign_in"]
+__all__ = ["LdapError", "check_password", "recheck", "sign_in"]
 
 _NO_PASSWORD = "!directory"  # not an argon2 hash: the local check never matches it
 _LOST_GROUPS = ""  # role_source of a user disabled because no mapped group lists them any more
@@ -107,6 +107,15 @@ def sign_in(engine: Engine, settings: LdapSettings, username: str, password: str
     if user is None:
         log.info("admin.login directory user %s refused: in no group of ldap.roles", username)
     return user
+
+
+def check_password(engine: Engine, settings: LdapSettings, username: str, password: str) -> PanelUser | None:
+    """A local user first; then, with `ldap.login`, a directory account of that name (the panel's and the
+    operator page's logins). LdapError when the directory is needed and cannot be asked."""
+    user = authenticate(engine, username, password)
+    if user is not None or not settings.login:
+        return user
+    return sign_in(engine, settings, username, password)
 
 
 def recheck(engine: Engine, settings: LdapSettings) -> int:

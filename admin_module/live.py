@@ -16,10 +16,12 @@ from flask import Blueprint, Response, g, jsonify, send_from_directory
 from sqlalchemy import Engine
 
 from admin_module import sessions
+from admin_module.directory_users import check_password
 from admin_module.login_limiter import LoginLimiter, LoginLimits, TooManyAttempts
 from admin_module.roles import ADMIN, can, can_dial
-from admin_module.users import authenticate
 from bridge.config import Settings
+from bridge.config.model import LdapSettings
+from bridge.ldap import LdapError
 from bridge.memo import once
 from bridge.operator import blueprint as operator_blueprint
 from bridge.operator.blueprint import LOGIN_SECONDS, SESSION_PREFIX, LoginRefused
@@ -118,19 +120,26 @@ class OperatorPasswordLogins:
     for an administrator without one, read afresh on every request.
     """
 
-    def __init__(self, engine: Engine, limits: LoginLimits | None = None) -> None:
+    def __init__(
+        self, engine: Engine, limits: LoginLimits | None = None, ldap: LdapSettings | None = None
+    ) -> None:
         self._engine = engine
         self._limiter = LoginLimiter(engine, limits)
+        self._ldap = ldap or LdapSettings()
 
     def login(self, username: str, password: str, address: str | None) -> tuple[Identity, str]:
         """(identity, cookie value); raises `LoginRefused` with the reason."""
         username = username.strip()
         try:
             user = self._limiter.attempt(
-                username, address, lambda: authenticate(self._engine, username, password)
+                username, address, lambda: check_password(self._engine, self._ldap, username, password)
             )
         except TooManyAttempts as exc:
             raise LoginRefused(f"Too many failed attempts. Try again in {exc.minutes} min.") from None
+        except LdapError:
+            raise LoginRefused(
+                "The company directory cannot be reached; try again later or use a local account."
+            ) from None
         if user is None:
             raise LoginRefused("Wrong user name or password.")
         if identity_for(user.role, user.extension) is None:
@@ -169,4 +178,6 @@ class OperatorPasswordLogins:
 
 def password_login(engine: Engine, settings: Settings | None = None) -> OperatorPasswordLogins:
     """The operator page's password logins, with the `login.*` limits of `settings` (defaults without)."""
-    return OperatorPasswordLogins(engine, LoginLimits.from_settings(settings) if settings else None)
+    if settings is None:
+        return OperatorPasswordLogins(engine)
+    return OperatorPasswordLogins(engine, LoginLimits.from_settings(settings), settings.ldap)

@@ -236,3 +236,24 @@ def test_the_employees_page(app: Flask, engine: Engine) -> None:
             select(admin_users.c.extension).where(admin_users.c.username == "d-employee")
         )
         assert extension.scalar() == "202"
+
+
+def test_the_operator_page_takes_directory_accounts(engine: Engine, directory: Directory) -> None:
+    from bridge.config import Settings
+    from bridge.ingest.writer import GroupCommitWriter
+    from bridge.ldap.sync import run_sync
+    from bridge.web.app import create_app
+
+    run_sync(engine, LdapSettings.model_validate(directory.settings()), trigger="cli")  # the extensions
+    settings = Settings.model_validate({"security": {"secret_key": "s" * 48}, "ldap": directory.settings()})
+    writer = GroupCommitWriter(engine)
+    try:
+        client = create_app(settings, engine, writer).test_client()
+        answer = client.post("/operator/login", data={"username": "d-employee", "password": USER_PASSWORD})
+        assert answer.status_code == 303
+        identity = client.get("/operator/api/session").json["identity"]
+        assert (identity["role"], identity["extension"]) == ("employee", "202")
+        refused = client.post("/operator/login", data={"username": "d-nogroup", "password": USER_PASSWORD})
+        assert refused.status_code == 401
+    finally:
+        writer.stop()

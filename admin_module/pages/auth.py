@@ -10,7 +10,7 @@ from admin_module import auth, directory_users
 from admin_module.forms import LangForm, LoginForm
 from admin_module.pages.context import PageContext, log
 from admin_module.roles import can
-from admin_module.users import PanelUser, authenticate, set_lang
+from admin_module.users import PanelUser, set_lang
 from bridge.ldap import LdapError
 
 
@@ -20,14 +20,7 @@ def register(bp: Blueprint, ctx: PageContext) -> None:
     t = ctx.t
 
     def _check(username: str, password: str) -> PanelUser | None:
-        """A local user first; then, with `ldap.login`, a directory account of that name."""
-        user = authenticate(engine, username, password)
-        if user is not None:
-            return user
-        ldap = ctx.store.effective().ldap
-        if not ldap.login:
-            return None
-        return directory_users.sign_in(engine, ldap, username, password)
+        return directory_users.check_password(engine, ctx.store.effective().ldap, username, password)
 
     @bp.route("/login", methods=["GET", "POST"])
     def login() -> Any:
