@@ -63,7 +63,8 @@ AmoWidget.prototype.$authorizedAjax = function (options) {
   window.amoOneTimeToken().then(function (token) {
     var headers = {'X-Auth-Token': token};
     if (options.contentType) headers['Content-Type'] = options.contentType;
-    return fetch(options.url, {method: options.method || 'GET', headers: headers, body: options.data});
+    var method = options.method || options.type || 'GET';
+    return fetch(options.url, {method: method, headers: headers, body: options.data});
   }).then(function (response) {
     return response.text().then(function (text) {
       var body = null;

@@ -82,6 +82,7 @@ define([], function () {
       if (!phone) return;
       self.$authorizedAjax({
         url: base() + '/connectors/amocrm/widget/call',
+        type: 'POST', // jQuery's name for it before 1.9; `method` after
         method: 'POST',
         contentType: 'application/json',
         dataType: 'json',
