@@ -29,8 +29,6 @@ allows, (N - 1) / requests_per_second, and the vendor's sustained average, (N - 
 
 from __future__ import annotations
 
-import argparse
-import json
 import tempfile
 import time
 from collections import Counter
@@ -149,41 +147,30 @@ def run(duration_hint: float = 60.0) -> dict[str, Any]:
             "post_errors": post_errors,
             "outbox_rows": len(rows),
             "outbox_dead": sum(r.status == "dead" for r in rows),
-            "requests": n,
             "requests_per_call": round(n / saturated_calls, 2),
             "by_kind": dict(sorted(kinds.items())),
             "phonecalls": sum(1 for p in logged if p is not None),
             "phonecalls_closed": sum(1 for p in logged if p is not None and p["statecode"] == 1),
             "calls_not_logged": sum(1 for p in logged if p is None),
             "creates_sent_twice": sum(1 for s in burst if s.outcome == "duplicate"),
-            "drain_seconds": round(elapsed, 2),
-            "from_first_post_seconds": round(last - posted_at, 2),
-            "theoretical_min_seconds": round(minimum, 2),
-            "ratio_vs_theoretical_min": round(elapsed / minimum, 3) if minimum else None,
+            **replay.drain_figures(n, elapsed, minimum, last - posted_at),
             "vendor_min_seconds": round((n - 1) / VENDOR_MAX_RATE, 2),
-            "lag_p50_ms": replay.lag_ms(rows, 0.5),
-            "lag_p99_ms": replay.lag_ms(rows, 0.99),
+            **replay.lag_figures(rows),
         }
         replay.log(f"dynamics: saturated {n} requests in {elapsed:.1f} s (minimum {minimum:.1f} s)")
 
         # ---------------------------------------------------------------- paced: 70 % of the pace
-        last_id = rows[-1].id if rows else 0
-        paced = floor.calls(paced_calls)
-        start_requests = len(fake.seen)
-        t0 = replay.post_paced(poster, paced, paced_rate)
-        paced_rows = replay.wait_drained(
-            engine, "dynamics", last_id, paced_calls, timeout=max(90.0, 3 * duration_hint), settle=1.0
+        paced_result = replay.paced_phase(
+            "dynamics",
+            engine=engine,
+            poster=poster,
+            calls=floor.calls(paced_calls),
+            rate=paced_rate,
+            since_id=rows[-1].id if rows else 0,
+            requests_sent=lambda: len(fake.seen),
+            timeout=max(90.0, 3 * duration_hint),
+            settle=1.0,
         )
-        with fake.lock:
-            paced_requests = len(fake.seen) - start_requests
-        paced_result = {
-            "calls": paced_calls,
-            "offered_requests_per_second": round(paced_requests / max(1e-9, time.monotonic() - t0), 2),
-            "requests": paced_requests,
-            "lag_p50_ms": replay.lag_ms(paced_rows, 0.5),
-            "lag_p99_ms": replay.lag_ms(paced_rows, 0.99),
-        }
-        replay.log(f"dynamics: paced {paced_requests} requests, lag p99 {paced_result['lag_p99_ms']} ms")
     finally:
         poster.close()
         daemon.stop()
@@ -207,6 +194,7 @@ def run(duration_hint: float = 60.0) -> dict[str, Any]:
         "tokens_issued": fake.tokens_issued,
         "max_requests_in_any_second": fake.max_in(1.0),
         "max_requests_in_any_5_minutes": fake.max_in(300.0),
+        "most_requests_at_once": fake.most_at_once,
         # the headline figures the combined benchmark prints
         "lag_p50_ms": saturated["lag_p50_ms"],
         "lag_p99_ms": saturated["lag_p99_ms"],
@@ -214,19 +202,5 @@ def run(duration_hint: float = 60.0) -> dict[str, Any]:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--duration", type=float, default=60.0, help="seconds of saturated replay to aim for / 0.6"
-    )
-    parser.add_argument("--json", type=Path, help="also write the result here")
-    args = parser.parse_args()
-    result = run(args.duration)
-    text = json.dumps(result, indent=2, ensure_ascii=False)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n", encoding="utf-8")
-
-
 if __name__ == "__main__":
-    main()
+    replay.main(run, __doc__ or "")
