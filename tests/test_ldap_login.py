@@ -41,7 +41,15 @@ ACCESS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     ),
     "marketer": (
         ("/admin/stats", "/admin/callbacks", "/admin/widget"),
-        ("/admin/calls", "/admin/missed", "/admin/settings", "/admin/history", "/admin/employees"),
+        (
+            "/admin/calls",
+            "/admin/missed",
+            "/admin/settings",
+            "/admin/history",
+            "/admin/employees",
+            "/admin/recordings/any",
+            "/admin/quarantine",
+        ),
     ),
     "accountant": (
         ("/admin/calls", "/admin/stats", "/admin/callbacks"),
