@@ -141,7 +141,10 @@ class DynamicsConnector(Connector):
         self.employees = EmployeeResolver(self._mapping(), context.state)
 
     def wants(self, event: CallEvent) -> bool:
-        return event.type == CALL_ENDED and event.direction in ("incoming", "outgoing")
+        """Ended incoming and outgoing calls, while there is something to send for them."""
+        s = self.settings
+        sends = s.log_calls or s.missed_task or s.unknown_caller != "none"
+        return sends and event.type == CALL_ENDED and event.direction in ("incoming", "outgoing")
 
     def blueprint(self) -> Any:
         from connectors.dynamics.cif import make_blueprint
