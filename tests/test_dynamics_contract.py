@@ -308,3 +308,11 @@ def test_a_contact_owned_by_a_team_leaves_the_task_to_the_employee_rung(fake: Fa
     connector(fake).handle(ended("T1", "79161112233"), MemoryRefs())
     (task,) = fake.rows("tasks")
     assert task["_ownerid_value"] == USERS["201"]
+
+
+def test_nothing_is_queued_when_nothing_is_to_be_sent(fake: FakeDataverse) -> None:
+    event = ended("N1", "79035550031")
+    assert connector(fake).wants(event)
+    assert not connector(fake).wants(ended("N2", "101", direction="internal"))
+    quiet = connector(fake, log_calls=False, missed_task=False, unknown_caller="none")
+    assert not quiet.wants(event)
