@@ -111,6 +111,7 @@
 
   async function clickToAct(data) {
     const event = typeof data === "string" ? JSON.parse(data) : data;
+    if (event.format && event.format !== "phone") return; // an e-mail address or a link: not ours
     if (!session) { say("Sign in to place calls.", "error"); return; }
     const answer = await fetch("/api/calls/originate", {
       method: "POST",
