@@ -37,6 +37,14 @@ CORE_KEYS: tuple[str, ...] = (
     "mango.api_salt",
     "mango.verify_tls",
     "mango.allowed_ips",
+    # routing of calls waiting in the IVR (bridge.routing reads them every 2 s)
+    "routing.enabled",
+    "routing.lines",
+    "routing.groups",
+    "routing.familiar_window_hours",
+    "routing.order",
+    "routing.decide_within_ms",
+    "routing.skip_busy",
 )
 # ... and the panel's own options (not part of Settings).
 PANEL_DEFAULTS: dict[str, Any] = {

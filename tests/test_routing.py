@@ -230,3 +230,15 @@ def test_a_refused_route_falls_back_to_the_ivr_silently(engine: Engine, refusal:
     _drain(queue, 1)
     assert _outcome(engine, entry) == (outcomes.FAILED, FAILED)
     assert len(pbx.routes) == 1  # never retried
+
+
+def test_routing_settings_saved_in_the_panel_apply_over_the_configured_ones(engine: Engine) -> None:
+    from bridge.config import Settings
+    from bridge.settings_store import SettingsError, SettingsStore
+
+    saved = SettingsStore(engine, Settings(), fixed=frozenset())
+    saved.save({"routing.enabled": True, "routing.lines": ["74951234567"], "routing.decide_within_ms": 900})
+    routing = saved.effective().routing
+    assert (routing.enabled, routing.lines, routing.decide_within_ms) == (True, ["74951234567"], 900)
+    with pytest.raises(SettingsError, match="routing.decide_within_ms"):
+        saved.save({"routing.decide_within_ms": 10})
