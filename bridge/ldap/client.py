@@ -39,6 +39,8 @@ def _reason(exc: BaseException, settings: LdapSettings) -> str:
     text = str(exc)
     if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
         return f"the TLS certificate of {settings.url} is not trusted (set ldap.ca_file to its CA)"
+    if "doesn't match any name" in text or isinstance(exc, lx.LDAPCertificateError):
+        return f"the TLS certificate of {settings.url} is not made out to its host name"
     if isinstance(exc, lx.LDAPStartTLSError):
         return f"StartTLS with {settings.url} failed: {text}"
     if isinstance(exc, lx.LDAPResponseTimeoutError):
