@@ -26,6 +26,7 @@ from bridge.addons import AddOn, WorkerContext, load_addons
 from bridge.config import Settings
 from bridge.connector_api import CallEvent, Connector
 from bridge.connectors_runtime import active, load_connectors, mango_client
+from bridge.followup import FollowUpSweeper
 from bridge.history.runner import make_history_runner
 from bridge.outbox.dispatcher import Dispatcher
 from bridge.outbox.retry import RetryPolicy
@@ -100,6 +101,12 @@ class BackgroundWorkers:
         self.history_runner = make_history_runner(settings, engine)
         self._threads.append(
             threading.Thread(target=self.history_runner.run_forever, args=(self.stop_event,), name="history")
+        )
+        self.follow_ups = FollowUpSweeper(
+            engine, connectors, region=settings.phones.default_region, on_written=self.dispatcher.wake
+        )
+        self._threads.append(
+            threading.Thread(target=self.follow_ups.run_forever, args=(self.stop_event,), name="follow-ups")
         )
         self.stale_calls = StaleCallSweeper(
             engine, max_call_seconds=settings.tracker.max_call_seconds, on_written=self.processor.wake

@@ -20,7 +20,7 @@ from bridge.store.engine import make_engine
 from bridge.store.migrate import Migrations, _alembic_version, addon_branches, current_heads, upgrade
 from bridge.store.schema import admin_settings, metadata
 
-HEADS = {"0011", "a003", "w002"}
+HEADS = {"0012", "a003", "w002"}
 WIDGET_TABLES = {"widget_sites", "widget_requests", "widget_hits", "widget_blocklist", "widget_form_tokens"}
 ADMIN_TABLES = {"admin_users", "admin_login_failures", "admin_sessions", "admin_login_limits"}
 
@@ -90,7 +90,7 @@ def test_instances_starting_together_migrate_one_after_the_other(empty: Engine, 
 
 def test_the_core_migrates_without_its_add_ons_and_they_join_later(empty: Engine) -> None:
     upgrade(empty, branches=[])
-    assert current_heads(empty) == {"0011"}
+    assert current_heads(empty) == {"0012"}
     tables = _tables(empty)
     assert "admin_settings" in tables and "ix_legs_command" in _indexes(empty, "legs")
     assert not tables & (WIDGET_TABLES | ADMIN_TABLES)

@@ -12,6 +12,9 @@ CALL_ENDED = "call.ended"
 CALL_MISSED = "call.missed"
 CALL_RECORDING_READY = "call.recording_ready"
 CALLBACK_REQUESTED = "callback.requested"
+# A missed call was followed up: an employee reached the customer, or the customer got through later. On
+# the missed call's `entry_id`; `extension` is who talked, `extra` has `by_entry_id` and `how`.
+CALL_CALLED_BACK = "call.called_back"
 
 CALL_EVENT_TYPES: tuple[str, ...] = (
     CALL_RINGING,
@@ -21,6 +24,7 @@ CALL_EVENT_TYPES: tuple[str, ...] = (
     CALL_MISSED,
     CALL_RECORDING_READY,
     CALLBACK_REQUESTED,
+    CALL_CALLED_BACK,
 )
 
 

@@ -266,5 +266,17 @@ call_routes = Table(
 )
 Index("ix_call_routes_created", call_routes.c.created_at)
 
+# Missed calls followed up (`bridge.followup`; migration 0012): who reached the customer, when and how.
+missed_followups = Table(
+    "missed_followups",
+    metadata,
+    Column("entry_id", String(160), primary_key=True),  # the missed call
+    Column("by_entry_id", String(160), nullable=False),  # the later answered call
+    Column("by_extension", String(32), nullable=True),
+    Column("how", String(24), nullable=False),  # employee_called | customer_called
+    Column("called_back_at", Float, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
 # The add-ons' tables (the admin panel's, the widget's) join this metadata when their table modules are
 # imported: by the add-ons' own code, or by `bridge.addons.load_addon_tables()` (the migrations do that).
