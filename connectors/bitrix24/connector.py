@@ -53,6 +53,7 @@ from bridge.connector_api import (
 from bridge.connector_api.employees import EMPLOYEE_SETTINGS
 from bridge.connector_api.events import (
     CALL_ANSWERED,
+    CALL_CALLED_BACK,
     CALL_ENDED,
     CALL_MISSED,
     CALL_RECORDING_READY,
@@ -83,10 +84,19 @@ HIDE = "telephony.externalCall.hide"
 ATTACH = "telephony.externalCall.attachRecord"
 SEARCH = "telephony.externalCall.searchCrmEntities"
 TASK_ADD = "tasks.task.add"
+TASK_COMPLETE = "tasks.task.complete"
 SKIPPED = "skipped"
 LOOKUP_MAX_WAIT = 5.0  # a caller card later than this is no use to a popup; do not spend the budget on it
 WANTED = frozenset(
-    {CALL_RINGING, CALL_ANSWERED, CALL_TRANSFERRED, CALL_ENDED, CALL_MISSED, CALL_RECORDING_READY}
+    {
+        CALL_RINGING,
+        CALL_ANSWERED,
+        CALL_TRANSFERRED,
+        CALL_ENDED,
+        CALL_MISSED,
+        CALL_RECORDING_READY,
+        CALL_CALLED_BACK,
+    }
 )
 # attachRecord answers that mean "not yet" rather than "never" (telephony-external-call-attach-record.md).
 _RECORD_NOT_YET = ("not finished yet", "not found in the statistic", "server returns http error code")
@@ -183,7 +193,7 @@ class Bitrix24Connector(Connector):
             return False
         if event.type in (CALL_ANSWERED, CALL_TRANSFERRED) and not self.settings.popups:
             return False
-        if event.type == CALL_MISSED and not self.settings.missed_task:
+        if event.type in (CALL_MISSED, CALL_CALLED_BACK) and not self.settings.missed_task:
             return False
         return not (event.type == CALL_RECORDING_READY and not self.settings.attach_records)
 
@@ -203,6 +213,8 @@ class Bitrix24Connector(Connector):
             self._ended(event, refs)
         elif event.type == CALL_MISSED:
             self._missed(event, refs)
+        elif event.type == CALL_CALLED_BACK:
+            self._called_back(event, refs)
         elif event.type == CALL_RECORDING_READY:
             self._record(event, refs)
 
@@ -439,6 +451,21 @@ class Bitrix24Connector(Connector):
             return
         result = self.client.batch({"task": task})
         self._task_done(event, refs, result.results.get("task"), result.errors.get("task"))
+
+    def _called_back(self, event: CallEvent, refs: RefStore) -> None:
+        """The missed call was followed up: its task is completed (`tasks.task.complete`), once."""
+        entry = event.entry_id
+        task = refs.get(entry, "task")
+        if not task or not task.isdigit() or refs.get(entry, "task_completed"):
+            return  # no task of ours (skipped, refused, never created), or already completed
+        try:
+            self.client.call(TASK_COMPLETE, {"taskId": int(task)})
+        except BitrixPermanent as error:  # deleted or completed in Bitrix24 meanwhile
+            log.warning("bitrix24: entry_id=%s: task %s not completed: %s", entry, task, error)
+            refs.put(entry, "task_completed", "refused")
+            return
+        refs.put(entry, "task_completed", "1")
+        log.info("bitrix24: missed-call task %s completed entry_id=%s by=%s", task, entry, event.extension)
 
     def record_url(self, recording_id: str) -> str | None:
         """Where Bitrix24 can download a recording: the core's signed, expiring link

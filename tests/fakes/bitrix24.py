@@ -19,8 +19,9 @@ b24restdocs pages it cites):
   PHONE_NUMBER+TYPE+USER+LINE_NUMBER+EXTERNAL_CALL_ID), ``show``/``hide``, ``finish`` (STATUS_CODE
   values, the statistics row), ``attachRecord`` (only after finish, RECORD_URL or FILENAME, wav/mp3),
   ``searchCrmEntities``, ``telephony.externalLine.add/get``, ``user.get`` (FILTER, 50 per page),
-  ``event.bind``, ``tasks.task.add``, and ``batch`` (``cmd`` of ``method?query`` strings in PHP
-  ``http_build_query`` form, ``$result[key][field]`` references, at most 50, no nesting).
+  ``event.bind``, ``tasks.task.add`` and ``tasks.task.complete``, and ``batch`` (``cmd`` of
+  ``method?query`` strings in PHP ``http_build_query`` form, ``$result[key][field]`` references, at most
+  50, no nesting).
 * Every answer carries the ``time`` block with ``operating_reset_at``.
 
 Everything executed is in `calls` (one `Call` per method, batch commands included) and every HTTP request
@@ -610,6 +611,7 @@ class FakeBitrix24:
             "user.get": self._user_get,
             "event.bind": self._event_bind,
             "tasks.task.add": self._task_add,
+            "tasks.task.complete": self._task_complete,
         }.get(method)
         if handler is None:
             raise ApiError(404, "ERROR_METHOD_NOT_FOUND", "Method not found!")
@@ -875,6 +877,20 @@ class FakeBitrix24:
         task = {"id": str(self._ids), **fields}
         self.tasks.append(task)
         return {"task": {"id": str(self._ids), "title": fields["TITLE"], "responsibleId": str(responsible)}}
+
+    def _task_complete(self, p: dict[str, Any], now: float) -> dict[str, Any]:
+        """tasks.task.complete: status 5 (completed); an unknown task is refused as Bitrix24 does."""
+        task_id = _int(p.get("taskId"))
+        if task_id is None:
+            raise ApiError(400, "100", "Could not find value for parameter {taskId}")
+        task = next((t for t in self.tasks if t["id"] == str(task_id)), None)
+        if task is None:
+            raise ApiError(
+                400, "ERROR_CORE", "TASKS_ERROR_EXCEPTION_#8; Task not found or not accessible; 8<br>"
+            )
+        task["STATUS"] = "5"
+        task["CLOSED_DATE"] = now
+        return {"task": {"id": str(task_id), "status": "5"}}
 
 
 def _resolve_refs(value: Any, results: dict[str, Any]) -> Any:
