@@ -44,7 +44,7 @@ from bridge.connector_api import (
     Title,
 )
 from bridge.connector_api.employees import EMPLOYEE_SETTINGS, EmployeeResolver
-from bridge.connector_api.events import CALL_ENDED, CALL_MISSED, CALL_RINGING
+from bridge.connector_api.events import CALL_CALLED_BACK, CALL_ENDED, CALL_MISSED, CALL_RINGING
 from bridge.connector_api.phones import InvalidPhoneNumber, to_e164
 from connectors.amocrm import handler
 from connectors.amocrm.client import (
@@ -114,7 +114,7 @@ class AmoCrmConnector(Connector):
         if config.log_calls or config.unsorted_for_unknown:
             types.add(CALL_ENDED)
         if config.missed_task:
-            types.add(CALL_MISSED)
+            types.update((CALL_MISSED, CALL_CALLED_BACK))
         # Per-config limits and filters live on the instance (the dispatcher reads the instance).
         super().__init__(
             config, rate_limit=RateLimit(config.requests_per_second, 1), event_types=frozenset(types)
@@ -186,6 +186,8 @@ class AmoCrmConnector(Connector):
             self._log_call(event, refs, phone)
         elif event.type == CALL_MISSED:
             self._missed_task(event, refs, phone)
+        elif event.type == CALL_CALLED_BACK:
+            self._complete_task(event, refs)
 
     def _popup(self, event: CallEvent, refs: RefStore, phone: str) -> None:
         max_age = self.settings.popup_max_age_seconds
@@ -316,6 +318,17 @@ class AmoCrmConnector(Connector):
             user,
             f"{entity[0]}/{entity[1]}" if entity else "none",
         )
+
+    def _complete_task(self, event: CallEvent, refs: RefStore) -> None:
+        """The missed call was followed up: its task is completed with a result (`PATCH /api/v4/tasks`)."""
+        entry = event.entry_id
+        task = refs.get(entry, "task")
+        if not task or not task.isdigit() or refs.get(entry, "task_completed"):
+            return  # no task of ours, or already completed
+        body = [handler.task_completion(int(task), event, language=self.settings.language)]
+        self.client.request("PATCH", "/api/v4/tasks", json=body)
+        refs.put(entry, "task_completed", "1")
+        log.info("amocrm: missed-call task %s completed entry_id=%s by=%s", task, entry, event.extension)
 
     def _contact_for(self, event: CallEvent, refs: RefStore, phone: str) -> int | None:
         stored = refs.get(event.entry_id, "contact")

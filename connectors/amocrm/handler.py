@@ -34,6 +34,8 @@ _TEXTS: dict[str, dict[str, str]] = {
         "wrong_number": "Неверный номер",
         "lead": "Звонок с {number}",
         "task": "Пропущенный звонок с {number}: перезвонить",
+        "employee_called": "Перезвонили клиенту",
+        "customer_called": "Клиент дозвонился сам",
     },
     "en": {
         "held": "Conversation held",
@@ -43,6 +45,8 @@ _TEXTS: dict[str, dict[str, str]] = {
         "wrong_number": "Wrong number",
         "lead": "Call from {number}",
         "task": "Missed call from {number}: call back",
+        "employee_called": "The customer was called back",
+        "customer_called": "The customer got through later",
     },
 }
 
@@ -225,3 +229,13 @@ def embedded(body: Any, name: str) -> list[dict[str, Any]]:
     inner = body.get("_embedded")
     items = inner.get(name) if isinstance(inner, dict) else None
     return [item for item in items or [] if isinstance(item, dict)]
+
+
+def task_completion(task_id: int, event: CallEvent, *, language: str) -> dict[str, Any]:
+    """A `PATCH /api/v4/tasks` item completing a missed-call task, with the result text (who and how)."""
+    texts = _TEXTS.get(language, _TEXTS["en"])
+    how = str(event.extra.get("how") or "employee_called")
+    text = texts.get(how, texts["employee_called"])
+    if event.extension:
+        text = f"{text} ({event.extension})"
+    return {"id": task_id, "is_completed": True, "result": {"text": text}}

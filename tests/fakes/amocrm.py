@@ -4,7 +4,7 @@ What it holds to (shared/docs/apis/amocrm.md; [fake] marks where the vendor's do
 fake had to choose):
 
 * paths: ``GET /api/v4/account``, ``GET /api/v4/users``, ``GET /api/v4/contacts?query=``,
-  ``POST /api/v4/calls``, ``POST /api/v4/leads/unsorted/sip``, ``POST /api/v4/tasks``,
+  ``POST /api/v4/calls``, ``POST /api/v4/leads/unsorted/sip``, ``POST`` and ``PATCH /api/v4/tasks``,
   ``POST /api/v2/events`` (202), ``POST /oauth2/access_token``; anything else is 404;
 * auth: ``Authorization: Bearer`` with the long-lived token, or with an access token it issued (OAuth). A
   refresh token works once: a second use is refused with amoCRM's OAuthProblemJson answer;
@@ -722,6 +722,37 @@ class FakeAmoCrm:
             out.append({"id": task_id, "request_id": str(item.get("request_id", i))})
         return 200, {"_total_items": len(out), "_embedded": {"tasks": out}}
 
+    def _edit_tasks(self, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        """PATCH /api/v4/tasks: each item names an existing task by `id`; `is_completed` with `result.text`
+        completes it."""
+        items = _list(body)
+        allowed = {"id", "text", "complete_till", "responsible_user_id", "task_type_id", "is_completed"}
+        allowed |= {"result", "request_id", "entity_id", "entity_type", "duration"}
+        known = {t["id"]: t for t in self.tasks}
+        for i, item in enumerate(items):
+            rid = str(item.get("request_id", i)) if isinstance(item, dict) else str(i)
+            errors = _check(item, allowed, required={"id"})
+            if isinstance(item, dict):
+                errors += _typed(item, {"id": int, "is_completed": bool, "result": dict})
+                if isinstance(item.get("id"), int) and item["id"] not in known:
+                    errors.append(_err("id", "NotFound", "no such task"))
+                result = item.get("result")
+                if isinstance(result, dict) and not isinstance(result.get("text"), str):
+                    errors.append(_err("result.text", "InvalidType", "the result's text must be a string"))
+            if errors:
+                raise _Invalid(errors, rid)
+        out = []
+        for i, item in enumerate(items):
+            known[item["id"]].update({k: v for k, v in item.items() if k != "request_id"})
+            out.append(
+                {
+                    "id": item["id"],
+                    "updated_at": int(time.time()),
+                    "request_id": str(item.get("request_id", i)),
+                }
+            )
+        return 200, {"_total_items": len(out), "_embedded": {"tasks": out}}
+
     def _entity_exists(self, kind: str, entity_id: Any) -> bool:
         if kind == "contacts":
             return entity_id in self.contacts or any(u["contact"]["id"] == entity_id for u in self.unsorted)
@@ -768,6 +799,7 @@ _ROUTES: dict[tuple[str, str], Callable[[FakeAmoCrm, dict[str, str], Any], tuple
     ("POST", "/api/v4/calls"): FakeAmoCrm._add_calls,
     ("POST", "/api/v4/leads/unsorted/sip"): FakeAmoCrm._add_unsorted,
     ("POST", "/api/v4/tasks"): FakeAmoCrm._add_tasks,
+    ("PATCH", "/api/v4/tasks"): FakeAmoCrm._edit_tasks,
     ("POST", "/api/v2/events"): FakeAmoCrm._events,
 }
 
