@@ -8,7 +8,8 @@ entry point group ``callbridge.migrations``.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -17,7 +18,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, column, insert, inspect, table
+from sqlalchemy import Engine, column, insert, inspect, table, text
 from sqlalchemy.types import String
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -64,11 +65,33 @@ def alembic_config(engine: Engine, branches: Sequence[Migrations] | None = None)
     return config
 
 
+# pg_advisory_lock key taken while migrating (an arbitrary constant: "callbridge" in ASCII, folded).
+MIGRATION_LOCK_KEY = 0x63616C6C62726964
+
+
 def upgrade(engine: Engine, revision: str = "heads", branches: Sequence[Migrations] | None = None) -> None:
-    """Bring the database to `revision` (default: the newest of every branch; `branches=[]`: the core's)."""
+    """Bring the database to `revision` (default: the newest of every branch; `branches=[]`: the core's).
+
+    On PostgreSQL, instances starting together take turns (an advisory lock): the second finds the work
+    done instead of creating the same tables at the same time."""
     branches = addon_branches() if branches is None else branches
-    record_split_branches(engine, branches)
-    command.upgrade(alembic_config(engine, branches), revision)
+    with _migration_lock(engine):
+        record_split_branches(engine, branches)
+        command.upgrade(alembic_config(engine, branches), revision)
+
+
+@contextmanager
+def _migration_lock(engine: Engine) -> Iterator[None]:
+    """Held while migrating: a session-level advisory lock on PostgreSQL; SQLite has one process."""
+    if engine.dialect.name != "postgresql":
+        yield
+        return
+    with engine.connect() as conn:
+        conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+        try:
+            yield
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY})
 
 
 def current_heads(engine: Engine) -> set[str]:
