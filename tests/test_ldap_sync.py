@@ -265,6 +265,9 @@ def test_the_command_line(slapd: LdapServer, unit: str, cli_env: dict[str, str])
     ]
     assert "ira@example.com" in table and "ldap" in table
 
+    unset = runner.invoke(cli, ["employees", "sync-ldap"], env={**cli_env, "CALLBRIDGE_LDAP_URL": ""})
+    assert unset.exit_code == 1 and "no directory is configured (set ldap.url)" in unset.output
+
     refused = runner.invoke(
         cli, ["employees", "sync-ldap"], env={**cli_env, "CALLBRIDGE_LDAP_PASSWORD": "not-the-password"}
     )

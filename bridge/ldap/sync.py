@@ -190,6 +190,8 @@ def run_sync(
 ) -> SyncResult:
     """Read the directory and sync, recording the run in `directory_syncs` (not for a dry run). Raises
     LdapError, after recording it, when the directory cannot be read."""
+    if not settings.url:  # nothing to record: there is no directory
+        raise LdapError("no directory is configured (set ldap.url)")
     if dry_run:
         return sync_employees(
             engine, read_directory(settings), keep_local=settings.keep_local, dry_run=True, clock=clock
