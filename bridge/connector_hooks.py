@@ -18,7 +18,8 @@ from flask import Blueprint, Flask, Response, abort, current_app, request
 from bridge.connector_api import Connector
 from bridge.http_errors import install_error_handlers
 
-METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+# OPTIONS too: a browser's CORS preflight reaches the connector, which answers it for its own origins.
+METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
 def hooks_app(name: str, connector: Connector, config: Mapping[str, Any]) -> Flask | None:

@@ -5,7 +5,7 @@ One daemon per store backend serves the module, with ``[connectors.amocrm]`` poi
 are made as amoCRM makes them (HS256 under the integration's secret key). A valid click reaches the
 simulator as a signed ``commands/callback`` from the user's extension; a forged, expired, replayed or
 foreign-account token and an unmapped user are refused and send Mango nothing; answers allow the
-account's origin only (preflights: tests/test_amocrm_widget.py); the package endpoint gives a zip whose
+account's origin only, their preflights too; the package endpoint gives a zip whose
 manifest reads back.
 """
 
@@ -145,6 +145,14 @@ def test_cors_answers_name_the_account_and_nobody_else(stack: Stack) -> None:
     assert ours.headers["Access-Control-Allow-Origin"] == stack.fake.url and ours.headers["Vary"] == "Origin"
     theirs = stack.click(stack.token(4242), origin="https://evil.example")
     assert theirs.status_code == 409 and "Access-Control-Allow-Origin" not in theirs.headers
+    # The browser's preflight reaches the connector through the daemon and is answered for the account only.
+    url = f"{stack.daemon.url}/connectors/amocrm/widget/call"
+    asked = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "x-auth-token"}
+    preflight = requests.options(url, headers={"Origin": stack.fake.url, **asked}, timeout=10)
+    assert preflight.status_code == 204 and preflight.headers["Access-Control-Allow-Origin"] == stack.fake.url
+    assert "X-Auth-Token" in preflight.headers["Access-Control-Allow-Headers"]
+    foreign = requests.options(url, headers={"Origin": "https://evil.example", **asked}, timeout=10)
+    assert foreign.status_code == 403 and "Access-Control-Allow-Origin" not in foreign.headers
 
 
 def test_the_package_is_a_widget_for_this_callbridge(stack: Stack) -> None:
