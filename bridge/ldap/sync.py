@@ -93,6 +93,7 @@ def sync_employees(
             continue
         chosen[person.extension] = person
     created: list[str] = []
+    new_rows: list[dict[str, object]] = []
     updated: list[str] = []
     unchanged = 0
     columns = (
@@ -110,17 +111,17 @@ def sync_employees(
             snapshot = json.dumps(dict(person.values), sort_keys=True)
             row = rows.get(extension)
             if row is None:
-                conn.execute(
-                    insert(employees).values(
-                        extension=extension,
-                        numbers="[]",
-                        updated_at=now,
-                        source="ldap",
-                        active=True,
-                        directory_dn=person.dn,
-                        directory_values=snapshot,
+                new_rows.append(
+                    {
+                        "extension": extension,
+                        "numbers": "[]",
+                        "updated_at": now,
+                        "source": "ldap",
+                        "active": True,
+                        "directory_dn": person.dn,
+                        "directory_values": snapshot,
                         **person.values,
-                    )
+                    }
                 )
                 created.append(extension)
                 continue
@@ -148,6 +149,8 @@ def sync_employees(
                 )
             )
             updated.append(extension)
+        if new_rows:
+            conn.execute(insert(employees), new_rows)  # one batched statement
         gone = sorted(
             ext for ext, row in rows.items() if row.source == "ldap" and row.active and ext not in chosen
         )
