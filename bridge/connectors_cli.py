@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from bridge.cli_context import AppContext
-from bridge.connector_api import CrmSetup, DeliveryError
+from bridge.connector_api import CommandLine, CrmSetup, DeliveryError
 from bridge.connector_api.base import Connector
 from bridge.connectors_runtime import is_dormant, load_connectors
 from bridge.crm_employees import import_crm_employees, imports_employees, mango_users_from
@@ -31,9 +31,33 @@ def _section_state(name: str, section: Any) -> str:
         return f"misconfigured: {exc}"
 
 
-@click.group("connectors")
+class _ConnectorsGroup(click.Group):
+    """`callbridge connectors`; installed connectors' own commands (`CommandLine`) join it on first use."""
+
+    _joined = False
+
+    def _join_connector_commands(self) -> None:
+        if self._joined:
+            return
+        self._joined = True
+        for cls in available_connectors().values():
+            if isinstance(cls, CommandLine):
+                for command in cls.cli_commands():
+                    self.add_command(command)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        self._join_connector_commands()
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._join_connector_commands()
+        return super().list_commands(ctx)
+
+
+@click.group("connectors", cls=_ConnectorsGroup)
 def connectors() -> None:
-    """The CRM connectors: what is installed and configured, and importing their employee maps."""
+    """The CRM connectors: what is installed and configured, importing their employee maps, registering
+    them in their CRMs, and the connectors' own commands."""
 
 
 @connectors.command("list")

@@ -13,11 +13,13 @@ from pathlib import Path
 
 import jwt
 import pytest
+from click.testing import CliRunner
 
+from bridge.cli import cli
 from bridge.connector_api.testing import context
 from bridge.connector_hooks import hooks_app
 from connectors.amocrm import AmoCrmConnector
-from connectors.amocrm.widget_package import LOGOS, build_package, main
+from connectors.amocrm.widget_package import LOGOS, build_package
 from connectors.amocrm.widget_token import WidgetTokenError, WidgetTokens
 from tests.amocrm_tokens import one_time_token
 
@@ -118,10 +120,16 @@ def _png_size(data: bytes) -> tuple[int, int]:
     return width, height
 
 
-def test_the_package_from_the_command_line_reads_back(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_the_package_from_the_command_line_reads_back(tmp_path: Path) -> None:
     out = tmp_path / "widget.zip"
-    main(["--public-url", "https://calls.example.com/", "--out", str(out)])
-    assert "wrote" in capsys.readouterr().out
+    env = {"CALLBRIDGE_HTTP_PUBLIC_URL": "https://calls.example.com/", "CALLBRIDGE_CONFIG": ""}
+    done = CliRunner().invoke(cli, ["connectors", "amocrm-widget", "--out", str(out)], env=env)
+    assert done.exit_code == 0, done.output
+    assert "wrote" in done.output and "upload it in amoCRM" in done.output
+    missing = CliRunner().invoke(
+        cli, ["connectors", "amocrm-widget", "--out", str(out)], env={"CALLBRIDGE_CONFIG": ""}
+    )
+    assert missing.exit_code == 1 and "set http.public_url" in missing.output
     archive = zipfile.ZipFile(out)
     manifest = json.loads(archive.read("manifest.json"))
     assert manifest["widget"]["locale"] == ["ru", "en"]

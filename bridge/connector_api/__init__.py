@@ -23,6 +23,7 @@ from bridge.connector_api.http import idempotency_key
 from bridge.connector_api.manifest import Capability, Manifest, Title
 from bridge.connector_api.protocols import (
     Closeable,
+    CommandLine,
     CrmSetup,
     EmployeeImporter,
     ImportResult,
@@ -36,6 +37,7 @@ __all__ = [
     "CallerCard",
     "Capability",
     "Closeable",
+    "CommandLine",
     "Connector",
     "ConnectorContext",
     "CrmSetup",

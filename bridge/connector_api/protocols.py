@@ -6,7 +6,7 @@ name. `Connector` itself is the required part (see `base.py`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 PbxUsers = Callable[[], Any]
@@ -62,3 +62,13 @@ class TurnedOff(Protocol):
     `context.state` (`compare_and_set`) so that only one of them sends it."""
 
     def turned_off(self) -> None: ...
+
+
+@runtime_checkable
+class CommandLine(Protocol):
+    """Adds the connector's own commands under `callbridge connectors` (e.g. `amocrm-widget`). A class
+    method: the commands are there whether or not the connector is configured; they get the `AppContext`
+    (settings, store) as click's `obj`."""
+
+    @classmethod
+    def cli_commands(cls) -> Sequence[Any]: ...

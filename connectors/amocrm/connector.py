@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
+import click
 import requests
 from pydantic import BaseModel
 
@@ -59,6 +60,7 @@ from connectors.amocrm.config import DEFAULT_RATE, SETTINGS_TITLES, AmoCrmConfig
 from connectors.amocrm.lookup import Match, best_match, contacts_of, lead_ids, query_terms
 from connectors.amocrm.mapping import MappingSuggestion, suggest_mapping
 from connectors.amocrm.oauth import Grant, OAuthTokens, TokenRecord, fingerprint
+from connectors.amocrm.widget_package import package_command
 
 log = logging.getLogger("callbridge.connectors.amocrm")
 
@@ -96,6 +98,11 @@ class AmoCrmConnector(Connector):
     config_model: ClassVar[type[BaseModel]] = AmoCrmConfig
     default_rate_limit: ClassVar[RateLimit | None] = RateLimit(DEFAULT_RATE, 1)
     default_event_types: ClassVar[frozenset[str] | None] = frozenset({CALL_RINGING, CALL_ENDED, CALL_MISSED})
+
+    @classmethod
+    def cli_commands(cls) -> list[click.Command]:
+        """`callbridge connectors amocrm-widget --out FILE.zip` (the widget to upload to amoCRM)."""
+        return [package_command]
 
     def __init__(
         self,

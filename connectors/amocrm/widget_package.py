@@ -5,20 +5,23 @@ Packaging writes callbridge's address into script.js (the widget's settings may 
 adds the logos amoCRM asks for, drawn here in callbridge's colour at the sizes its documentation gives.
 The zip holds no secret: amoCRM issues the integration's keys after it is uploaded.
 
-Also runnable: ``python -m connectors.amocrm.widget_package --public-url URL --out FILE.zip``; the daemon
-serves the same zip for its own settings at ``<http.public_url>/connectors/amocrm/widget/package.zip``.
+``callbridge connectors amocrm-widget --out FILE.zip`` writes it (`package_command`); the daemon serves the
+same zip for its own settings at ``<http.public_url>/connectors/amocrm/widget/package.zip``.
 """
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import struct
 import zipfile
 import zlib
 from importlib.resources import files
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
+
+import click
 
 SOURCES = ("manifest.json", "script.js", "i18n/ru.json", "i18n/en.json")
 URL_MARK = "'__CALLBRIDGE_URL__'"
@@ -81,19 +84,20 @@ def build_package(public_url: str) -> bytes:
     return out.getvalue()
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Package callbridge's amoCRM widget as a zip to upload.")
-    parser.add_argument("--public-url", required=True, help="callbridge's address (http.public_url)")
-    parser.add_argument("--out", required=True, help="the zip to write")
-    args = parser.parse_args(argv)
+@click.command("amocrm-widget")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The zip to write.")
+@click.option("--public-url", default=None, help="callbridge's address (default: http.public_url).")
+@click.pass_obj
+def package_command(obj: Any, out: str, public_url: str | None) -> None:
+    """Package the amoCRM widget (click-to-call, the live call panel) as a zip to upload to amoCRM."""
+    address = public_url or obj.config.http.public_url
+    if not address:
+        raise click.ClickException(
+            "set http.public_url (where amoCRM's pages reach callbridge) or --public-url"
+        )
     try:
-        data = build_package(args.public_url)
+        data = build_package(address)
     except ValueError as exc:
-        parser.error(str(exc))
-    with open(args.out, "wb") as handle:
-        handle.write(data)
-    print(f"wrote {args.out} ({len(data)} bytes): upload it in amoCRM -> Settings -> Integrations")
-
-
-if __name__ == "__main__":
-    main()
+        raise click.ClickException(str(exc)) from None
+    Path(out).write_bytes(data)
+    click.echo(f"wrote {out} ({len(data)} bytes): upload it in amoCRM -> Settings -> Integrations")
