@@ -45,6 +45,7 @@ CORE_KEYS: tuple[str, ...] = (
     "routing.order",
     "routing.decide_within_ms",
     "routing.skip_busy",
+    "routing.intercept",
 )
 # ... and the panel's own options (not part of Settings).
 PANEL_DEFAULTS: dict[str, Any] = {

@@ -25,6 +25,7 @@ from tests.daemon import API_KEY, API_SALT, Daemon, wait_call, wait_closed
 FAMILIAR = "79160000001"  # talked with 202 yesterday
 BUSY_CASE = "79160000002"  # talked with 202 yesterday; the CRM's responsible is 203
 SLOW_CRM = "79160000003"  # the CRM knows the responsible, too late
+RINGING_AT_GROUP = "79160000004"  # talked with 205 today; calls a line without an IVR step
 BURST = [f"7916100{i:04d}" for i in range(30)]  # the CRM names 204 for each
 CONTACTS = {
     BUSY_CASE: {"name": "Boris", "responsible": "203", "responsible_name": "Vera"},
@@ -66,7 +67,8 @@ def _demo(delay_ms: int) -> dict[str, str]:
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    yield from _stack(request, tmp_path_factory.mktemp("routing"), _demo(150))
+    env = {**_demo(150), "CALLBRIDGE_ROUTING_INTERCEPT": "true"}
+    yield from _stack(request, tmp_path_factory.mktemp("routing"), env)
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -161,6 +163,21 @@ def test_a_burst_of_30_calls_in_10_s_keeps_routes_within_mangos_limit(stack: Sta
     assert 'callbridge_routes{outcome="dropped"}' in metrics
     for entry in entries:  # every call still ends, routed or through the IVR scheme
         wait_closed(stack.daemon, entry, timeout=30)
+
+
+def test_a_call_ringing_at_a_group_is_moved_to_the_familiar_employee(stack: Stack) -> None:
+    _talked(stack, RINGING_AT_GROUP, "205", hours_ago=5, seed=4)
+    now = int(time.time())
+    call = scenarios.build("ring_group_second_answers", seed=5, customer=RINGING_AT_GROUP, start=now)
+    notes = [n for n in call.notifications if n.payload.get("location") != "ivr" and n.path != "events/dtmf"]
+    ringing = [n for n in notes if n.path == "events/call" and n.payload["call_state"] == "Appeared"]
+    stack.mango.play(ringing)  # the group rings 101, 102 and 103; no IVR step
+    legs = {n.payload["call_id"] for n in ringing}
+    route = stack.mango.wait_for("commands/route", where=lambda r: r.json.get("call_id") in legs, timeout=10)
+    assert route.json["to_number"] == "205"
+    routing = _routing(stack, call.entry_id, lambda r: r["outcome"] == "sent")
+    assert (routing["extension"], routing["reason"]) == ("205", "familiar")
+    assert wait_call(stack.daemon, call.entry_id, lambda c: c["answered_by"] == "205")
 
 
 def test_no_answer_from_the_crm_in_time_sends_nothing_and_the_ivr_goes_on(slow_crm: Stack) -> None:

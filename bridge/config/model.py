@@ -599,6 +599,13 @@ class RoutingSettings(_Section):
     skip_busy: bool = Field(
         default=True, description="skip an employee already on a call (as callbridge sees their legs)"
     )
+    intercept: bool = Field(
+        default=False,
+        description=(
+            "also move a call ringing at a ring group (of `groups`, or any) to the familiar or responsible"
+            " employee when they are not rung, for lines whose scheme has no IVR step"
+        ),
+    )
 
     @field_validator("lines", "groups", "order", mode="before")
     @classmethod

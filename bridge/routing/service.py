@@ -1,5 +1,8 @@
 """The routing service: from a leg that appeared in the IVR to a decision, stored, and a paced route.
 
+With `routing.intercept`, a leg ringing at an employee through a ring group is considered too (for
+schemes without an IVR step): it is moved only when the employee chosen is not rung already.
+
 `on_events` is given the processor's newly folded events (in its thread, so it only filters and hands
 work to a pool). For each incoming leg that `Appeared` in the IVR on a routed line, one worker claims the
 call's routing row (one decision per call), decides under `routing.decide_within_ms`, stores the verdict
@@ -28,8 +31,18 @@ from bridge.routing.queue import PendingRoute, RouteQueue
 log = logging.getLogger(__name__)
 
 IVR = "ivr"
+ABONENT = "abonent"
 TOO_OLD = 60.0  # an IVR leg that appeared longer ago than this (a replayed backlog) is not routed
 GROUPS_TTL = 300.0
+
+
+def _intercepted(event: CallLegEvent, settings: RoutingSettings) -> bool:
+    """A leg ringing at an employee through a ring group that `routing.intercept` may move (mango.md §5:
+    route also takes a leg ringing at A to B)."""
+    group = event.to.acd_group
+    if not (settings.intercept and event.location == ABONENT and group and event.to.extension):
+        return False
+    return not settings.groups or group in settings.groups
 
 
 class RoutingService:
@@ -72,7 +85,9 @@ class RoutingService:
                 self._pool.submit(self._route, event, settings, deadline)  # type: ignore[arg-type]
 
     def _wanted(self, event: PbxEvent, settings: RoutingSettings) -> bool:
-        if not isinstance(event, CallLegEvent) or event.state != LegState.APPEARED or event.location != IVR:
+        if not isinstance(event, CallLegEvent) or event.state != LegState.APPEARED:
+            return False
+        if event.location != IVR and not _intercepted(event, settings):
             return False
         if not event.from_.number or event.from_.extension:  # a customer's call, not an employee's
             return False
@@ -101,6 +116,8 @@ class RoutingService:
         decision = verdict.decision
         if decision is not None and time.monotonic() > deadline:  # chosen, but too late to be useful
             decision, detail = None, f"not routed: no decision within {settings.decide_within_ms} ms"
+        elif decision is not None and event.location != IVR and self._rung(event, decision.extension):
+            decision, detail = None, f"not moved: {decision.extension} is already being rung"
         else:
             detail = verdict.detail
         if decision is None:
@@ -126,6 +143,13 @@ class RoutingService:
             decided_ms=took,
         )
         self.queue.put(PendingRoute(event.entry_id, event.call_id, decision.extension, time.monotonic()))
+
+    def _rung(self, event: CallLegEvent, extension: str) -> bool:
+        """Whether the call already rings at `extension` (intercepting would only take it from there)."""
+        if event.to.extension == extension:
+            return True
+        with self._engine.connect() as conn:
+            return extension in store.ringing(conn, event.entry_id)
 
     def _allowed(self, settings: RoutingSettings) -> frozenset[str] | None:
         """The operators of `routing.groups` (listed by the PBX, kept for 5 minutes); None = anyone."""

@@ -112,9 +112,25 @@ def employee(conn: Connection, extension: str) -> tuple[str | None, bool]:
 
 
 def in_ivr(conn: Connection, call_id: str) -> bool:
-    """Whether the leg still waits in the IVR as far as the store knows (not ended; unknown = waiting)."""
-    state = conn.execute(select(legs.c.state).where(legs.c.call_id == call_id)).scalar()
-    return state != LegState.DISCONNECTED
+    """Whether the leg still waits where a route can move it, as far as the store knows: an IVR leg until
+    it ends, a ringing leg until it is answered or ends (an unknown leg: waiting)."""
+    row = conn.execute(select(legs.c.state, legs.c.location).where(legs.c.call_id == call_id)).first()
+    if row is None:
+        return True
+    state, location = row
+    if state == LegState.DISCONNECTED:
+        return False
+    return location == "ivr" or state == LegState.APPEARED
+
+
+def ringing(conn: Connection, entry_id: str) -> set[str]:
+    """The employees being rung in the call now."""
+    rows = conn.execute(
+        select(legs.c.to_extension).where(
+            legs.c.entry_id == entry_id, legs.c.state == LegState.APPEARED, legs.c.to_extension.is_not(None)
+        )
+    )
+    return {str(r[0]) for r in rows}
 
 
 def route_of(conn: Connection, entry_id: str) -> dict[str, Any] | None:
@@ -153,6 +169,7 @@ __all__ = [
     "last_talk",
     "number_forms",
     "on_a_call",
+    "ringing",
     "route_of",
     "save",
 ]
