@@ -242,3 +242,69 @@ def test_routing_settings_saved_in_the_panel_apply_over_the_configured_ones(engi
     assert (routing.enabled, routing.lines, routing.decide_within_ms) == (True, ["74951234567"], 900)
     with pytest.raises(SettingsError, match="routing.decide_within_ms"):
         saved.save({"routing.decide_within_ms": 10})
+
+
+def _leg(
+    location: str,
+    *,
+    to_extension: str | None = None,
+    group: str | None = None,
+    age: float = 0.0,
+    line: str = "74951234567",
+):  # type: ignore[no-untyped-def]
+    from bridge.pbx.events import CallLegEvent, Party
+
+    return CallLegEvent(
+        entry_id="now",
+        call_id=f"{location}-leg",
+        seq=1,
+        timestamp=int(NOW - age),
+        state="Appeared",
+        location=location,
+        from_=Party(number=CUSTOMER),
+        to=Party(extension=to_extension, number=line, acd_group=group),
+        line_number=line,
+    )
+
+
+def _service(engine: Engine, routing: RoutingSettings):  # type: ignore[no-untyped-def]
+    from bridge.config import Settings
+    from bridge.routing import RoutingService
+
+    pbx = _Pbx()
+    queue = RouteQueue(engine, lambda: pbx, interval=0.01)  # type: ignore[arg-type,return-value]
+    settings = Settings(routing=routing)
+    service = RoutingService(engine, lambda: settings, dict, lambda: pbx, clock=lambda: NOW, queue=queue)  # type: ignore[arg-type,return-value]
+    return service, queue
+
+
+def test_which_legs_are_considered(engine: Engine) -> None:
+    routing = RoutingSettings(enabled=True, lines=["+7 495 123-45-67"], intercept=True, groups=["200"])
+    service, _ = _service(engine, routing)
+    wanted = service._wanted  # noqa: SLF001 - the filter alone
+    assert wanted(_leg("ivr"), routing)
+    assert not wanted(_leg("ivr", line="74957654321"), routing)  # another line
+    assert not wanted(_leg("ivr", age=600), routing)  # a replayed backlog
+    assert wanted(_leg("abonent", to_extension="101", group="200"), routing)
+    assert not wanted(_leg("abonent", to_extension="101", group="300"), routing)  # not a routed group
+    assert not wanted(_leg("abonent", to_extension="101"), routing)  # rung directly, not through a group
+    assert not wanted(
+        _leg("abonent", to_extension="101", group="200"), routing.model_copy(update={"intercept": False})
+    )
+
+
+def test_a_ringing_call_is_not_moved_to_an_employee_already_rung(engine: Engine) -> None:
+    _answered(engine, "earlier", "102", hours_ago=1)
+    with engine.begin() as conn:
+        conn.execute(
+            insert(legs).values(call_id="g-102", entry_id="now", state="Appeared", seq=1, to_extension="102")
+        )
+    routing = RoutingSettings(enabled=True, intercept=True)
+    service, queue = _service(engine, routing)
+    service._decide_and_queue(
+        _leg("abonent", to_extension="101", group="200"), routing, time.monotonic() + 1.5
+    )  # noqa: SLF001
+    with engine.connect() as conn:
+        row = conn.execute(select(call_routes.c.outcome, call_routes.c.detail)).one()
+    assert tuple(row) == (outcomes.UNDECIDED, "not moved: 102 is already being rung")
+    assert len(queue) == 0
