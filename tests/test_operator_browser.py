@@ -4,21 +4,41 @@ click-to-call reaching the Mango simulator as a signed `commands/callback`."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import playwright.sync_api as sync_api
 import pytest
 
+from bridge.config import Settings
 from bridge.pbx.mango import scenarios
 from bridge.pbx.mango.simulator import CommandServer
 from bridge.pbx.mango.simulator.poster import Poster
+from bridge.settings_store import SettingsStore
+from bridge.store.engine import make_engine
+from bridge.store.migrate import upgrade
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, requires_chromium
 from tests.daemon import API_KEY, API_SALT, Daemon
 from tests.fakes.realtime_client import DEMO_NAME, demo_env
 from tests.test_realtime_e2e import answer_index, cli_token, split_at_ringing
 
 pytestmark = requires_chromium
+
+
+def _company_zone() -> str:
+    """A company zone far from the browser's New York whose day is not about to turn over (the page lists
+    today's calls only), so the test means the same at any hour it runs."""
+    for name in ("Asia/Vladivostok", "Europe/Moscow", "Asia/Kolkata"):
+        hour = datetime.now(ZoneInfo(name)).hour
+        if 1 <= hour <= 22:
+            return name
+    raise AssertionError("no candidate zone is away from midnight")
+
+
+COMPANY_ZONE = _company_zone()
 # Browser notifications: a stand-in records what the page shows, with permission already granted.
 NOTIFICATION_STUB = """
 window.__notes = [];
@@ -42,6 +62,10 @@ def browser() -> Iterator[object]:
 @pytest.fixture
 def stack(database_url: str, tmp_path: Path) -> Iterator[tuple[Daemon, CommandServer]]:
     daemon = Daemon(database_url, tmp_path, env=demo_env())
+    engine = make_engine(database_url)
+    upgrade(engine)  # the panel's saved company time zone, as an administrator set it
+    SettingsStore(engine, Settings(), fixed=frozenset()).save({"admin.timezone": COMPANY_ZONE})
+    engine.dispose()
     mango = CommandServer(API_KEY, API_SALT, bridge_url=daemon.mango_url).start()
     daemon.env["CALLBRIDGE_MANGO_API_URL"] = mango.url
     daemon.start()
@@ -58,7 +82,7 @@ def test_operator_page_popup_close_on_answer_elsewhere_and_click_to_call(
     poster = Poster(daemon.mango_url, API_KEY, API_SALT)
 
     # 101 logs in with the access code an administrator printed.
-    alice_ctx = browser.new_context()  # type: ignore[attr-defined]
+    alice_ctx = browser.new_context(timezone_id="America/New_York", locale="en-US")  # type: ignore[attr-defined]
     alice_ctx.add_init_script(NOTIFICATION_STUB)
     alice = alice_ctx.new_page()
     alice.goto(f"{daemon.url}/operator")
@@ -101,12 +125,15 @@ def test_operator_page_popup_close_on_answer_elsewhere_and_click_to_call(
     expect(bob_popup.locator(".popup-state")).to_have_text("Call ended", timeout=10_000)
     expect(alice.locator(f'#calls tr[data-entry-id="{call.entry_id}"]')).to_have_count(1, timeout=10_000)
 
-    # A missed call is highlighted in today's list.
-    missed = scenarios.build("incoming_missed", seed=22, extensions=("101",))
+    # A missed call is highlighted in today's list, its time in the company's zone (not the browser's,
+    # which is New York here), on a 24-hour clock.
+    missed = scenarios.build("incoming_missed", seed=22, extensions=("101",), start=int(time.time()) - 60)
     assert not poster.play(missed.notifications).errors
-    expect(alice.locator(f'#calls tr.missed[data-entry-id="{missed.entry_id}"]')).to_have_count(
-        1, timeout=10_000
-    )
+    row = alice.locator(f'#calls tr.missed[data-entry-id="{missed.entry_id}"]')
+    expect(row).to_have_count(1, timeout=10_000)
+    started = datetime.fromtimestamp(missed.notifications[0].payload["timestamp"], ZoneInfo(COMPANY_ZONE))
+    expect(row.locator("td").first).to_have_text(started.strftime("%H:%M"))
+    expect(row.locator("td").nth(1)).to_have_attribute("aria-label", "incoming")
 
     # Click-to-call: a bad number is refused with the reason, a good one reaches Mango signed.
     alice.fill("#dial-number", "12")
@@ -123,3 +150,9 @@ def test_operator_page_popup_close_on_answer_elsewhere_and_click_to_call(
     # Mango's /result/callback comes back through the webhook: the page shows the command done.
     expect(alice.locator("#dial-status")).to_have_attribute("data-state", "done", timeout=15000)
     alice_ctx.close()
+
+    # On a phone the page fits its width: nothing to scroll sideways but the calls table in its panel.
+    phone = browser.new_page(viewport={"width": 360, "height": 740})  # type: ignore[attr-defined]
+    phone.goto(f"{daemon.url}/operator?token={cli_token(daemon, '--extension', '101')}")
+    expect(phone.locator(f'#calls tr[data-entry-id="{missed.entry_id}"]')).to_have_count(1, timeout=10_000)
+    assert phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth")

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, Protocol
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flask import Blueprint, Response, jsonify, make_response, redirect, render_template, request, url_for
 from sqlalchemy import Engine
@@ -50,9 +52,11 @@ def make_operator(
     signer: Callable[[], TokenSigner],
     *,
     password_login: PasswordLogin | None = None,
+    company_zone: Callable[[], str] = lambda: "UTC",
 ) -> Blueprint:
     """`password_login` lets employees log in with a panel password (a session checked on every request,
-    ended by logging out); without it only access codes work."""
+    ended by logging out); without it only access codes work. `company_zone()` names the company's time
+    zone (the panel's setting): the page shows times in it, 24-hour, and "today" starts at its midnight."""
     bp = Blueprint(
         "operator",
         __name__,
@@ -142,13 +146,25 @@ def make_operator(
     @bp.get("/api/session")
     def session() -> Response:
         identity, _login = _identity_from_request()
-        return jsonify(browser_session(settings, signer(), identity, not_after=identity.expires_at))
+        session = browser_session(settings, signer(), identity, not_after=identity.expires_at)
+        return jsonify({**session, "timezone": _zone().key})
+
+    def _zone() -> ZoneInfo:
+        try:
+            return ZoneInfo(company_zone())
+        except (ZoneInfoNotFoundError, ValueError):
+            return ZoneInfo("UTC")
+
+    def _midnight() -> float:
+        """Today's start in the company's time zone, as Unix seconds."""
+        now = datetime.now(_zone())
+        return now.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
 
     @bp.get("/api/calls")
     def today() -> Response:
         identity, _ = _identity_from_request()
-        try:
-            since = float(request.args.get("since", ""))
+        try:  # default: today in the company's time zone
+            since = float(request.args.get("since") or _midnight())
         except ValueError:
             raise ApiError(
                 400, "'since' must be Unix seconds (the start of the day in your time zone)"

@@ -65,7 +65,15 @@ def create_app(settings: Settings, engine: Engine, writer: GroupCommitWriter) ->
     app.register_blueprint(make_calls_api(engine, lambda: settings.api.token.get_secret_value()))
     app.register_blueprint(make_openapi())
     passwords = password_login(addons, engine, settings)  # an add-on's users (the panel's), if any
-    app.register_blueprint(make_operator(settings, engine, signer, password_login=passwords))
+    app.register_blueprint(
+        make_operator(
+            settings,
+            engine,
+            signer,
+            password_login=passwords,
+            company_zone=lambda: admin_settings.panel().timezone,
+        )
+    )
     app.register_blueprint(make_health(engine, settings.http.metrics_token.get_secret_value()))
     # Signed recording links for CRMs; the panel's "recordings may be linked" option applies within `refresh`.
     recordings_enabled = cached(lambda: admin_settings.panel().recordings, seconds=refresh)

@@ -26,6 +26,7 @@
     const session = await res.json();
     state.identity = session.identity;
     state.token = session.token;
+    if (session.timezone && session.timezone !== state.timezone) { state.timezone = session.timezone; timeFormat = null; }
     return session;
   }
 
@@ -95,8 +96,20 @@
     todayTimer = setTimeout(loadToday, 300);
   }
 
+  // Times in the company's time zone (the panel's setting, from the session), 24-hour, whatever the
+  // browser's own zone and locale.
+  let timeFormat = null;
   function fmtTime(ts) {
-    return ts ? new Date(ts * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }) : "";
+    if (!ts) return "";
+    if (!timeFormat) {
+      const options = { hour: "2-digit", minute: "2-digit", hourCycle: "h23" };
+      try {
+        timeFormat = new Intl.DateTimeFormat("ru-RU", { ...options, timeZone: state.timezone || "UTC" });
+      } catch (e) {
+        timeFormat = new Intl.DateTimeFormat("ru-RU", options);
+      }
+    }
+    return timeFormat.format(new Date(ts * 1000));
   }
 
   function fmtDuration(s) {
@@ -105,11 +118,9 @@
   }
 
   async function loadToday() {
-    const midnight = new Date();
-    midnight.setHours(0, 0, 0, 0);
     let res;
-    try {
-      res = await fetch("/operator/api/calls?since=" + Math.floor(midnight.getTime() / 1000), { headers: authHeaders(), credentials: "same-origin" });
+    try {  // today, from midnight in the company's time zone (the server knows it)
+      res = await fetch("/operator/api/calls", { headers: authHeaders(), credentials: "same-origin" });
     } catch (e) { return; }
     if (!res.ok) return;
     const data = await res.json();
@@ -126,6 +137,7 @@
       cells.forEach((text, i) => {
         const td = document.createElement("td");
         td.textContent = text;
+        if (i === 1) { td.title = call.direction; td.setAttribute("aria-label", call.direction); }
         if (i === 2 && call.customer_number) {
           td.className = "num";
           td.title = "Call back";
