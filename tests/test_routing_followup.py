@@ -86,3 +86,23 @@ def test_a_customer_who_gets_through_later_also_follows_the_missed_call_up(engin
         "customer_called",
     )
     assert row.called_back_at == NOW - 95
+
+
+def test_missed_calls_never_called_back_do_not_hide_later_ones(engine: Engine, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import bridge.followup.sweeper as sweeper_module
+
+    monkeypatch.setattr(sweeper_module, "BATCH", 3)
+    for i in range(7):  # seven missed calls nobody called back, all older than the one that was
+        _call(
+            engine,
+            f"lost-{i}",
+            direction="incoming",
+            at=NOW - 7200 + i,
+            missed=True,
+            customer=f"7903000000{i}",
+        )
+    _call(engine, "missed", direction="incoming", at=NOW - 3600, missed=True)
+    _call(engine, "back", direction="outgoing", at=NOW - 600, answered_by="102")
+    sweeper = FollowUpSweeper(engine, {"listener": _Listener()}, clock=lambda: NOW)
+    found = [sweeper.run_once() for _ in range(4)]
+    assert sum(found) == 1 and [e["entry_id"] for e in _announced(engine)] == ["missed"]

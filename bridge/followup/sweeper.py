@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, func, insert, select
+from sqlalchemy import Connection, Engine, and_, func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from bridge.connector_api import CallEvent, Connector
@@ -31,7 +31,7 @@ from bridge.store.write_lock import write_transaction
 log = logging.getLogger(__name__)
 
 HORIZON = 7 * 86400.0  # missed calls older than this are no longer followed up
-BATCH = 200
+BATCH = 200  # missed calls looked at per sweep
 EMPLOYEE_CALLED = "employee_called"
 CUSTOMER_CALLED = "customer_called"
 
@@ -77,24 +77,36 @@ class FollowUpSweeper:
         self.interval = interval
         self._clock = clock
         self._on_written = on_written
+        self._after: tuple[float, str] | None = None  # where the next batch starts (None: the beginning)
 
     def due(self, now: float) -> list[FollowUp]:
-        """The missed calls followed up since the last sweep (read only)."""
+        """The missed calls of the next batch that have been followed up (read only).
+
+        Batches walk the missed calls of the horizon in order and start over at the end, so however many
+        are never called back, every one is looked at again within a few sweeps."""
         done = select(missed_followups.c.entry_id).where(missed_followups.c.entry_id == calls.c.entry_id)
+        conditions = [
+            calls.c.missed.is_(True),
+            calls.c.closed.is_(True),
+            calls.c.customer_number.is_not(None),
+            calls.c.started_at >= now - HORIZON,
+            ~done.exists(),
+        ]
+        if self._after is not None:
+            started, entry_id = self._after
+            conditions.append(
+                or_(
+                    calls.c.started_at > started,
+                    and_(calls.c.started_at == started, calls.c.entry_id > entry_id),
+                )
+            )
         found: list[FollowUp] = []
         with self._reader.connect() as conn:
             missed = conn.execute(
-                select(calls)
-                .where(
-                    calls.c.missed.is_(True),
-                    calls.c.closed.is_(True),
-                    calls.c.customer_number.is_not(None),
-                    calls.c.started_at >= now - HORIZON,
-                    ~done.exists(),
-                )
-                .order_by(calls.c.started_at)
-                .limit(BATCH)
+                select(calls).where(*conditions).order_by(calls.c.started_at, calls.c.entry_id).limit(BATCH)
             ).all()
+            last = missed[-1] if len(missed) == BATCH else None
+            self._after = None if last is None else (float(last.started_at), str(last.entry_id))
             for row in missed:
                 follow = self._follow_up(conn, row._asdict())
                 if follow is not None:
