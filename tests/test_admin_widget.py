@@ -17,6 +17,7 @@ import pytest
 import requests
 from sqlalchemy import Engine
 
+from admin_module.i18n import EN, RU
 from bridge.config import Settings
 from bridge.connectors_runtime import mango_client
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, requires_chromium
@@ -332,6 +333,17 @@ def test_texts_and_names_are_shown_escaped(panel: LivePanel) -> None:
     refused = admin.post("/admin/widget/flowers", {**SITE, "origins": attack})
     assert refused.status_code == 400
     assert "<script>alert(1)" not in refused.text
+
+
+def test_every_widget_text_is_labelled_in_words_in_both_languages(panel: LivePanel) -> None:
+    for lang, catalogue in (("en", EN), ("ru", RU)):
+        missing = [key for key in DEFAULT_TEXTS["ru"] if f"widget_text_{key}" not in catalogue]
+        assert missing == [], f"{lang}: texts without a label: {missing}"
+    admin = Browser(panel.url, "admin")
+    assert create(admin).status_code == 302
+    page = admin.get("/admin/widget/flowers").text
+    assert "<code>after_open</code>" not in page and "<code>title</code>" not in page
+    assert ">Message after a request, within working hours" in page and ">Headline" in page
 
 
 def test_the_embed_snippet_escapes_its_address() -> None:
