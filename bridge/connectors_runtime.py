@@ -38,6 +38,7 @@ from bridge.connector_api import (
 from bridge.connector_api.protocols import Dormant, TurnedOff
 from bridge.memo import cached as memo_cached
 from bridge.pbx.select import pbx_client
+from bridge.realtime.auth import TokenSigner, signer_for
 from bridge.recordings.links import links_for
 from bridge.registry import ConnectorConfigError, available_connectors, build_connectors
 from bridge.settings_store import SettingsStore
@@ -110,7 +111,24 @@ def context_for(
         originate=originate or originate_service(settings, engine),
         public_url=settings.http.public_url or None,
         recording_url=links_for(settings, engine).url,
+        hub_token=_hub_tokens(settings, engine),
     )
+
+
+HUB_TOKEN_MAX_SECONDS = 12 * 3600.0  # a working day: a connector's hub token never outlives it
+
+
+def _hub_tokens(settings: Settings, engine: Engine) -> Callable[[str, float], str]:
+    """`hub_token(extension, ttl)` for connectors: an employee's hub token, its lifetime kept to
+    [1 s, `HUB_TOKEN_MAX_SECONDS`]; the signer (and the stored secret) is resolved on first use."""
+    signers: list[TokenSigner] = []
+
+    def issue(extension: str, ttl: float) -> str:
+        if not signers:
+            signers.append(signer_for(settings, engine))
+        return signers[0].issue_employee(extension, min(max(1.0, float(ttl)), HUB_TOKEN_MAX_SECONDS))
+
+    return issue
 
 
 def build_bound(

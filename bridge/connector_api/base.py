@@ -96,6 +96,9 @@ class ConnectorContext:
     # A signed, expiring link a CRM can keep to download a recording (`<public_url>/recordings/<id>?t=...`);
     # it gives None when there is no public URL or linking recordings is switched off.
     recording_url: Callable[[str], str | None] | None = None
+    # A short-lived token for the WebSocket hub naming one extension: `hub_token(extension, ttl_seconds)`;
+    # the core caps the lifetime (12 h at most) and raises ValueError for a malformed extension.
+    hub_token: Callable[[str, float], str] | None = None
 
 
 class _ClassDefault:

@@ -3,12 +3,14 @@
 The widget's ``self.$authorizedAjax`` adds an ``X-Auth-Token`` header: a JWT signed HS256 with the
 integration's secret key, naming the account (``iss``, its address; ``account_id``) and the user
 (``user_id``), valid for a short while (``iat``, ``nbf``, ``exp``) and unique (``jti``). A token is
-accepted once: a replayed ``jti`` is refused until the token would have expired anyway (remembered per
-process).
+accepted once: a replayed ``jti`` is refused until the token would have expired anyway. The used ``jti``s
+are kept in the connector's shared state when one is given (so every web worker and instance refuses a
+replay), else in this process.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -17,9 +19,13 @@ from urllib.parse import urlsplit
 
 import jwt
 
+from bridge.connector_api import StateStore
+
 LEEWAY_SECONDS = 5.0  # clock skew between amoCRM and this host
 MAX_TOKEN = 4096
 REQUIRED = ("iss", "exp", "iat", "jti", "user_id")
+USED_KEY = "widget_used_tokens"
+CAS_ATTEMPTS = 20
 
 
 class WidgetTokenError(Exception):
@@ -44,7 +50,13 @@ class WidgetTokens:
     """Verifies one-time tokens for one account under the integration's secret key."""
 
     def __init__(
-        self, secret: str, account_url: str, *, clock: Callable[[], float] = time.time, memory: int = 10_000
+        self,
+        secret: str,
+        account_url: str,
+        *,
+        clock: Callable[[], float] = time.time,
+        memory: int = 10_000,
+        state: Callable[[], StateStore | None] = lambda: None,
     ) -> None:
         if not secret:
             raise ValueError("the integration's secret key is empty")
@@ -53,6 +65,7 @@ class WidgetTokens:
         self._clock = clock
         self._seen: dict[str, float] = {}  # jti -> exp
         self._memory = memory
+        self._state = state
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:  # never show the secret
@@ -95,11 +108,25 @@ class WidgetTokens:
 
     def _once(self, jti: str, expires: float) -> None:
         now = self._clock()
+        state = self._state()
         with self._lock:
-            if jti in self._seen:
-                raise WidgetTokenError("token already used")
-            if len(self._seen) >= self._memory:
-                self._seen = {k: v for k, v in self._seen.items() if v + LEEWAY_SECONDS > now}
-                if len(self._seen) >= self._memory:
-                    self._seen.pop(next(iter(self._seen)))
-            self._seen[jti] = expires
+            if state is None:
+                self._seen = self._remember(self._seen, jti, expires, now)
+                return
+            for _ in range(CAS_ATTEMPTS):  # another worker wrote first: read again
+                current = state.get(USED_KEY)
+                seen = json.loads(current[0]) if current else {}
+                fresh = self._remember(seen, jti, expires, now)
+                if state.compare_and_set(USED_KEY, json.dumps(fresh), current[1] if current else None):
+                    return
+        raise WidgetTokenError("too many requests at once; try again")
+
+    def _remember(self, seen: dict[str, float], jti: str, expires: float, now: float) -> dict[str, float]:
+        """`seen` plus `jti`, without the entries that have expired; raises for a `jti` already there."""
+        if jti in seen:
+            raise WidgetTokenError("token already used")
+        seen = {k: v for k, v in seen.items() if v + LEEWAY_SECONDS > now}
+        while len(seen) >= self._memory:
+            seen.pop(next(iter(seen)))
+        seen[jti] = expires
+        return seen
