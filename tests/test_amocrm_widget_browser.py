@@ -6,8 +6,9 @@ with `add_action`, `get_settings`, `i18n` and `$authorizedAjax` on its prototype
 `bind_actions`); a click on a phone number runs the widget's 'phone' action with ``{value: number}``;
 `$authorizedAjax` adds an ``X-Auth-Token`` made as amoCRM makes it (HS256 under the integration's secret).
 script.js is the one the daemon packages (``/connectors/amocrm/widget/package.zip``). The live panel it
-frames is signed in with an access code from `callbridge token`; a ring group's call shows the caller's
-amoCRM card in it, and a colleague's answer closes it.
+frames signs in through the widget's session endpoint (no access code is typed); a ring group's call
+shows the caller's amoCRM card in it, and a colleague's answer closes it. For a user without an extension
+the panel falls back to its access-code form, and an access code from `callbridge token` signs it in.
 
 The page is served at the daemon's own origin: the daemon's hook forwarder answers CORS preflights
 itself and never passes them to a connector's hooks, so a cross-origin POST with ``X-Auth-Token`` cannot
@@ -137,6 +138,12 @@ class Widget:
     page: Any
     user: dict[str, int]
 
+    def reload_as(self, user_id: int) -> None:
+        """Open the page again as another amoCRM user (the panel asks for its session on load)."""
+        self.user["id"] = user_id
+        self.page.reload()
+        self.page.wait_for_function("window.amo && window.amo.actions.phone !== undefined")
+
 
 @pytest.fixture
 def widget(stack: tuple[Daemon, CommandServer, FakeAmoCrm, int]) -> Iterator[Widget]:
@@ -201,24 +208,23 @@ def test_an_unmapped_user_is_told_why_and_nothing_is_dialled(stack, widget: Widg
     assert callbacks_to(mango, "79160000009") == 0
 
 
-def test_the_live_panel_shows_the_ringing_callers_card_and_closes_when_a_colleague_answers(
+def test_the_live_panel_signs_in_through_the_widget_and_shows_the_ringing_callers_card(
     stack, widget: Widget
 ) -> None:
     from playwright.sync_api import expect
 
     daemon, _, fake, contact = stack
+    widget.reload_as(1001)  # extension 101, whose colleague 102 answers
     page = widget.page
     frame_element = page.locator("#callbridge-panel")
-    expect(frame_element).to_have_attribute("data-open", "yes")  # the sign-in form asks to be shown
     panel = page.frame_locator("#callbridge-panel")
-    panel.locator("#code").fill("not-a-valid-code")
-    panel.locator("#sign-in").click()
-    expect(panel.locator("#login-error")).to_contain_text("Код не подошёл")
-    panel.locator("#code").fill(cli_token(daemon, "--extension", "101"))
-    panel.locator("#sign-in").click()
     expect(panel.locator("body")).to_have_attribute("data-connected", "yes")
+    expect(panel.locator("#login")).to_be_hidden()  # no access code asked for
     expect(frame_element).to_have_attribute("data-open", "no")
     assert frame_element.evaluate("el => el.style.height") == "0px"
+    assert (
+        page.frame_locator("#callbridge-panel").locator("body").evaluate("() => localStorage.length") == 0
+    )  # the hub token is kept in memory only
 
     call = scenarios.build("ring_group_second_answers", seed=31, extensions=("101", "102"))
     ringing, rest = split_at_ringing(call)
@@ -239,3 +245,21 @@ def test_the_live_panel_shows_the_ringing_callers_card_and_closes_when_a_colleag
         assert not poster.play(rest[answer + 1 :]).errors
     finally:
         poster.close()
+
+
+def test_an_unmapped_users_panel_falls_back_to_the_access_code(stack, widget: Widget) -> None:
+    from playwright.sync_api import expect
+
+    daemon = stack[0]
+    widget.reload_as(4242)
+    frame_element = widget.page.locator("#callbridge-panel")
+    panel = widget.page.frame_locator("#callbridge-panel")
+    expect(frame_element).to_have_attribute("data-open", "yes")  # the sign-in form asks to be shown
+    expect(panel.locator("#login")).to_be_visible()
+    panel.locator("#code").fill("not-a-valid-code")
+    panel.locator("#sign-in").click()
+    expect(panel.locator("#login-error")).to_contain_text("Код не подошёл")
+    panel.locator("#code").fill(cli_token(daemon, "--extension", "101"))
+    panel.locator("#sign-in").click()
+    expect(panel.locator("body")).to_have_attribute("data-connected", "yes")
+    expect(frame_element).to_have_attribute("data-open", "no")

@@ -1,9 +1,11 @@
 """The live call panel the widget frames inside amoCRM: ``GET /connectors/amocrm/widget/panel?lang=ru|en``.
 
 A page of callbridge's own (so it talks to callbridge same-origin, with no CORS), framed only by the
-account's pages (``frame-ancestors``). The employee signs in once with their callbridge access code
-(``callbridge token --extension 101``); the page then gets short-lived hub tokens from
-``/operator/api/session`` and shows the operator page's live popups (``/operator/static/live.js``): the
+account's pages (``frame-ancestors``). It signs in with the hub token the framing widget gets for the
+current amoCRM user (``/widget/session``, handed over by ``postMessage`` from the account's origin), or,
+as a fallback, with the employee's callbridge access code (``callbridge token --extension 101``); either
+is traded at ``/operator/api/session`` for the hub's address and short-lived connection tokens.
+It shows the operator page's live popups (``/operator/static/live.js``): the
 caller's card with the amoCRM contact link while the phone rings, closed when a colleague answers, the
 call's progress for whoever took it.
 """
@@ -62,7 +64,7 @@ def register_panel(blueprint: Blueprint, connector: AmoCrmConnector) -> None:
     @blueprint.get("/widget/panel")
     def panel() -> Any:
         lang = "en" if request.args.get("lang") == "en" else "ru"
-        config = {"labels": LABELS_RU if lang == "ru" else {}, "texts": TEXTS[lang]}
+        config = {"labels": LABELS_RU if lang == "ru" else {}, "texts": TEXTS[lang], "account": origin}
         page = render_template("amocrm/panel.html", lang=lang, texts=TEXTS[lang], config=config)
         response = make_response(page)
         response.headers["Cache-Control"] = "no-store"

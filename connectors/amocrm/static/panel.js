@@ -1,5 +1,7 @@
-// callbridge's live call panel inside amoCRM: the widget's script.js frames this page. Signed in once with
-// the employee's callbridge access code (kept in this browser), it shows the caller's card while the phone
+// callbridge's live call panel inside amoCRM: the widget's script.js frames this page. It signs in with a
+// hub token the widget gets for the current amoCRM user (kept in memory only, asked again when it runs
+// out), or, when the widget cannot give one, with the employee's callbridge access code (kept in this
+// browser). It shows the caller's card while the phone
 // rings (CallbridgeLive from /operator/static/live.js), closes it when a colleague answers, keeps the
 // call's progress, and tells the framing page when it has something to show.
 (() => {
@@ -25,16 +27,55 @@
     tell();
   }
 
-  async function fetchSession() {
-    const code = localStorage.getItem(KEY);
-    if (!code) return null;
-    const answer = await fetch("/operator/api/session", { headers: { Authorization: "Bearer " + code } });
-    if (answer.status === 401) {
-      localStorage.removeItem(KEY);
-      return null;
-    }
+  // The hub token from the framing widget: only a message from our parent, sent from the account's page
+  // (or callbridge's own), counts. Null when the widget cannot give one (not framed, unmapped user...).
+  const senders = new Set([config.account, location.origin]);
+  const WIDGET_WAIT_MS = 15000;
+  let hubToken = null;
+  let widgetRefused = false;
+
+  function askWidget() {
+    if (widgetRefused || window.parent === window) return Promise.resolve(null);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => finish(null), WIDGET_WAIT_MS);
+      function finish(token) {
+        clearTimeout(timer);
+        window.removeEventListener("message", listen);
+        if (!token) widgetRefused = true;
+        resolve(token);
+      }
+      function listen(event) {
+        const data = event.data || {};
+        if (event.source !== window.parent || !senders.has(event.origin)) return;
+        if (data.type !== "callbridge-session") return;
+        finish(typeof data.token === "string" && data.token ? data.token : null);
+      }
+      window.addEventListener("message", listen);
+      window.parent.postMessage({ type: "callbridge-panel", want: "session" }, "*");
+    });
+  }
+
+  // The operator page's own session (hub address, connection token) for a hub token or an access code.
+  async function sessionFor(token) {
+    const answer = await fetch("/operator/api/session", { headers: { Authorization: "Bearer " + token } });
+    if (answer.status === 401) return null;
     if (!answer.ok) throw new Error("HTTP " + answer.status);
     return answer.json();
+  }
+
+  async function fetchSession() {
+    for (let attempt = 0; attempt < 2 && !widgetRefused; attempt++) {
+      if (!hubToken) hubToken = await askWidget();
+      if (!hubToken) break;
+      const session = await sessionFor(hubToken);
+      if (session) return session;
+      hubToken = null; // ran out: one fresh token from the widget
+    }
+    const code = localStorage.getItem(KEY);
+    if (!code) return null;
+    const session = await sessionFor(code);
+    if (!session) localStorage.removeItem(KEY);
+    return session;
   }
 
   const live = window.CallbridgeLive.create({

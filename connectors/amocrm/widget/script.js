@@ -1,7 +1,8 @@
 // callbridge's amoCRM widget: click-to-call through Mango Office and the live call panel
 // (docs/connectors/amocrm.md, "The widget"). amoCRM loads this AMD module and calls its callbacks; a click
 // on a phone number anywhere reaches the 'phone' action, which asks callbridge (with amoCRM's one-time
-// token, via $authorizedAjax) to call it; `render` frames callbridge's live panel page.
+// token, via $authorizedAjax) to call it; `render` frames callbridge's live panel page and signs it in
+// for the current user (GET /widget/session), so nobody types an access code.
 define([], function () {
   'use strict';
 
@@ -48,6 +49,26 @@ define([], function () {
       box._hide = setTimeout(function () { box.remove(); }, NOTE_SECONDS * 1000);
     }
 
+    // The panel signs in with a hub token the widget gets for the current amoCRM user (GET /widget/session
+    // with amoCRM's one-time token) and posts to callbridge's origin only; on refusal it says why, and the
+    // panel falls back to its access-code form.
+    function session(frame, to) {
+      function give(message) {
+        if (frame.contentWindow) frame.contentWindow.postMessage(message, to);
+      }
+      self.$authorizedAjax({
+        url: base() + '/connectors/amocrm/widget/session',
+        type: 'GET',
+        method: 'GET',
+        dataType: 'json'
+      }).done(function (answer) {
+        give({ type: 'callbridge-session', token: answer.token, extension: answer.extension });
+      }).fail(function (xhr) {
+        var body = (xhr && xhr.responseJSON) || {};
+        give({ type: 'callbridge-session', error: body.error || (xhr && xhr.status ? 'failed' : 'unreachable') });
+      });
+    }
+
     // The live call panel: callbridge's own page, framed bottom-right, shown only while it has something.
     function panel() {
       if (document.getElementById(PANEL_ID)) return;
@@ -63,6 +84,10 @@ define([], function () {
       window.addEventListener('message', function (event) {
         var data = event.data || {};
         if (event.origin !== from || event.source !== frame.contentWindow || data.type !== 'callbridge-panel') return;
+        if (data.want === 'session') {
+          session(frame, from);
+          return;
+        }
         frame.style.height = data.open ? Math.min(Number(data.height) || 0, PANEL_MAX_HEIGHT) + 'px' : '0';
         frame.setAttribute('data-open', data.open ? 'yes' : 'no');
       });
