@@ -120,7 +120,7 @@ class BackgroundWorkers:
     def _on_call_events(self, events: Sequence[CallEvent]) -> None:
         self.dispatcher.wake()
         if self._listener is not None:
-            self._listener(events)
+            self._listener(self.routing.annotate(events))  # a routed call's popup says why
 
     def start(self) -> None:
         for thread in self._threads:

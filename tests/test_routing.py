@@ -308,3 +308,29 @@ def test_a_ringing_call_is_not_moved_to_an_employee_already_rung(engine: Engine)
         row = conn.execute(select(call_routes.c.outcome, call_routes.c.detail)).one()
     assert tuple(row) == (outcomes.UNDECIDED, "not moved: 102 is already being rung")
     assert len(queue) == 0
+
+
+def test_the_ringing_of_a_routed_call_says_why_it_came(engine: Engine) -> None:
+    from bridge.connector_api import CallEvent
+    from bridge.realtime.messages import call_message
+    from bridge.routing.store import save
+
+    routing = RoutingSettings(enabled=True)
+    service, _ = _service(engine, routing)
+    assert claim(engine, "now", "ivr-leg", CUSTOMER, NOW)
+    why = "put through to Anna (202): spoke with the customer 20 h ago"
+    save(engine, "now", NOW, outcome=outcomes.SENT, command_id="rt-1", detail=why, extension="202")
+    routed = CallEvent(
+        type="call.ringing",
+        entry_id="now",
+        key="call.ringing:l2",
+        occurred_at=NOW,
+        command_id="rt-1",
+        extension="202",
+    )
+    other = CallEvent(
+        type="call.ringing", entry_id="other", key="call.ringing:l3", occurred_at=NOW, command_id="cb-1"
+    )
+    annotated = service.annotate([routed, other])
+    assert call_message(annotated[0])["routing"] == why
+    assert "routing" not in call_message(annotated[1]) and annotated[1] is other

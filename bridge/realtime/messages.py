@@ -85,6 +85,8 @@ def call_message(
         message["card_pending"] = card_pending
     if event.type == CALL_RINGING and event.extra.get("acd_group"):
         message["group"] = event.extra.get("acd_group")
+    if event.type == CALL_RINGING and event.extra.get("routing"):
+        message["routing"] = event.extra["routing"]  # why routing put the call through to this employee
     if event.type == CALL_ANSWERED:
         message["answered_at"] = event.answered_at
     if event.type == CALL_TRANSFERRED:

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 PATH = "commands/route"
 MANGO_INTERVAL = 2.0  # Mango: commands/route, 1 request per 2 s per product (mango.md §3.2, §5)
 MARGIN = 0.05  # keeps clock skew between us and Mango from making two requests look closer than 2 s
+ROUTE_PREFIX = "rt-"  # the command ids of routes (Mango echoes them on the legs they make)
 MAX_WAIT = 10.0  # the IVR step Mango's documentation suggests holds the caller about 10 s
 
 
@@ -122,7 +123,7 @@ class RouteQueue:
         store.save(self._engine, item.entry_id, self._clock(), outcome=outcomes.DROPPED, detail=why)
 
     def _send(self, item: PendingRoute) -> None:
-        command_id = new_command_id("rt")
+        command_id = new_command_id(ROUTE_PREFIX[:-1])
         self._journal.record(
             PATH, {"call_id": item.call_id, "to_number": item.extension}, command_id=command_id
         )
@@ -154,4 +155,4 @@ class RouteQueue:
         store.save(self._engine, item.entry_id, self._clock(), outcome=outcome, command_id=command_id)
 
 
-__all__ = ["MANGO_INTERVAL", "MAX_WAIT", "PATH", "PendingRoute", "RouteQueue"]
+__all__ = ["MANGO_INTERVAL", "MAX_WAIT", "PATH", "ROUTE_PREFIX", "PendingRoute", "RouteQueue"]

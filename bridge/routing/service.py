@@ -16,17 +16,19 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 from sqlalchemy import Engine
 
 from bridge.config import Settings
 from bridge.config.model import RoutingSettings
-from bridge.connector_api import Connector
+from bridge.connector_api import CallEvent, Connector
+from bridge.connector_api.events import CALL_RINGING
 from bridge.pbx.events import CallLegEvent, LegState, PbxEvent
 from bridge.pbx.port import PbxClientFactory, PbxError
 from bridge.routing import outcomes, store
 from bridge.routing.decide import Decider
-from bridge.routing.queue import PendingRoute, RouteQueue
+from bridge.routing.queue import ROUTE_PREFIX, PendingRoute, RouteQueue
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +145,23 @@ class RoutingService:
             decided_ms=took,
         )
         self.queue.put(PendingRoute(event.entry_id, event.call_id, decision.extension, time.monotonic()))
+
+    def annotate(self, events: Sequence[CallEvent]) -> list[CallEvent]:
+        """The CallEvents with the routing decision (`extra["routing"]`, in plain words) on the ringing of
+        a leg a route made, so the employee's popup says why the call came to them."""
+        routed = [
+            e for e in events if e.type == CALL_RINGING and (e.command_id or "").startswith(ROUTE_PREFIX)
+        ]
+        if not routed:
+            return list(events)
+        with self._engine.connect() as conn:
+            details = store.details(conn, {e.command_id for e in routed if e.command_id})
+        return [
+            replace(e, extra={**e.extra, "routing": details[e.command_id][1]})
+            if e.type == CALL_RINGING and e.command_id in details and e.extension == details[e.command_id][0]
+            else e
+            for e in events
+        ]
 
     def _rung(self, event: CallLegEvent, extension: str) -> bool:
         """Whether the call already rings at `extension` (intercepting would only take it from there)."""

@@ -133,6 +133,16 @@ def ringing(conn: Connection, entry_id: str) -> set[str]:
     return {str(r[0]) for r in rows}
 
 
+def details(conn: Connection, command_ids: Iterable[str]) -> dict[str, tuple[str, str]]:
+    """The employee routed to and the decision's words, by the id of the route sent for them."""
+    rows = conn.execute(
+        select(call_routes.c.command_id, call_routes.c.extension, call_routes.c.detail).where(
+            call_routes.c.command_id.in_(list(command_ids))
+        )
+    )
+    return {str(r[0]): (str(r[1]), str(r[2])) for r in rows if r[1] and r[2]}
+
+
 def route_of(conn: Connection, entry_id: str) -> dict[str, Any] | None:
     """The call's routing for the read API: the decision, its reason and what became of the command."""
     row = conn.execute(
@@ -164,6 +174,7 @@ def route_of(conn: Connection, entry_id: str) -> dict[str, Any] | None:
 __all__ = [
     "Talk",
     "claim",
+    "details",
     "employee",
     "in_ivr",
     "last_talk",

@@ -288,7 +288,8 @@
       el.className = "popup ringing";
       el.dataset.callId = msg.call_id || "";
       const who = state.identity.role === "supervisor" ? labels.at + msg.extension : "";
-      el.querySelector(".popup-state").textContent = (msg.direction === "outgoing" ? labels.outgoing : labels.incoming) + who;
+      el.querySelector(".popup-state").textContent = (msg.direction === "outgoing" ? labels.outgoing : labels.incoming) + who
+        + (msg.routing ? " · " + msg.routing : "");
       renderCard(el, msg, msg.card);
       el.dataset.number = msg.number || "";
       notify(msg);
