@@ -1,6 +1,6 @@
 """The amoCRM widget's parts without the daemon: one-time token checks, the hooks' CORS preflight (in the
-hooks app the daemon builds for the connector), the click's answers, and the package (also from the
-command line), read back."""
+hooks app the daemon builds for the connector), the click's and the live panel session's answers, and
+the package (also from the command line), read back."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from bridge.cli import cli
-from bridge.connector_api.testing import context
+from bridge.connector_api.testing import MemoryState, context
 from bridge.connector_hooks import hooks_app
 from connectors.amocrm import AmoCrmConnector
 from connectors.amocrm.widget_package import LOGOS, build_package
@@ -69,11 +69,36 @@ def test_a_token_is_accepted_once() -> None:
     assert SECRET not in repr(checker)
 
 
-def widget_app(dials: list[tuple[str, str]], **settings: object):
+def test_a_token_used_in_one_worker_is_refused_in_another_and_forgotten_once_expired() -> None:
+    shared, now = MemoryState(), [time.time()]
+    first, second = (WidgetTokens(SECRET, ACCOUNT, state=lambda: shared, clock=lambda: now[0]) for _ in "ab")
+    token = one_time_token(SECRET, ACCOUNT, 5)
+    first.verify(token)
+    with pytest.raises(WidgetTokenError, match="already used"):
+        second.verify(token)
+    now[0] += 3600  # long after every token seen so far expired: the next use forgets them
+    first.verify(one_time_token(SECRET, ACCOUNT, 6))
+    entry = shared.get("widget_used_tokens")
+    assert entry is not None and len(json.loads(entry[0])) == 1
+
+
+def widget_app(dials: list[tuple[str, str]], hub: list[tuple[str, float]] | None = None, **settings: object):
     amo = AmoCrmConnector(
         {"account_url": ACCOUNT, "long_lived_token": "llt", "client_secret": SECRET, **settings}
     )
-    amo.bind(context(public_url=PUBLIC, originate=lambda ext, number: dials.append((ext, number)) or "cmd-1"))
+
+    def hub_token(extension: str, ttl: float) -> str:
+        assert hub is not None
+        hub.append((extension, ttl))
+        return f"hub-{extension}"
+
+    amo.bind(
+        context(
+            public_url=PUBLIC,
+            originate=lambda ext, number: dials.append((ext, number)) or "cmd-1",
+            hub_token=hub_token if hub is not None else None,
+        )
+    )
     app = hooks_app("amocrm", amo, {"MAX_CONTENT_LENGTH": 1 << 20})
     assert app is not None
     return app.test_client()
@@ -112,6 +137,26 @@ def test_a_click_dials_the_mapped_extension_and_an_unmapped_user_is_told_why() -
     )
     assert bad.status_code == 400 and bad.json["error"] == "bad_phone"
     assert dials == [("101", "+79161234567")]
+
+
+def test_a_session_gives_the_mapped_user_a_hub_token_and_nobody_else() -> None:
+    issued: list[tuple[str, float]] = []
+    web = widget_app([], issued, users={"101": "1001"})
+    session = "/connectors/amocrm/widget/session"
+    ok = web.get(session, headers={"X-Auth-Token": one_time_token(SECRET, ACCOUNT, 1001), "Origin": ACCOUNT})
+    assert ok.status_code == 200 and ok.json == {"token": "hub-101", "extension": "101", "expires_in": 3600.0}
+    assert ok.headers["Access-Control-Allow-Origin"] == ACCOUNT
+    unmapped = web.get(session, headers={"X-Auth-Token": one_time_token(SECRET, ACCOUNT, 9)})
+    assert unmapped.status_code == 409 and unmapped.json["error"] == "unmapped"
+    forged = web.get(session, headers={"X-Auth-Token": one_time_token("x" + SECRET, ACCOUNT, 1001)})
+    assert forged.status_code == 401 and "token" not in forged.json
+    assert issued == [("101", 3600.0)]
+    asked = {"Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "x-auth-token"}
+    preflight = web.options(session, headers={"Origin": ACCOUNT, **asked})
+    assert preflight.status_code == 204 and "GET" in preflight.headers["Access-Control-Allow-Methods"]
+    no_hub = widget_app([], users={"101": "1001"})
+    refused = no_hub.get(session, headers={"X-Auth-Token": one_time_token(SECRET, ACCOUNT, 1001)})
+    assert refused.status_code == 503
 
 
 def _png_size(data: bytes) -> tuple[int, int]:
