@@ -21,6 +21,8 @@ from bridge.pbx.mango import scenarios
 from bridge.pbx.mango.simulator import CommandServer
 from tests.conftest import BACKENDS, _pg_database
 from tests.daemon import API_KEY, API_SALT, Daemon, wait_call, wait_closed
+from tests.fakes.realtime_client import Client
+from tests.test_realtime_e2e import cli_token
 
 FAMILIAR = "79160000001"  # talked with 202 yesterday
 BUSY_CASE = "79160000002"  # talked with 202 yesterday; the CRM's responsible is 203
@@ -113,8 +115,15 @@ def _routes(stack: Stack, call_id: str | None = None) -> list:
 
 def test_a_customer_who_talked_with_202_yesterday_reaches_202(stack: Stack) -> None:
     _talked(stack, FAMILIAR, "202", hours_ago=20, seed=1)
-    ivr = stack.mango.ring_ivr(customer=FAMILIAR, wait=8, fallback_extension="101")
-    entry_id = stack.mango.calls[ivr]
+    anna = Client(int(stack.daemon.env["CALLBRIDGE_WS_PORT"]), cli_token(stack.daemon, "--extension", "202"))
+    try:
+        anna.wait_for("hello")
+        ivr = stack.mango.ring_ivr(customer=FAMILIAR, wait=8, fallback_extension="101")
+        entry_id = stack.mango.calls[ivr]
+        popup = anna.wait_for("call.ringing", where=lambda m: m["entry_id"] == entry_id)
+    finally:
+        anna.close()
+    assert popup["routing"].startswith("put through to 202: spoke with the customer 20 h ago")
     route = stack.mango.wait_for("commands/route", where=lambda r: r.json.get("call_id") == ivr, timeout=10)
     assert route.json["to_number"] == "202" and route.result == 1000
     routing = _routing(stack, entry_id, lambda r: r["command_status"] == "done")

@@ -127,6 +127,8 @@ class RouteQueue:
         self._journal.record(
             PATH, {"call_id": item.call_id, "to_number": item.extension}, command_id=command_id
         )
+        # On the call before it is sent: the legs Mango makes for it may be folded before its answer comes.
+        store.save(self._engine, item.entry_id, self._clock(), command_id=command_id)
         self._next_at = time.monotonic() + self.interval
         self.sent_at = [*self.sent_at[-99:], time.monotonic()]
         status, result, outcome = FAILED, None, outcomes.FAILED
