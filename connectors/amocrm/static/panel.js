@@ -34,21 +34,37 @@
   let hubToken = null;
   let widgetRefused = false;
 
+  // The widget's answer: a token; a refusal that will not change (unmapped user, refused token: the
+  // access-code form then); or a passing failure (callbridge unreachable, busy), thrown so the caller
+  // tries again later. No answer at all (an older widget, another framer) counts as a refusal.
+  const LASTING = new Set(["unmapped", "unauthorized"]);
+
   function askWidget() {
     if (widgetRefused || window.parent === window) return Promise.resolve(null);
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => finish(null), WIDGET_WAIT_MS);
-      function finish(token) {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => refuse(), WIDGET_WAIT_MS);
+      function done() {
         clearTimeout(timer);
         window.removeEventListener("message", listen);
-        if (!token) widgetRefused = true;
-        resolve(token);
+      }
+      function refuse() {
+        done();
+        widgetRefused = true;
+        resolve(null);
       }
       function listen(event) {
         const data = event.data || {};
         if (event.source !== window.parent || !senders.has(event.origin)) return;
         if (data.type !== "callbridge-session") return;
-        finish(typeof data.token === "string" && data.token ? data.token : null);
+        if (typeof data.token === "string" && data.token) {
+          done();
+          resolve(data.token);
+        } else if (data.error && !LASTING.has(data.error)) {
+          done();
+          reject(new Error("widget: " + data.error));
+        } else {
+          refuse();
+        }
       }
       window.addEventListener("message", listen);
       window.parent.postMessage({ type: "callbridge-panel", want: "session" }, "*");
