@@ -238,3 +238,29 @@ def test_the_widget_block_list_in_the_browser(browser: Any, engine: Engine, pane
     row.locator("button.unblock").click()
     page.wait_for_load_state()
     assert page.locator('#widget-blocked tr[data-value="+79161234567"]').count() == 0
+
+
+def test_the_russian_header_fits_one_line_at_1366_px_and_the_keyboard_skips_it(
+    browser: Any, panel: LivePanel
+) -> None:
+    page = open_as(browser, panel.url, "admin")
+    page.set_viewport_size({"width": 1366, "height": 768})
+    page.select_option("#lang", "ru")  # choosing alone changes nothing (no change of context on input)
+    assert page.locator("html").get_attribute("lang") == "en"
+    page.click("#lang-switch")
+    page.wait_for_load_state()
+    assert page.locator("html").get_attribute("lang") == "ru"
+    layout = page.evaluate(
+        """() => ({
+            header: document.querySelector('header.top').getBoundingClientRect().height,
+            widths: [...document.querySelector('header.top').children]
+                .map((el) => [el.className || el.tagName, Math.round(el.getBoundingClientRect().width)]),
+        })"""
+    )
+    assert layout["header"] < 48, f"the header wraps onto a second line: {layout}"
+    page.keyboard.press("Tab")  # the first stop is the skip link, shown when focused
+    skip = page.locator("a.skip-link")
+    assert skip.evaluate("el => el === document.activeElement") and skip.is_visible()
+    page.keyboard.press("Enter")
+    assert page.evaluate("document.activeElement.id") == "main"
+    page.context.close()
