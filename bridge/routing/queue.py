@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 PATH = "commands/route"
 MANGO_INTERVAL = 2.0  # Mango: commands/route, 1 request per 2 s per product (mango.md §3.2, §5)
-MARGIN = 0.05  # keeps clock skew between us and Mango from making two requests look closer than 2 s
+MARGIN = 0.1  # keeps network jitter from bringing two requests closer than 2 s at Mango
 ROUTE_PREFIX = "rt-"  # the command ids of routes (Mango echoes them on the legs they make)
 MAX_WAIT = 10.0  # the IVR step Mango's documentation suggests holds the caller about 10 s
 
@@ -129,12 +129,13 @@ class RouteQueue:
         )
         # On the call before it is sent: the legs Mango makes for it may be folded before its answer comes.
         store.save(self._engine, item.entry_id, self._clock(), command_id=command_id)
-        self._next_at = time.monotonic() + self.interval
-        self.sent_at = [*self.sent_at[-99:], time.monotonic()]
         status, result, outcome = FAILED, None, outcomes.FAILED
         client = None
         try:
             client = self._client_factory()
+            # The pace counts from the moment the request goes out, not from the work before it.
+            self._next_at = time.monotonic() + self.interval
+            self.sent_at = [*self.sent_at[-99:], time.monotonic()]
             accepted = client.route(item.call_id, item.extension, command_id=command_id)
             status, result, outcome = ACCEPTED, accepted.result, outcomes.SENT
         except PbxRateLimited as exc:
