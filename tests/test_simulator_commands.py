@@ -178,12 +178,12 @@ def _simulate(daemon: Daemon, *args: str) -> str:
 
 
 def _entry_ids(output: str) -> list[str]:
-    return [
-        word.split("=", 1)[1]
-        for line in output.splitlines()
-        for word in line.split()
-        if word.startswith("entry=")
-    ]
+    """The entry_id column of `callbridge simulate`'s table (the rows between the rule and the summary)."""
+    lines = output.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("scenario"))
+    assert set(lines[header + 1]) <= {"-", " "}, "a dashed rule under the header"
+    rows = [line for line in lines[header + 2 :] if line and not line.startswith(("played", "sent"))]
+    return [line.split()[1] for line in rows if len(line.split()) >= 5]
 
 
 def test_running_a_scenario_twice_makes_two_calls_unless_ids_are_fixed(daemon: Daemon) -> None:

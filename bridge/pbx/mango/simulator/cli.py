@@ -9,6 +9,8 @@ from typing import Any
 
 import click
 
+from bridge.text_table import shorten, table
+
 
 def _secret(value: Any) -> str:
     if value is None:
@@ -222,15 +224,14 @@ def _play(
     for send in report.sends:
         per_call.setdefault(owner[send.index], []).append(send)
     if not quiet:
+        rows = []
         for call_index, (name, scenario) in enumerate(calls):
             sends = per_call.get(call_index, [])
-            acked = sum(1 for s in sends if s.acked)
             failures = sorted({s.error for s in sends if s.error})
-            line = f"{name:<28} entry={scenario.entry_id:<22} events={len(scenario.notifications):<3} "
-            line += f"sent={len(sends):<3} acked={acked}"
-            if failures:
-                line += "  errors: " + "; ".join(failures[:3])
-            click.echo(line)
+            acked = sum(1 for s in sends if s.acked)
+            counts = [str(len(scenario.notifications)), str(len(sends)), str(acked)]
+            rows.append([name, scenario.entry_id, *counts, shorten("; ".join(failures[:3]), 80)])
+        click.echo(table(["scenario", "entry_id", "events", "sent", "acked", "errors"], rows))
     if report_path:
         with open(report_path, "w", encoding="utf-8") as fh:
             json.dump(report.to_dict(), fh, ensure_ascii=False, indent=1)
