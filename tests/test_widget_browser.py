@@ -205,6 +205,9 @@ def test_visitor_gets_a_call_and_the_widget_follows_it(
     assert log["headline"] == ["Заявка принята. Менеджер позвонит вам в течение 30 секунд."]
     counts = [int(c) for c in log["count"]]
     assert counts[0] == 30 and len(counts) >= 3 and counts == sorted(counts, reverse=True)
+    # Connected: the countdown is gone (no number frozen mid-way); the promise was announced (a live region).
+    assert not page.locator(".cbw-countdown").is_visible()
+    assert page.locator(".cbw-headline").get_attribute("aria-live") == "polite"
     shot(page, "widget-connected.png")
 
     [command] = bridge.commands_to("79165550606")
@@ -284,7 +287,10 @@ def test_keyboard_and_screen_reader_use(bridge: Bridge, shop: ShopServer, contex
     page.goto(shop.page("/keys", bridge, "browser-open"))
     launcher = page.locator(".cbw-launcher")
     launcher.wait_for(state="visible")
-    assert launcher.get_attribute("aria-label") == "Заказать обратный звонок"
+    # Its accessible name is the text it shows (no aria-label that says something else).
+    assert launcher.get_attribute("aria-label") is None
+    shown = launcher.locator(".cbw-launcher-text").inner_text()
+    assert shown and launcher.evaluate("el => el.innerText.trim()") == shown
     assert launcher.get_attribute("aria-expanded") == "false"
 
     page.keyboard.press("Tab")  # the shop's link

@@ -240,7 +240,7 @@
         '<p class="cbw-privacy"></p>' +
         '</form>' +
         '<div class="cbw-result" hidden>' +
-        '<p class="cbw-headline"></p>' +
+        '<p class="cbw-headline" role="status" aria-live="polite"></p>' +
         '<div class="cbw-countdown" aria-hidden="true"><span class="cbw-count"></span><span class="cbw-unit"></span></div>' +
         '<p class="cbw-status" role="status" aria-live="polite"></p>' +
         '<button type="button" class="cbw-again" hidden></button>' +
@@ -256,7 +256,7 @@
       var statusBox = $(".cbw-status"), again = $(".cbw-again");
 
       $(".cbw-launcher-text").textContent = T("button");
-      launcher.setAttribute("aria-label", T("expand"));
+      // The launcher's accessible name is its visible text (WCAG 2.5.3); aria-expanded says it opens a panel.
       close.setAttribute("aria-label", T("collapse"));
       close.setAttribute("title", T("collapse"));
       $(".cbw-title").textContent = T("title");
@@ -341,7 +341,7 @@
         box.setAttribute("data-state", state.state);
         if (state.state === "connected" || state.state === "failed" || state.state === "retry") {
           if (timer) { clearInterval(timer); timer = null; }
-          if (state.state !== "connected") countBox.hidden = true;
+          countBox.hidden = true;  // the countdown has done its job (connected) or no longer applies
         }
         again.hidden = state.state !== "failed";
       }
